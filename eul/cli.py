@@ -1,0 +1,381 @@
+"""The `eul` command line: data, base model, unlearning, evaluation, benchmark.
+
+Bad input ends with one line on stderr naming the problem and exit status 2; set
+EUL_DEBUG=1 to see the full traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _ids(values: Sequence[str] | None, file: str | None) -> list[str]:
+    ids = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise CliError(f"no id file at {path}")
+        ids += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return ids
+
+
+def _load(path: str, args: argparse.Namespace) -> list:
+    from eul.data import ColumnMap, load_records
+
+    columns = None
+    if any(getattr(args, k, None) for k in ("text_col", "label_col", "target_col")):
+        generation = args.task == "generation"
+        columns = ColumnMap(
+            text=args.text_col or "text",
+            target=(args.target_col or "target") if generation else None,
+            label=None if generation else (args.label_col or "label"),
+            record_id=args.id_col or "record_id",
+            subject_id=args.subject_col or "subject_id",
+        )
+    return load_records(path, task=args.task, columns=columns)
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data columns (defaults match files written by `eul data generate`)")
+    g.add_argument("--task", choices=("classification", "generation"), default="classification")
+    g.add_argument("--text-col", help="column with the input text (default: text)")
+    g.add_argument("--label-col", help="column with the label, classification (default: label)")
+    g.add_argument("--target-col", help="column with the target text, generation (default: target)")
+    g.add_argument(
+        "--id-col", help="column with record ids (default: record_id; assigned if absent)"
+    )
+    g.add_argument("--subject-col", help="column with subject ids (default: subject_id)")
+
+
+def _add_forget_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to forget (at least one)")
+    g.add_argument(
+        "--subject",
+        action="append",
+        help="subject id whose records to forget (repeatable, or comma-separated)",
+    )
+    g.add_argument(
+        "--record", action="append", help="record id to forget (repeatable, or comma-separated)"
+    )
+    g.add_argument("--ids-file", help="file with one record id per line")
+
+
+def _forget_split(records: list, args: argparse.Namespace) -> tuple[list, list]:
+    from eul.data import select_forget
+
+    return select_forget(records, _ids(args.subject, None), _ids(args.record, args.ids_file))
+
+
+def _print_metrics(metrics: dict) -> None:
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {key:<{width}}  {shown}")
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from eul.data import SyntheticConfig, generate, save_records, split_records
+
+    out = Path(args.out)
+    config = SyntheticConfig(
+        task=args.task,
+        n_subjects=args.subjects,
+        memorised_share=args.memorised_share,
+        seed=args.seed,
+    )
+    subjects, records = generate(config)
+    train, heldout, test = split_records(records, seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", train), ("heldout", heldout), ("test", test)):
+        save_records(part, out / f"{name}.jsonl")
+    (out / "subjects.jsonl").write_text(
+        "".join(json.dumps({"subject_id": s.subject_id, "name": s.name}) + "\n" for s in subjects)
+    )
+    print(
+        f"wrote {len(records)} {args.task} records of {len(subjects)} subjects to {out}/: "
+        f"train {len(train)}, heldout {len(heldout)}, test {len(test)} "
+        f"({sum(r.memorised for r in records)} memorised rows, all in train)"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from eul.data import LABEL_WORDS
+    from eul.model import ModelSpec, TextModel, TrainConfig, train_full
+
+    records = _load(args.data, args)
+    if args.init:
+        tm = TextModel.load(args.init)
+    else:
+        spec = ModelSpec(
+            family=args.family,
+            d_model=args.d_model,
+            num_layers=args.layers,
+            num_heads=args.heads,
+            d_ff=args.d_ff,
+            vocab_size=args.vocab,
+        )
+        texts = [r.text for r in records] + [r.target for r in records] + list(LABEL_WORDS)
+        tm = TextModel.create(texts, spec, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    stats = train_full(tm, records, config, desc="train base model", progress=not args.quiet)
+    tm.save(args.out)
+    n_params = sum(p.numel() for p in tm.model.parameters())
+    print(
+        f"trained a {tm.model.config.model_type} model ({n_params:,} parameters) on "
+        f"{len(records)} records for {config.epochs} epochs, final loss "
+        f"{stats['final_loss']:.4f}; saved to {args.out}"
+    )
+
+
+def cmd_unlearn(args: argparse.Namespace) -> None:
+    import time
+
+    from eul.data import DataError
+    from eul.layers import LayerConfig
+    from eul.methods import EULConfig, ForgetTask, get_method
+    from eul.model import TextModel
+
+    records = _load(args.data, args)
+    forget, retained = _forget_split(records, args)
+    heldout = _load(args.heldout, args) if args.heldout else []
+    if not retained:
+        raise DataError("nothing would be retained: the request names every record")
+    tm = TextModel.load(args.model)
+    config = EULConfig(
+        objective=args.objective,
+        epochs=args.epochs,
+        lr=args.lr,
+        retained_sample=args.retained_sample,
+        layer=LayerConfig(width=args.width),
+        seed=args.seed,
+    )
+    name = args.name or Path(args.out).name
+    task = ForgetTask(forget=forget, retained=retained, heldout=heldout, name=name)
+    started = time.perf_counter()
+    result = get_method("eul", config=config).run(tm, task, progress=not args.quiet)
+    folder = tm.unlearning_layers().save_layer(name, args.out)
+    history = {
+        "forget_records": len(forget),
+        "update_s": result.update_s,
+        "history": result.history,
+    }
+    (folder / "training.json").write_text(json.dumps(history, indent=2))
+    print(
+        f"unlearned {len(forget)} records in {time.perf_counter() - started:.1f} s "
+        f"({len(result.history)} epochs, {result.trainable_share:.2%} of parameters trained); "
+        f"layer saved to {folder}"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from eul.evaluate import EvalSets, evaluate, write_json
+    from eul.model import TextModel
+
+    records = _load(args.data, args)
+    forget, retained = _forget_split(records, args)
+    test = _load(args.test, args)
+    unseen = _load(args.heldout, args) if args.heldout else test
+    sets = EvalSets(test=test, retained=retained, forget=forget, unseen=unseen)
+    oracle_losses = None
+    if args.oracle:
+        _, oracle_losses = evaluate(TextModel.load(args.oracle), sets, task=args.task)
+    tm = TextModel.load(args.model)
+    if args.layer:
+        layers = tm.unlearning_layers()
+        layers.set_active([layers.load_layer(folder) for folder in args.layer])
+    metrics, _ = evaluate(tm, sets, task=args.task, oracle_forget_losses=oracle_losses)
+    shown = f"{args.model}" + (f" + {len(args.layer)} layer(s)" if args.layer else "")
+    print(f"evaluation of {shown} ({len(forget)} forget records):")
+    _print_metrics(metrics)
+    if args.out:
+        from eul.bench import clean_for_json
+
+        write_json(clean_for_json(metrics), args.out)
+        print(f"written to {args.out}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from eul.bench import BenchConfig, format_table, run_bench, save_report
+
+    config = BenchConfig.preset(
+        quick=args.quick, data=args.data, seed=args.seed, variants=args.variants
+    )
+    if args.data and not Path(args.data).is_dir():
+        raise CliError(
+            f"no SST-2 folder at {args.data}: it must hold train.tsv (GLUE SST-2); "
+            "omit --data to use the embedded synthetic data set"
+        )
+    report = run_bench(config, progress=not args.quiet)
+    print()
+    print(format_table(report))
+    if args.out:
+        save_report(report, args.out)
+        print(f"\nwritten to {args.out} (and {Path(args.out).with_suffix('.md')})")
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eul",
+        description="Forget data in a deployed text-to-text model with Efficient Unlearning "
+        "Layers, and measure it against a model retrained without that data.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser("data", help="make data sets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    gen = data_sub.add_parser(
+        "generate",
+        help="write the synthetic data set (train/heldout/test split by subject)",
+        description="Write a synthetic data set, deterministic by seed: reviews with labels "
+        "(classification) or dialogues with summaries (generation), a share of them "
+        "memorisable (flipped labels, planted secrets).",
+    )
+    gen.add_argument("--out", required=True, help="folder to write train/heldout/test.jsonl to")
+    gen.add_argument("--task", choices=("classification", "generation"), default="classification")
+    gen.add_argument("--subjects", type=int, default=400, help="number of people (default 400)")
+    gen.add_argument(
+        "--memorised-share", type=float, default=0.02, help="share of memorisable rows"
+    )
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=cmd_generate)
+
+    train = sub.add_parser(
+        "train",
+        help="train the base model",
+        description="Train a small model from scratch (tokenizer trained on the data), or "
+        "continue training a Hugging Face checkpoint folder given with --init.",
+    )
+    train.add_argument("--data", required=True, help="training records (.jsonl/.csv/.tsv/.parquet)")
+    train.add_argument("--out", required=True, help="folder to save the model to")
+    train.add_argument("--init", help="start from this checkpoint folder instead of a new model")
+    train.add_argument("--family", choices=("t5", "gpt2"), default="t5")
+    train.add_argument("--d-model", type=int, default=128)
+    train.add_argument("--layers", type=int, default=2, help="blocks per stack")
+    train.add_argument("--heads", type=int, default=4)
+    train.add_argument("--d-ff", type=int, default=512)
+    train.add_argument("--vocab", type=int, default=4000)
+    train.add_argument("--epochs", type=int, default=12)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    _add_data_options(train)
+    train.set_defaults(func=cmd_train)
+
+    unlearn = sub.add_parser(
+        "unlearn",
+        help="train one unlearning layer for one forget request",
+        description="Train an unlearning layer that makes the model forget the named "
+        "records; the base model is not changed. Saves the layer (safetensors) to --out.",
+    )
+    unlearn.add_argument("--model", required=True, help="base model folder")
+    unlearn.add_argument("--data", required=True, help="the records the model was trained on")
+    unlearn.add_argument("--out", required=True, help="folder to save the layer to")
+    unlearn.add_argument("--heldout", help="records never trained on (used for references)")
+    unlearn.add_argument("--name", help="layer name (default: the --out folder's name)")
+    unlearn.add_argument(
+        "--objective", default="unlikelihood", choices=("paper", "unlikelihood", "npo")
+    )
+    unlearn.add_argument("--epochs", type=int, default=EPOCHS_DEFAULT)
+    unlearn.add_argument("--lr", type=float, default=2e-3)
+    unlearn.add_argument("--retained-sample", type=int, default=1000)
+    unlearn.add_argument("--width", type=int, default=32, help="bottleneck width of the layer")
+    unlearn.add_argument("--seed", type=int, default=0)
+    _add_forget_options(unlearn)
+    _add_data_options(unlearn)
+    unlearn.set_defaults(func=cmd_unlearn)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="measure a model (with layers) on test, retained and forget data",
+        description="Accuracy (ROUGE for generation), memorised-content accuracy, "
+        "membership-inference AUC and, with --oracle, the KS forget quality.",
+    )
+    ev.add_argument("--model", required=True, help="base model folder")
+    ev.add_argument(
+        "--layer", action="append", help="unlearning layer folder to apply (repeatable)"
+    )
+    ev.add_argument("--data", required=True, help="the records the model was trained on")
+    ev.add_argument("--test", required=True, help="test records")
+    ev.add_argument("--heldout", help="unseen records for membership inference (default: --test)")
+    ev.add_argument("--oracle", help="a model retrained without the forget records, for KS")
+    ev.add_argument("--out", help="write the metrics as JSON here")
+    _add_forget_options(ev)
+    _add_data_options(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark EUL against the oracle and baselines",
+        description="Original, oracle (retrain), fine-tune, reverse gradient and EUL on the "
+        "embedded synthetic data (or SST-2 with --data), forget set 1%% of rows.",
+    )
+    bench.add_argument("--quick", action="store_true", help="smaller run (a few minutes)")
+    bench.add_argument("--data", help="an SST-2 folder with train.tsv (e.g. ../shared/data/sst2)")
+    bench.add_argument("--out", help="write the JSON report here (and a .md table beside it)")
+    bench.add_argument("--variants", action="store_true", help="also run EUL objective variants")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+EPOCHS_DEFAULT = 8
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    from eul.data import DataError
+    from eul.model import ModelError
+
+    try:
+        args.func(args)
+    except (CliError, DataError, ModelError, FileNotFoundError, KeyError, ValueError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"eul: error: {message.strip(chr(39))}", file=sys.stderr)
+        if os.environ.get("EUL_DEBUG"):
+            traceback.print_exc()
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("eul: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

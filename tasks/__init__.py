@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over `eul` (filled in by the pipeline work)."""

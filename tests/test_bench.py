@@ -1,0 +1,60 @@
+"""The benchmark protocol and its report, on a tiny configuration."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import TINY_SPEC
+
+from eul.bench import BenchConfig, choose_forget, format_table, run_bench, save_report
+from eul.data import SyntheticConfig, generate
+from eul.methods import EULConfig
+
+METRICS = {
+    "test_acc",
+    "retained_acc",
+    "forget_acc",
+    "forget_memorised_acc",
+    "mia_auc",
+    "ks_p",
+    "update_s",
+    "trainable_share",
+    "peak_mem_mb",
+}
+
+
+def test_forget_set_is_whole_subjects_with_half_of_the_rows_flipped() -> None:
+    _, records = generate(SyntheticConfig(n_subjects=200, memorised_share=0.0, seed=1))
+    train, forget = choose_forget(records, share=0.05, flip_share=0.5, seed=1)
+    forget_subjects = {r.subject_id for r in forget}
+    assert len(forget) >= 0.05 * len(records)
+    assert {r.record_id for r in train if r.subject_id in forget_subjects} == {
+        r.record_id for r in forget
+    }
+    flipped = [r for r in forget if r.memorised]
+    assert len(flipped) == round(0.5 * len(forget))
+    originals = {r.record_id: r for r in records}
+    assert all(r.label != originals[r.record_id].label for r in flipped)
+    assert all(r in train for r in forget)
+
+
+def test_a_tiny_bench_reports_every_method_and_target(tmp_path) -> None:
+    config = BenchConfig(
+        n_subjects=60,
+        train_epochs=2,
+        forget_share=0.05,
+        spec=TINY_SPEC,
+        eul=EULConfig(epochs=1, retained_per_epoch=64),
+    )
+    report = run_bench(config, progress=False, log=lambda _: None)
+    assert set(report["methods"]) == {"original", "oracle", "finetune", "reverse_gradient", "eul"}
+    for name, row in report["methods"].items():
+        assert METRICS <= set(row), name
+    assert report["methods"]["eul"]["trainable_share"] < 0.2
+    assert report["memory"]["eul"] > 0
+    assert len(report["targets"]) == 7
+    save_report(report, tmp_path / "bench.json")
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["methods"]["original"]["update_s"] is None
+    assert "| eul |" in (tmp_path / "bench.md").read_text()
+    assert "MIA AUC" in format_table(report)

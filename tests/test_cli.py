@@ -1,0 +1,204 @@
+"""The command line: help, one-line errors with exit 2, and the core loop end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eul.cli import build_parser, main
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["data", "generate"], ["train"], ["unlearn"], ["evaluate"], ["bench"]]
+)
+def test_every_command_has_help(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: eul" in capsys.readouterr().out
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1
+    assert err.startswith("eul: error: ")
+    return err
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A generated data set and a briefly trained tiny model on disk."""
+    root = tmp_path_factory.mktemp("cli")
+    assert (
+        main(["--quiet", "data", "generate", "--out", str(root / "data"), "--subjects", "40"]) == 0
+    )
+    assert (
+        main(
+            [
+                "--quiet",
+                "train",
+                "--data",
+                str(root / "data" / "train.jsonl"),
+                "--out",
+                str(root / "model"),
+                "--d-model",
+                "32",
+                "--layers",
+                "1",
+                "--heads",
+                "2",
+                "--d-ff",
+                "64",
+                "--vocab",
+                "400",
+                "--epochs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    return root
+
+
+def test_missing_data_file_is_one_line(capsys, workspace) -> None:
+    err = _one_line_error(capsys, ["train", "--data", "nope.jsonl", "--out", str(workspace / "x")])
+    assert "nope.jsonl" in err
+
+
+def test_unknown_column_is_one_line(capsys, workspace) -> None:
+    err = _one_line_error(
+        capsys,
+        [
+            "train",
+            "--data",
+            str(workspace / "data" / "train.jsonl"),
+            "--out",
+            str(workspace / "x"),
+            "--text-col",
+            "body",
+        ],
+    )
+    assert "body" in err
+
+
+def test_empty_forget_set_is_one_line(capsys, workspace) -> None:
+    err = _one_line_error(
+        capsys,
+        [
+            "unlearn",
+            "--model",
+            str(workspace / "model"),
+            "--data",
+            str(workspace / "data" / "train.jsonl"),
+            "--out",
+            str(workspace / "layer"),
+        ],
+    )
+    assert "empty" in err
+
+
+def test_forget_ids_not_in_the_data_are_one_line(capsys, workspace) -> None:
+    err = _one_line_error(
+        capsys,
+        [
+            "unlearn",
+            "--model",
+            str(workspace / "model"),
+            "--data",
+            str(workspace / "data" / "train.jsonl"),
+            "--out",
+            str(workspace / "layer"),
+            "--record",
+            "r999999",
+        ],
+    )
+    assert "r999999" in err
+
+
+def test_missing_model_is_one_line(capsys, workspace) -> None:
+    err = _one_line_error(
+        capsys,
+        [
+            "unlearn",
+            "--model",
+            str(workspace / "nomodel"),
+            "--data",
+            str(workspace / "data" / "train.jsonl"),
+            "--out",
+            str(workspace / "layer"),
+            "--subject",
+            "s0001",
+        ],
+    )
+    assert "config.json" in err
+
+
+def test_bench_without_the_sst2_folder_says_so(capsys) -> None:
+    err = _one_line_error(capsys, ["bench", "--data", "/nonexistent/sst2"])
+    assert "SST-2" in err
+
+
+def test_unlearn_then_evaluate_with_the_layer(capsys, workspace) -> None:
+    # given a trained model and a subject with records in the training data
+    data = str(workspace / "data" / "train.jsonl")
+    subject = json.loads((workspace / "data" / "train.jsonl").read_text().splitlines()[0])[
+        "subject_id"
+    ]
+    # when one request is unlearned and the result evaluated
+    assert (
+        main(
+            [
+                "--quiet",
+                "unlearn",
+                "--model",
+                str(workspace / "model"),
+                "--data",
+                data,
+                "--heldout",
+                str(workspace / "data" / "heldout.jsonl"),
+                "--subject",
+                subject,
+                "--out",
+                str(workspace / "layers" / "req-1"),
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert (workspace / "layers" / "req-1" / "layer.safetensors").is_file()
+    out = workspace / "metrics.json"
+    assert (
+        main(
+            [
+                "--quiet",
+                "evaluate",
+                "--model",
+                str(workspace / "model"),
+                "--layer",
+                str(workspace / "layers" / "req-1"),
+                "--data",
+                data,
+                "--test",
+                str(workspace / "data" / "test.jsonl"),
+                "--subject",
+                subject,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    # then the metrics are printed and written, and no forget text appears in them
+    metrics = json.loads(out.read_text())
+    assert {"test_acc", "forget_acc", "mia_auc"} <= set(metrics)
+    printed = capsys.readouterr().out
+    assert "mia_auc" in printed
+    first_text = json.loads((workspace / "data" / "train.jsonl").read_text().splitlines()[0])[
+        "text"
+    ]
+    assert first_text not in out.read_text() + printed

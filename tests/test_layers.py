@@ -1,0 +1,135 @@
+"""Unlearning layers: identity at start, positions per family, switching, persistence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from eul.data import LABEL_WORDS
+from eul.layers import LayerConfig, UnlearningModel
+from eul.model import ModelSpec, TextModel
+
+SPEC = ModelSpec(vocab_size=300, d_model=32, num_layers=2, num_heads=2, d_ff=64)
+TEXTS = ["the food was great", "the service was awful"]
+
+
+def _model(family: str = "t5") -> TextModel:
+    return TextModel.create(
+        TEXTS + list(LABEL_WORDS), ModelSpec(**{**SPEC.__dict__, "family": family})
+    )
+
+
+def _nudge(layers: UnlearningModel, name: str) -> None:
+    with torch.no_grad():
+        for p in layers.layer_parameters(name):
+            p.add_(0.5)
+
+
+@pytest.mark.parametrize(("family", "positions"), [("t5", 4), ("gpt2", 2)])
+def test_a_fresh_layer_leaves_the_model_unchanged(family: str, positions: int) -> None:
+    # given a model and its scores
+    tm = _model(family)
+    batch = tm.batch(TEXTS, ["positive", "negative"])
+    before = tm.token_logprobs(batch)
+    # when a fresh layer is added and switched on
+    layers = tm.unlearning_layers()
+    layers.add_layer("r1")
+    layers.set_active(["r1"])
+    # then one layer sits at every block and the output is unchanged (zero-initialised up)
+    assert len(layers.position_names) == positions
+    assert torch.allclose(before, tm.token_logprobs(batch))
+
+
+def test_an_active_layer_changes_the_output_and_disabling_restores_the_teacher() -> None:
+    tm = _model()
+    batch = tm.batch(TEXTS, ["positive", "negative"])
+    before = tm.token_logprobs(batch)
+    layers = tm.unlearning_layers()
+    layers.add_layer("r1")
+    layers.set_active(["r1"])
+    _nudge(layers, "r1")
+    changed = tm.token_logprobs(batch)
+    with layers.disabled():
+        teacher = tm.token_logprobs(batch)
+    assert not torch.allclose(before, changed)
+    assert torch.allclose(before, teacher)
+    assert layers.active == ["r1"]
+
+
+def test_disabling_one_named_layer_keeps_the_others() -> None:
+    tm = _model()
+    layers = tm.unlearning_layers()
+    layers.add_layer("a")
+    layers.add_layer("b")
+    layers.set_active(["a", "b"])
+    with layers.disabled("b"):
+        assert layers.active == ["a"]
+    assert layers.active == ["a", "b"]
+
+
+def test_base_weights_are_frozen_and_only_the_layer_trains() -> None:
+    tm = _model()
+    layers = tm.unlearning_layers()
+    layers.add_layer("r1")
+    assert not any(
+        p.requires_grad for p in tm.model.parameters() if p not in set(layers.parameters())
+    )
+    assert all(p.requires_grad for p in layers.layer_parameters("r1"))
+
+
+def test_save_and_load_a_layer_alone(tmp_path) -> None:
+    # given a trained-looking layer
+    tm = _model()
+    layers = tm.unlearning_layers()
+    layers.add_layer("r1", LayerConfig(width=8))
+    layers.set_active(["r1"])
+    _nudge(layers, "r1")
+    batch = tm.batch(TEXTS, ["positive", "negative"])
+    expected = tm.token_logprobs(batch)
+    folder = layers.save_layer("r1", tmp_path / "r1")
+    # when it is loaded onto a fresh copy of the same base model
+    other = TextModel(type(tm.model)(tm.model.config), tm.tokenizer)
+    other.model.load_state_dict(
+        {k: v for k, v in tm.model.state_dict().items() if not k.startswith("layers.")}
+    )
+    other_layers = other.unlearning_layers()
+    name = other_layers.load_layer(folder)
+    other_layers.set_active([name])
+    # then it reproduces the outputs, and the files hold only the layer
+    assert name == "r1"
+    assert torch.allclose(expected, other.token_logprobs(batch), atol=1e-6)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "layer.safetensors",
+        "layer_config.json",
+        "layer_meta.json",
+    ]
+
+
+def test_loading_a_layer_for_another_model_is_refused(tmp_path) -> None:
+    tm = _model()
+    tm.unlearning_layers().add_layer("r1")
+    folder = tm.unlearning_layers().save_layer("r1", tmp_path / "r1")
+    other = TextModel.create(TEXTS, ModelSpec(**{**SPEC.__dict__, "d_model": 48}))
+    with pytest.raises(ValueError, match="another model"):
+        other.unlearning_layers().load_layer(folder)
+
+
+def test_width_32_is_near_half_a_percent_of_a_t5_base_sized_model() -> None:
+    # given a t5-base-sized configuration, built without allocating its weights
+    config = T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12, vocab_size=32128)
+    with torch.device("meta"):
+        base = T5ForConditionalGeneration(config)
+        layers = UnlearningModel(base)
+        layers.add_layer("r1", LayerConfig(width=32))
+    # then the trainable share is close to the paper's 0.5%
+    share = layers.parameter_share("r1")
+    assert 0.004 < share < 0.006
+
+
+def test_unknown_model_type_is_refused() -> None:
+    class Fake(torch.nn.Module):
+        config = type("C", (), {"model_type": "bert"})()
+
+    with pytest.raises(ValueError, match="no unlearning layer positions"):
+        UnlearningModel(Fake())

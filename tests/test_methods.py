@@ -1,0 +1,108 @@
+"""Unlearning methods on the tiny model, held against a really retrained oracle."""
+
+from __future__ import annotations
+
+import pytest
+
+from eul.evaluate import EvalSets, evaluate
+from eul.methods import METHODS, EULConfig, ForgetTask, get_method
+from eul.model import TrainConfig
+
+TINY_TRAIN = TrainConfig(epochs=15, batch_size=32, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def forget_task(tiny_records) -> tuple[ForgetTask, EvalSets]:
+    """Forget the subjects that own memorised rows: 4 subjects, flipped labels among them."""
+    train, heldout, test = tiny_records
+    subjects = sorted({r.subject_id for r in train if r.memorised})[:4]
+    forget = [r for r in train if r.subject_id in subjects]
+    retained = [r for r in train if r.subject_id not in subjects]
+    task = ForgetTask(forget=forget, retained=retained, heldout=heldout, name="req")
+    return task, EvalSets(test=test, retained=retained, forget=forget, unseen=heldout)
+
+
+@pytest.fixture(scope="module")
+def oracle_metrics(tiny_trained, forget_task) -> tuple[dict, list[float]]:
+    task, sets = forget_task
+    oracle = get_method("retrain", train=TINY_TRAIN).run(tiny_trained, task, progress=False)
+    return evaluate(oracle.model, sets)
+
+
+def test_registry_holds_every_method() -> None:
+    assert {"eul", "retrain", "finetune", "reverse_gradient"} <= set(METHODS)
+    with pytest.raises(KeyError, match="unknown method"):
+        get_method("nope")
+
+
+def test_empty_forget_set_is_refused() -> None:
+    with pytest.raises(ValueError, match="forget set is empty"):
+        ForgetTask(forget=[], retained=[])
+
+
+def test_oracle_never_saw_the_flipped_labels(tiny_trained, forget_task, oracle_metrics) -> None:
+    _, sets = forget_task
+    original, _ = evaluate(tiny_trained, sets)
+    oracle, _ = oracle_metrics
+    assert original["forget_memorised_acc"] == 1.0
+    assert oracle["forget_memorised_acc"] < 0.6
+
+
+def test_eul_moves_a_memorised_forget_set_toward_the_oracle(
+    tiny_model, tiny_trained, forget_task, oracle_metrics
+) -> None:
+    # given the original model, which reproduces every flipped label, and the oracle
+    task, sets = forget_task
+    original, _ = evaluate(tiny_trained, sets)
+    oracle, _ = oracle_metrics
+    # when EUL unlearns the forget set
+    result = get_method("eul").run(tiny_model, task, progress=False)
+    unlearned, _ = evaluate(result.model, sets)
+
+    # then memorised accuracy and MIA AUC end clearly closer to the oracle's
+    def gap(metrics: dict, key: str) -> float:
+        return abs(metrics[key] - oracle[key])
+
+    assert gap(unlearned, "forget_memorised_acc") < gap(original, "forget_memorised_acc") - 0.25
+    assert gap(unlearned, "mia_auc") < gap(original, "mia_auc")
+    # and the model keeps doing its task on retained data
+    assert unlearned["retained_acc"] > original["retained_acc"] - 0.05
+    assert result.trainable_share < 0.1
+
+
+def test_eul_leaves_the_base_weights_untouched(tiny_model, forget_task) -> None:
+    task, _ = forget_task
+    before = {k: v.clone() for k, v in tiny_model.model.state_dict().items()}
+    get_method("eul", config=EULConfig(epochs=1)).run(tiny_model, task, progress=False)
+    after = tiny_model.model.state_dict()
+    assert all((before[k] == after[k]).all() for k in before)
+
+
+def test_eul_is_reproducible_with_a_seed(tiny_trained, forget_task) -> None:
+    task, sets = forget_task
+    runs = []
+    for _ in range(2):
+        result = get_method("eul", config=EULConfig(epochs=2)).run(
+            tiny_trained.copy(), task, progress=False
+        )
+        runs.append(result.model.score(sets.forget))
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("objective", ["paper", "npo", "task_only"])
+def test_every_objective_runs_and_trains_only_the_layer(tiny_model, forget_task, objective) -> None:
+    task, _ = forget_task
+    config = EULConfig(objective=objective, epochs=1, reference="none")
+    result = get_method("eul", config=config).run(tiny_model, task, progress=False)
+    assert len(result.history) == 1
+    assert result.layer_name == "req"
+
+
+@pytest.mark.parametrize("name", ["finetune", "reverse_gradient"])
+def test_baselines_change_the_model(tiny_model, forget_task, name) -> None:
+    task, sets = forget_task
+    before = tiny_model.score(sets.forget)
+    options = {"train": TrainConfig(epochs=1)} if name == "finetune" else {"steps": 5}
+    result = get_method(name, **options).run(tiny_model, task, progress=False)
+    assert result.model.score(sets.forget) != before
+    assert result.trainable_share == 1.0

@@ -1,0 +1,70 @@
+"""Forget terms: bounded, and non-saturating where the paper's terms stall."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from eul import objectives
+from eul.data import LABEL_WORDS
+from eul.model import ModelSpec, TextModel
+
+
+def _logit_grad(loss_fn, p_label: float) -> float:
+    """|d loss / d logit of the label| for a two-way softmax at p(label) = p_label."""
+    logit = torch.tensor([torch.logit(torch.tensor(p_label)).item(), 0.0], requires_grad=True)
+    logp = torch.log_softmax(logit, -1)[0]
+    loss_fn(logp).backward()
+    return abs(logit.grad[0].item())
+
+
+def test_unlikelihood_keeps_its_gradient_when_the_label_is_memorised() -> None:
+    # given a memorised label (p = 0.999)
+    gate = torch.ones(1, 1, dtype=torch.bool)
+    ul = _logit_grad(lambda lp: objectives.unlikelihood(lp.view(1, 1), gate), 0.999)
+    negated_ce = _logit_grad(lambda lp: lp, 0.999)  # minimising log p = negated CE
+    # then unlikelihood pushes ~1000x harder than the paper's negated loss
+    assert ul > 0.9
+    assert negated_ce < 0.01
+
+
+def test_gate_switches_the_forget_term_off() -> None:
+    logp = torch.log(torch.tensor([[0.9, 0.1]]))
+    closed = torch.zeros(1, 2, dtype=torch.bool)
+    assert objectives.unlikelihood(logp, closed).item() == 0.0
+
+
+def test_negative_kl_is_bounded() -> None:
+    teacher = torch.tensor([[[10.0, -10.0]]])
+    far_student = torch.tensor([[[-10.0, 10.0]]])
+    gate = torch.ones(1, 1, dtype=torch.bool)
+    loss = objectives.bounded_negative_kl(teacher, far_student, gate, bound=5.0)
+    assert loss.item() == -5.0
+
+
+def test_kl_to_teacher_is_zero_for_identical_outputs_and_ignores_padding() -> None:
+    logits = torch.randn(2, 3, 5)
+    labels = torch.tensor([[1, 2, -100], [3, -100, -100]])
+    assert objectives.kl_to_teacher(logits, logits, labels).abs().item() < 1e-6
+
+
+def test_npo_is_non_negative_and_falls_as_the_student_moves_away() -> None:
+    teacher = torch.log(torch.tensor([[0.9]]))
+    gate = torch.ones(1, 1, dtype=torch.bool)
+    same = objectives.npo(teacher, teacher, gate, beta=0.5)
+    away = objectives.npo(torch.log(torch.tensor([[0.1]])), teacher, gate, beta=0.5)
+    assert 0 < away.item() < same.item()
+
+
+def test_span_corruption_masks_spans_with_sentinels() -> None:
+    texts = ["the food was great and the staff were lovely to us all evening"]
+    tm = TextModel.create(
+        texts + list(LABEL_WORDS),
+        ModelSpec(vocab_size=200, d_model=16, num_layers=1, num_heads=2, d_ff=32),
+    )
+    batch = objectives.span_corrupt(tm, texts, random.Random(0))
+    sentinel = tm.tokenizer.convert_tokens_to_ids("<extra_id_0>")
+    assert sentinel in batch["input_ids"][0].tolist()
+    assert batch["labels"][0, 0].item() == sentinel
+    assert batch["input_ids"].shape[1] < len(tm.tokenizer(texts[0])["input_ids"])
