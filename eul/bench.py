@@ -83,8 +83,10 @@ def load_bench_records(config: BenchConfig) -> tuple[list[Record], str]:
     folder = Path(config.data)
     if not folder.is_dir():
         raise DataError(f"no data folder at {folder}: pass an SST-2 folder holding train.tsv")
-    records = load_sst2(folder, limit=config.sst2_rows, seed=config.seed)
-    return records, f"SST-2 train.tsv, {len(records)} rows, synthetic subject ids"
+    # Like the probe: sentences of 4+ words (SST-2 also holds every sub-phrase as a row).
+    records = [r for r in load_sst2(folder, seed=config.seed) if len(r.text.split()) >= 4]
+    records = records[: config.sst2_rows]
+    return records, f"SST-2 train.tsv, {len(records)} sentences of 4+ words, synthetic subject ids"
 
 
 def choose_forget(

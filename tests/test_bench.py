@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import TINY_SPEC
 
-from eul.bench import BenchConfig, choose_forget, format_table, run_bench, save_report
-from eul.data import SyntheticConfig, generate
+from eul.bench import (
+    BenchConfig,
+    choose_forget,
+    format_table,
+    load_bench_records,
+    run_bench,
+    save_report,
+)
+from eul.data import DataError, SyntheticConfig, generate
 from eul.methods import EULConfig
 
 METRICS = {
@@ -58,3 +66,25 @@ def test_a_tiny_bench_reports_every_method_and_target(tmp_path) -> None:
     assert saved["methods"]["original"]["update_s"] is None
     assert "| eul |" in (tmp_path / "bench.md").read_text()
     assert "MIA AUC" in format_table(report)
+
+
+def test_sst2_folder_gives_subjects_and_says_where_it_came_from(tmp_path) -> None:
+    rows = ["text\tlabel"] + [
+        f"a {'good' if i % 2 else 'bad'} film number {i}\t{i % 2}" for i in range(40)
+    ]
+    rows += ["too short\t1"]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    records, source = load_bench_records(BenchConfig(data=str(tmp_path), sst2_rows=30))
+    assert len(records) == 30
+    assert all(len(r.text.split()) >= 4 for r in records)
+    per_subject = {}
+    for r in records:
+        per_subject[r.subject_id] = per_subject.get(r.subject_id, 0) + 1
+    assert len(per_subject) >= 6
+    assert max(per_subject.values()) <= 5
+    assert "SST-2" in source
+
+
+def test_missing_sst2_folder_is_a_data_error(tmp_path) -> None:
+    with pytest.raises(DataError, match="SST-2"):
+        load_bench_records(BenchConfig(data=str(tmp_path / "absent")))

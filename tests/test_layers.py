@@ -133,3 +133,26 @@ def test_unknown_model_type_is_refused() -> None:
 
     with pytest.raises(ValueError, match="no unlearning layer positions"):
         UnlearningModel(Fake())
+
+
+def test_llama_style_decoders_get_a_layer_after_every_block() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    )
+    base = LlamaForCausalLM(config)
+    ids = torch.randint(0, 100, (2, 7))
+    before = base(input_ids=ids).logits
+    layers = UnlearningModel(base)
+    layers.add_layer("r1")
+    layers.set_active(["r1"])
+    assert layers.position_names == ["decoder_0", "decoder_1", "decoder_2"]
+    assert torch.allclose(before, base(input_ids=ids).logits, atol=1e-6)
+    _nudge(layers, "r1")
+    assert not torch.allclose(before, base(input_ids=ids).logits, atol=1e-4)
