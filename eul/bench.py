@@ -33,7 +33,7 @@ from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model import ModelSpec, TextModel, TrainConfig, train_full
 
 METHOD_ORDER = ("original", "oracle", "finetune", "reverse_gradient", "eul")
-MEMORY_PROBE_STEPS = 4
+MEMORY_PROBE_STEPS = 30
 
 
 @dataclass(frozen=True)
@@ -190,13 +190,12 @@ def run_bench(
         ("eul", get_method("eul", config=config.eul)),
     ]
     if config.variants:
-        for objective in ("paper", "npo"):
-            reference = "none" if objective == "paper" else config.eul.reference
-            variant = replace(config.eul, objective=objective, reference=reference)
-            runs.append((f"eul_{objective}", get_method("eul", config=variant)))
-        runs.append(
-            ("eul_threshold", get_method("eul", config=replace(config.eul, reference="threshold")))
-        )
+        # The paper's objective with its own weights (alpha 0.8), no gate; then NPO in place
+        # of unlikelihood; then the paper's alpha with the unlikelihood term.
+        paper = replace(config.eul, objective="paper", reference="none", alpha=0.8)
+        runs.append(("eul_paper", get_method("eul", config=paper)))
+        runs.append(("eul_npo", get_method("eul", config=replace(config.eul, objective="npo"))))
+        runs.append(("eul_alpha_0.8", get_method("eul", config=replace(config.eul, alpha=0.8))))
     for name, method in runs:
         result = method.run(original.copy(), task, progress)
         metrics, _ = evaluate(result.model, sets, oracle_forget_losses=oracle_losses)

@@ -144,6 +144,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             num_heads=args.heads,
             d_ff=args.d_ff,
             vocab_size=args.vocab,
+            max_input_len=args.max_input_len or (160 if args.task == "generation" else 64),
+            max_target_len=args.max_target_len or (48 if args.task == "generation" else 8),
         )
         texts = [r.text for r in records] + [r.target for r in records] + list(LABEL_WORDS)
         tm = TextModel.create(texts, spec, seed=args.seed)
@@ -248,6 +250,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eul.methods.eul import EULConfig
+
     parser = argparse.ArgumentParser(
         prog="eul",
         description="Forget data in a deployed text-to-text model with Efficient Unlearning "
@@ -289,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--heads", type=int, default=4)
     train.add_argument("--d-ff", type=int, default=512)
     train.add_argument("--vocab", type=int, default=4000)
+    train.add_argument("--max-input-len", type=int, help="tokens (default 64; 160 generation)")
+    train.add_argument("--max-target-len", type=int, help="tokens (default 8; 48 generation)")
     train.add_argument("--epochs", type=int, default=12)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--lr", type=float, default=1e-3)
@@ -310,9 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument(
         "--objective", default="unlikelihood", choices=("paper", "unlikelihood", "npo")
     )
-    unlearn.add_argument("--epochs", type=int, default=EPOCHS_DEFAULT)
-    unlearn.add_argument("--lr", type=float, default=2e-3)
-    unlearn.add_argument("--retained-sample", type=int, default=1000)
+    defaults = EULConfig()
+    unlearn.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs")
+    unlearn.add_argument("--lr", type=float, default=defaults.lr)
+    unlearn.add_argument(
+        "--retained-sample",
+        type=int,
+        default=defaults.retained_sample,
+        help="retained rows sampled to keep the model's behaviour (default %(default)s)",
+    )
     unlearn.add_argument("--width", type=int, default=32, help="bottleneck width of the layer")
     unlearn.add_argument("--seed", type=int, default=0)
     _add_forget_options(unlearn)
@@ -351,9 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(func=cmd_bench)
     return parser
-
-
-EPOCHS_DEFAULT = 8
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,6 +37,29 @@ def kl_to_teacher(
     return _masked_mean(token_kl(teacher_logits, student_logits), labels != IGNORE)
 
 
+def topk_kl_to_teacher(
+    teacher_idx: torch.Tensor,
+    teacher_logp: torch.Tensor,
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """KL(teacher || student) over the teacher's top-k tokens plus one bucket for the rest.
+
+    Exact KL between the two distributions coarsened to those k + 1 outcomes, a lower bound
+    of the full KL that is tight when the teacher's top-k hold nearly all its mass (k = 8 on
+    a trained model: more than 99.9%). It needs only k numbers per position from the teacher.
+    """
+    student = F.log_softmax(student_logits.float(), dim=-1).gather(-1, teacher_idx)
+    teacher = teacher_logp.float()
+
+    def rest(logp: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(-logp.exp().sum(-1).clamp(max=1.0 - 1e-6))
+
+    t_rest, s_rest = rest(teacher), rest(student)
+    kl = (teacher.exp() * (teacher - student)).sum(-1) + t_rest.exp() * (t_rest - s_rest)
+    return _masked_mean(kl, labels != IGNORE)
+
+
 def bounded_negative_kl(
     teacher_logits: torch.Tensor,
     student_logits: torch.Tensor,

@@ -202,3 +202,107 @@ def test_unlearn_then_evaluate_with_the_layer(capsys, workspace) -> None:
         "text"
     ]
     assert first_text not in out.read_text() + printed
+
+
+def test_generation_data_trains_unlearns_and_reports_rouge(tmp_path) -> None:
+    # given a small dialogue-summary data set with planted secrets
+    data = tmp_path / "data"
+    assert (
+        main(
+            [
+                "--quiet",
+                "data",
+                "generate",
+                "--task",
+                "generation",
+                "--out",
+                str(data),
+                "--subjects",
+                "30",
+                "--memorised-share",
+                "0.1",
+            ]
+        )
+        == 0
+    )
+    train = str(data / "train.jsonl")
+    subject = next(
+        json.loads(line)["subject_id"]
+        for line in (data / "train.jsonl").read_text().splitlines()
+        if json.loads(line)["memorised"]
+    )
+    # when a model is trained, a request unlearned and the result evaluated
+    common = ["--task", "generation"]
+    assert (
+        main(
+            [
+                "--quiet",
+                "train",
+                "--data",
+                train,
+                "--out",
+                str(tmp_path / "m"),
+                "--d-model",
+                "32",
+                "--layers",
+                "1",
+                "--heads",
+                "2",
+                "--d-ff",
+                "64",
+                "--vocab",
+                "500",
+                "--epochs",
+                "2",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "--quiet",
+                "unlearn",
+                "--model",
+                str(tmp_path / "m"),
+                "--data",
+                train,
+                "--subject",
+                subject,
+                "--out",
+                str(tmp_path / "l"),
+                "--epochs",
+                "1",
+                *common,
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "metrics.json"
+    assert (
+        main(
+            [
+                "--quiet",
+                "evaluate",
+                "--model",
+                str(tmp_path / "m"),
+                "--layer",
+                str(tmp_path / "l"),
+                "--data",
+                train,
+                "--test",
+                str(data / "test.jsonl"),
+                "--subject",
+                subject,
+                "--out",
+                str(out),
+                *common,
+            ]
+        )
+        == 0
+    )
+    # then ROUGE and the secret extraction rate are reported
+    metrics = json.loads(out.read_text())
+    assert {"test_rouge1", "test_rouge2", "test_rougeL", "forget_rougeL"} <= set(metrics)
+    assert 0.0 <= metrics["forget_memorised_acc"] <= 1.0

@@ -68,3 +68,19 @@ def test_span_corruption_masks_spans_with_sentinels() -> None:
     assert sentinel in batch["input_ids"][0].tolist()
     assert batch["labels"][0, 0].item() == sentinel
     assert batch["input_ids"].shape[1] < len(tm.tokenizer(texts[0])["input_ids"])
+
+
+def test_top_k_kl_matches_the_full_kl_when_k_covers_the_vocabulary() -> None:
+    torch.manual_seed(0)
+    teacher, student = torch.randn(2, 3, 6), torch.randn(2, 3, 6)
+    labels = torch.tensor([[1, 2, -100], [3, 4, 5]])
+    full = objectives.kl_to_teacher(teacher, student, labels)
+    top = torch.log_softmax(teacher, -1).topk(6, -1)
+    assert torch.allclose(
+        objectives.topk_kl_to_teacher(top.indices, top.values, student, labels), full, atol=1e-5
+    )
+    small = torch.log_softmax(teacher, -1).topk(2, -1)
+    coarse = objectives.topk_kl_to_teacher(small.indices, small.values, student, labels)
+    assert 0 <= coarse.item() <= full.item() + 1e-6
+    same = objectives.topk_kl_to_teacher(small.indices, small.values, teacher, labels)
+    assert abs(same.item()) < 1e-5

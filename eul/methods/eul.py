@@ -43,10 +43,18 @@ REFERENCES = ("threshold", "none")
 
 @dataclass(frozen=True)
 class EULConfig:
+    """Knobs of one EUL update. The paper's defaults are alpha 0.8, lambda 1.0, gamma 0.2.
+
+    alpha is 4.0 here: with the unlikelihood forget term, the benchmark measured the
+    paper's 0.8 costing retained accuracy, and 4.0 kept it closer to the oracle's
+    (`eul bench --variants` reports both). The learning rate is that of a freshly
+    initialised layer on a small model; the paper's 5e-5 is for t5-base.
+    """
+
     objective: str = "unlikelihood"
     reference: str = "threshold"
     threshold: float = 0.5
-    alpha: float = 0.8
+    alpha: float = 4.0
     lam: float = 1.0
     gamma: float = 0.2
     forget_weight: float = 1.0
@@ -54,12 +62,13 @@ class EULConfig:
     lm_bound: float = 5.0
     npo_beta: float = 0.5
     lr: float = 2e-3
-    epochs: int = 12
+    epochs: int = 16
     batch_size: int = 32
     forget_batch_size: int = 8
     retained_sample: int = 1000
-    retained_per_epoch: int = 512
+    retained_per_epoch: int = 768
     warmup_share: float = 0.06
+    teacher_top_k: int = 8
     stop_share: float = 0.05
     stop_tolerance: float = 0.1
     layer: LayerConfig = field(default_factory=LayerConfig)
@@ -78,6 +87,44 @@ def _batches(records: list[Record], size: int, rng: random.Random) -> list[list[
     order = records[:]
     rng.shuffle(order)
     return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+class TeacherCache:
+    """The teacher's top-k log-probabilities on the retained sample, computed once.
+
+    The teacher is frozen and each retained row is visited several times, so keeping its
+    top-k distribution saves one forward pass per retained step, at k numbers per target
+    position (a few hundred KB), not a vocabulary-sized tensor.
+    """
+
+    def __init__(self, tm: TextModel, records: list[Record], k: int, batch_size: int = 32) -> None:
+        self.rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.k = k
+        if k <= 0:
+            return
+        tm.model.eval()
+        with torch.no_grad():
+            for start in range(0, len(records), batch_size):
+                chunk = records[start : start + batch_size]
+                batch = tm.batch([r.text for r in chunk], [r.target for r in chunk])
+                logp = torch.log_softmax(tm.logits(batch).float(), -1)
+                top = logp.topk(k, dim=-1)
+                for row, record in enumerate(chunk):
+                    keep = batch["labels"][row] != IGNORE
+                    self.rows[record.record_id] = (top.indices[row][keep], top.values[row][keep])
+
+    def lookup(
+        self, chunk: list[Record], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Teacher top-k (indices, log-probs) laid out like `labels`, or None if not cached."""
+        if not chunk or any(r.record_id not in self.rows for r in chunk):
+            return None
+        idx = torch.zeros(*labels.shape, self.k, dtype=torch.long)
+        logp = torch.full((*labels.shape, self.k), -30.0)
+        for row, record in enumerate(chunk):
+            positions = (labels[row] != IGNORE).nonzero().squeeze(-1)
+            idx[row, positions], logp[row, positions] = self.rows[record.record_id]
+        return idx, logp
 
 
 @register_method("eul")
@@ -104,6 +151,8 @@ class EUL:
         forget = list(task.forget)
         retained = rng.sample(list(task.retained), min(cfg.retained_sample, len(task.retained)))
         per_epoch = min(cfg.retained_per_epoch, len(retained))
+        cache_k = 0 if cfg.objective == "task_only" else cfg.teacher_top_k
+        self._cache = TeacherCache(tm, retained, cache_k, cfg.batch_size)
 
         layers = tm.unlearning_layers()
         name = task.name
@@ -199,10 +248,13 @@ class EUL:
         )
         if cfg.objective == "task_only":
             return cfg.lam * task
-        teacher = self._teacher_logits(tm, name, batch)
-        return (
-            cfg.alpha * objectives.kl_to_teacher(teacher, student, batch["labels"]) + cfg.lam * task
-        )
+        cached = self._cache.lookup(chunk, batch["labels"])
+        if cached is not None:
+            kl = objectives.topk_kl_to_teacher(*cached, student, batch["labels"])
+        else:
+            teacher = self._teacher_logits(tm, name, batch)
+            kl = objectives.kl_to_teacher(teacher, student, batch["labels"])
+        return cfg.alpha * kl + cfg.lam * task
 
     def _forget_loss(
         self,
