@@ -19,6 +19,7 @@ $(VENV): pyproject.toml
 	touch $(VENV)
 
 test: $(VENV)
+	$(VENV)/bin/ruff check eul tasks flows tests
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(VENV)
