@@ -228,20 +228,8 @@ class TextModel:
         """
         tok = self.tokenizer
         if self.is_encoder_decoder:
-            enc = tok(
-                list(inputs),
-                max_length=self.max_input_len,
-                truncation=True,
-                padding=True,
-                return_tensors="pt",
-            )
-            tgt = tok(
-                list(targets),
-                max_length=self.max_target_len,
-                truncation=True,
-                padding=True,
-                return_tensors="pt",
-            )
+            enc = self._encode(inputs, self.max_input_len)
+            tgt = self._encode(targets, self.max_target_len)
             labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, IGNORE)
             content = (labels != IGNORE) & (labels != tok.eos_token_id)
             return {
@@ -251,6 +239,11 @@ class TextModel:
                 "content_mask": content,
             }
         return self._causal_batch(inputs, targets)
+
+    def _encode(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            list(texts), max_length=max_length, truncation=True, padding=True, return_tensors="pt"
+        )
 
     def batch_from_ids(
         self, inputs: list[list[int]], targets: list[list[int]]
@@ -350,29 +343,6 @@ class TextModel:
         return scores
 
     @torch.no_grad()
-    def embed(self, texts: Sequence[str], batch_size: int = 128) -> torch.Tensor:
-        """Mean-pooled final hidden states of the inputs: where the model "sees" a text."""
-        self.model.eval()
-        tok = self.tokenizer
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start : start + batch_size])
-            enc = tok(
-                chunk,
-                max_length=self.max_input_len,
-                truncation=True,
-                padding=True,
-                return_tensors="pt",
-            )
-            if self.is_encoder_decoder:
-                hidden = self.model.get_encoder()(**enc).last_hidden_state
-            else:
-                hidden = self.model(**enc, output_hidden_states=True).hidden_states[-1]
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            chunks.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
-        return torch.cat(chunks)
-
-    @torch.no_grad()
     def choose(
         self, texts: Sequence[str], options: Sequence[str], batch_size: int = 128
     ) -> list[int]:
@@ -400,13 +370,7 @@ class TextModel:
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
             if self.is_encoder_decoder:
-                enc = tok(
-                    chunk,
-                    max_length=self.max_input_len,
-                    truncation=True,
-                    padding=True,
-                    return_tensors="pt",
-                )
+                enc = self._encode(chunk, self.max_input_len)
                 ids = self.model.generate(**enc, max_new_tokens=max_new, do_sample=False)
             else:
                 ids = self._causal_generate(chunk, max_new)
