@@ -1,0 +1,343 @@
+"""Closed-form fusion of unlearning layers from per-request statistics.
+
+One linear map per layer position is fit, by ridge regression, to every request's layer
+outputs on that request's own forget tokens: M = (sum_i X_i^T X_i)^-1 sum_i X_i^T Y_i, with
+X_i = [hidden states, 1] and Y_i the layer's output change. For a linear layer Y_i = X_i W_i and
+this is the paper's W_m = (sum_i X_i^T X_i)^-1 sum_i X_i^T X_i W_i. Only the sums X^T X, X^T Y,
+the token count and sum Y^2 are kept per request, never hidden states, token ids or text, so a
+new request adds its sums to the running total and nothing about earlier requests is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from eul.data import Record
+from eul.layers import UnlearningModel
+from eul.model import IGNORE, TextModel
+
+STATS_FILE = "fusion_stats.safetensors"
+STATS_META_FILE = "fusion_stats.json"
+FUSED_FILE = "fused.safetensors"
+FUSED_META_FILE = "fused_meta.json"
+
+Target = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class FusionStats:
+    """Sufficient statistics of a linear fit, per layer position, in float64 on the CPU.
+
+    gram[p] = X^T X ((d+1)x(d+1)), cross[p] = X^T Y ((d+1)xd), count[p] = tokens seen,
+    target_sq[p] = sum of Y^2 (only to report how well a fused map fits).
+    """
+
+    positions: list[str]
+    gram: dict[str, torch.Tensor]
+    cross: dict[str, torch.Tensor]
+    count: dict[str, int]
+    target_sq: dict[str, float]
+
+    @property
+    def d_model(self) -> int:
+        return int(self.cross[self.positions[0]].shape[1])
+
+    @classmethod
+    def zeros(cls, positions: Sequence[str], d_model: int) -> FusionStats:
+        d1 = d_model + 1
+        return cls(
+            positions=list(positions),
+            gram={p: torch.zeros(d1, d1, dtype=torch.float64) for p in positions},
+            cross={p: torch.zeros(d1, d_model, dtype=torch.float64) for p in positions},
+            count={p: 0 for p in positions},
+            target_sq={p: 0.0 for p in positions},
+        )
+
+    def __add__(self, other: FusionStats) -> FusionStats:
+        """Statistics of two requests together: the sums simply add."""
+        if not isinstance(other, FusionStats):
+            return NotImplemented
+        if other.positions != self.positions:
+            raise ValueError(
+                f"cannot add statistics of different layer positions "
+                f"({self.positions} vs {other.positions})"
+            )
+        if other.d_model != self.d_model:
+            raise ValueError(
+                f"cannot add statistics of different hidden sizes "
+                f"({self.d_model} vs {other.d_model})"
+            )
+        return FusionStats(
+            positions=list(self.positions),
+            gram={p: self.gram[p] + other.gram[p] for p in self.positions},
+            cross={p: self.cross[p] + other.cross[p] for p in self.positions},
+            count={p: self.count[p] + other.count[p] for p in self.positions},
+            target_sq={p: self.target_sq[p] + other.target_sq[p] for p in self.positions},
+        )
+
+    def __radd__(self, other: object) -> FusionStats:
+        """Lets `sum(list_of_stats)` work (it starts from 0)."""
+        if other == 0:
+            return self
+        return NotImplemented
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the sums (safetensors) and a small json; nothing per token is stored."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, torch.Tensor] = {}
+        for p in self.positions:
+            tensors[f"gram.{p}"] = self.gram[p].contiguous()
+            tensors[f"cross.{p}"] = self.cross[p].contiguous()
+            tensors[f"target_sq.{p}"] = torch.tensor([self.target_sq[p]], dtype=torch.float64)
+        save_file(tensors, str(folder / STATS_FILE))
+        meta = {"positions": self.positions, "count": self.count, "d_model": self.d_model}
+        (folder / STATS_META_FILE).write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FusionStats:
+        folder = Path(folder)
+        if not (folder / STATS_FILE).is_file():
+            raise FileNotFoundError(f"no fusion statistics in {folder}: {STATS_FILE} is missing")
+        meta = json.loads((folder / STATS_META_FILE).read_text())
+        tensors = load_file(str(folder / STATS_FILE))
+        positions = list(meta["positions"])
+        stats = cls(
+            positions=positions,
+            gram={p: tensors[f"gram.{p}"] for p in positions},
+            cross={p: tensors[f"cross.{p}"] for p in positions},
+            count={p: int(meta["count"][p]) for p in positions},
+            target_sq={p: float(tensors[f"target_sq.{p}"][0]) for p in positions},
+        )
+        if stats.d_model != meta["d_model"]:
+            raise ValueError(f"fusion statistics in {folder} do not match their d_model")
+        return stats
+
+
+# -- collecting statistics ------------------------------------------------------------------
+
+
+@contextmanager
+def _only_active(layers: UnlearningModel, names: list[str]) -> Iterator[None]:
+    saved = layers.active
+    layers.set_active(names)
+    try:
+        yield
+    finally:
+        layers.active = saved
+
+
+def _token_masks(tm: TextModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Which positions of each stack's hidden states are real tokens of this batch."""
+    encoder = batch["attention_mask"].bool()
+    if tm.is_encoder_decoder:
+        return {"encoder": encoder, "decoder": batch["labels"] != IGNORE}
+    return {"encoder": encoder, "decoder": encoder}
+
+
+@torch.no_grad()
+def _collect(
+    tm: TextModel, records: Sequence[Record], batch_size: int, target: Target | None
+) -> FusionStats:
+    """Run the model over the records and sum X^T X (and X^T Y with Y = target) per position."""
+    layers = tm.unlearning_layers()
+    stats = FusionStats.zeros(layers.position_names, layers.d_model)
+    masks: dict[str, torch.Tensor] = {}
+
+    def capture(position: str, hidden: torch.Tensor) -> None:
+        stack = "encoder" if position.startswith("encoder_") else "decoder"
+        keep = masks[stack].to(hidden.device)
+        h = hidden[keep]
+        x = torch.cat([h.double(), h.new_ones(h.shape[0], 1, dtype=torch.float64)], dim=1)
+        stats.gram[position] += (x.T @ x).cpu()
+        stats.count[position] += int(h.shape[0])
+        if target is not None:
+            y = target(position, h).double()
+            stats.cross[position] += (x.T @ y).cpu()
+            stats.target_sq[position] += float((y * y).sum())
+
+    device = next(tm.model.parameters()).device
+    was_training = tm.model.training
+    tm.model.eval()
+    layers.capture = capture
+    try:
+        for batch in tm.record_batches(records, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            masks.clear()
+            masks.update(_token_masks(tm, batch))
+            tm.logits(batch)
+    finally:
+        layers.capture = None
+        tm.model.train(was_training)
+    return stats
+
+
+def capture_statistics(
+    tm: TextModel, layer_name: str, records: Sequence[Record], batch_size: int = 64
+) -> FusionStats:
+    """Statistics of one request: its layer's output change on its own forget tokens.
+
+    Only the named layer is active, so the hidden states are those that layer saw in training.
+    """
+    layers = tm.unlearning_layers()
+    hosted = layers.layers[layer_name]
+
+    def target(position: str, hidden: torch.Tensor) -> torch.Tensor:
+        return hosted[position].delta(hidden)
+
+    with _only_active(layers, [layer_name]):
+        return _collect(tm, records, batch_size, target)
+
+
+def anchor_statistics(
+    tm: TextModel, records: Sequence[Record], batch_size: int = 64
+) -> FusionStats:
+    """Grams of retained tokens with target zero: added to a fit, they keep the fused map
+    close to the identity (no change) where the model should keep working."""
+    layers = tm.unlearning_layers()
+    with layers.disabled():
+        return _collect(tm, records, batch_size, None)
+
+
+# -- the closed form ------------------------------------------------------------------------
+
+
+def fuse(
+    stats: FusionStats,
+    ridge: float = 1e-3,
+    anchor: FusionStats | None = None,
+    anchor_weight: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """Per position M = (G + w G_anchor + ridge * trace(G)/(d+1) I)^-1 (C + w C_anchor).
+
+    The ridge is relative to the mean diagonal of G, so one value suits any hidden scale.
+    Returns float32 (d+1)xd matrices: rows 0..d-1 multiply the hidden state, row d is the bias.
+    """
+    if ridge < 0:
+        raise ValueError(f"ridge must be non-negative, got {ridge}")
+    if anchor is not None and anchor.positions != stats.positions:
+        raise ValueError("the anchor statistics are for other layer positions")
+    matrices: dict[str, torch.Tensor] = {}
+    d1 = stats.d_model + 1
+    for p in stats.positions:
+        gram, cross = stats.gram[p], stats.cross[p]
+        if stats.count[p] == 0:
+            matrices[p] = torch.zeros(d1, stats.d_model)
+            continue
+        lhs = gram + ridge * torch.trace(gram) / d1 * torch.eye(d1, dtype=torch.float64)
+        rhs = cross
+        if anchor is not None:
+            lhs = lhs + anchor_weight * anchor.gram[p]
+            rhs = rhs + anchor_weight * anchor.cross[p]
+        matrices[p] = torch.linalg.solve(lhs, rhs).float()
+    return matrices
+
+
+def fit_error(stats: FusionStats, matrices: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Relative residual ||XM - Y||^2 / ||Y||^2 per position, from the sums alone.
+
+    ||XM - Y||^2 = trace(M^T G M) - 2 trace(M^T C) + sum Y^2, so a fusion's quality can be
+    reported after the forget data is gone.
+    """
+    errors: dict[str, float] = {}
+    for p in stats.positions:
+        m = matrices[p].double()
+        residual = (
+            float(((stats.gram[p] @ m) * m).sum())
+            - 2.0 * float((m * stats.cross[p]).sum())
+            + stats.target_sq[p]
+        )
+        residual = max(residual, 0.0)
+        if stats.target_sq[p] > 0:
+            errors[p] = residual / stats.target_sq[p]
+        else:
+            errors[p] = 0.0 if residual == 0.0 else float("inf")
+    return errors
+
+
+# -- hosting a fused map --------------------------------------------------------------------
+
+
+class LinearFusedLayer(nn.Module):
+    """delta(h) = h @ M[:-1] + M[-1]: a fused map that UnlearningModel hosts like any layer."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__()
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] + 1:
+            raise ValueError(f"a fused map must be (d+1)xd, got {tuple(matrix.shape)}")
+        self.register_buffer("matrix", matrix.detach().float().clone())
+
+    @property
+    def d_model(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def delta(self, hidden: torch.Tensor) -> torch.Tensor:
+        m = self.matrix.to(dtype=hidden.dtype)
+        return hidden @ m[:-1] + m[-1]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.delta(hidden)
+
+
+@dataclass(frozen=True)
+class FusedConfig:
+    """What UnlearningModel records for a fused layer (it has no bottleneck config)."""
+
+    d_model: int
+    positions: tuple[str, ...]
+
+
+def add_fused_layer(layers: UnlearningModel, name: str, matrices: dict[str, torch.Tensor]) -> None:
+    """Host a fused map under `name`, so that `layers.set_active([name])` switches it on.
+
+    It is saved with `save_fused`/`load_fused`, not `save_layer`/`load_layer`.
+    """
+    if name in layers.layers:
+        raise ValueError(f"an unlearning layer named {name!r} already exists")
+    if sorted(matrices) != sorted(layers.position_names):
+        raise ValueError(
+            f"fused maps are for positions {sorted(matrices)}, "
+            f"this model has {sorted(layers.position_names)}"
+        )
+    expected = (layers.d_model + 1, layers.d_model)
+    for position, matrix in matrices.items():
+        if tuple(matrix.shape) != expected:
+            raise ValueError(
+                f"fused map at {position} has shape {tuple(matrix.shape)}, "
+                f"this model needs {expected}"
+            )
+    device = next(layers.base.parameters()).device
+    layers.layers[name] = nn.ModuleDict(
+        {p: LinearFusedLayer(matrices[p]) for p in layers.position_names}
+    ).to(device)
+    layers.configs[name] = FusedConfig(layers.d_model, tuple(layers.position_names))
+
+
+def save_fused(matrices: dict[str, torch.Tensor], folder: str | Path) -> Path:
+    """Write fused maps (safetensors) and their positions; the maps hold no per-token data."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {p: m.detach().float().cpu().contiguous() for p, m in matrices.items()}
+    save_file(tensors, str(folder / FUSED_FILE))
+    d_model = int(next(iter(matrices.values())).shape[1])
+    meta = {"positions": list(matrices), "d_model": d_model}
+    (folder / FUSED_META_FILE).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def load_fused(folder: str | Path) -> dict[str, torch.Tensor]:
+    folder = Path(folder)
+    if not (folder / FUSED_FILE).is_file():
+        raise FileNotFoundError(f"no fused layer in {folder}: {FUSED_FILE} is missing")
+    meta = json.loads((folder / FUSED_META_FILE).read_text())
+    tensors = load_file(str(folder / FUSED_FILE))
+    return {p: tensors[p] for p in meta["positions"]}

@@ -1,0 +1,309 @@
+"""Fusion: the closed form on synthetic sums, statistics from a model, hosting, persistence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eul.data import LABEL_WORDS, Record, SyntheticConfig, generate
+from eul.fusion import (
+    FUSED_FILE,
+    STATS_FILE,
+    FusionStats,
+    LinearFusedLayer,
+    add_fused_layer,
+    anchor_statistics,
+    capture_statistics,
+    fit_error,
+    fuse,
+    load_fused,
+    save_fused,
+)
+from eul.layers import LayerConfig
+from eul.model import IGNORE, ModelSpec, TextModel
+
+SPEC = ModelSpec(vocab_size=300, d_model=32, num_layers=2, num_heads=2, d_ff=64)
+
+
+@pytest.fixture(scope="module")
+def records() -> list[Record]:
+    _, generated = generate(SyntheticConfig(n_subjects=8, memorised_share=0.1, seed=3))
+    return generated
+
+
+def _model(records: list[Record], family: str = "t5") -> TextModel:
+    spec = ModelSpec(**{**SPEC.__dict__, "family": family})
+    return TextModel.create([r.text for r in records] + list(LABEL_WORDS), spec)
+
+
+def _nudged_layer(tm: TextModel, name: str, seed: int = 0, std: float = 0.05) -> None:
+    """A layer whose delta is clearly non-zero, as after training."""
+    layers = tm.unlearning_layers()
+    layers.add_layer(name, LayerConfig(width=8))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in layers.layers[name].values():
+            layer.down.weight.copy_(torch.randn(layer.down.weight.shape, generator=generator))
+            layer.down.weight.mul_(3 * std)
+            layer.up.weight.copy_(torch.randn(layer.up.weight.shape, generator=generator))
+            layer.up.weight.mul_(std)
+
+
+def _synthetic(x: torch.Tensor, y: torch.Tensor, position: str = "p") -> FusionStats:
+    """Statistics of hidden states `x` (without the ones column) and targets `y`."""
+    x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    return FusionStats(
+        positions=[position],
+        gram={position: x1.T @ x1},
+        cross={position: x1.T @ y},
+        count={position: len(x)},
+        target_sq={position: float((y * y).sum())},
+    )
+
+
+def _with_ones(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+
+
+def _logits(tm: TextModel, records: list[Record], active: list[str]) -> torch.Tensor:
+    layers = tm.unlearning_layers()
+    layers.set_active(active)
+    batch = tm.batch([r.text for r in records], [r.target for r in records])
+    with torch.no_grad():
+        return tm.logits(batch)
+
+
+# -- the closed form --------------------------------------------------------------------------
+
+
+def test_fusing_linear_maps_of_one_shared_weight_recovers_it() -> None:
+    # given two requests whose layers are the same linear map W (bias included)
+    torch.manual_seed(0)
+    d = 6
+    w = torch.randn(d + 1, d, dtype=torch.float64)
+    x1, x2 = torch.randn(40, d, dtype=torch.float64), torch.randn(30, d, dtype=torch.float64)
+    stats = _synthetic(x1, _with_ones(x1) @ w) + _synthetic(x2, _with_ones(x2) @ w)
+    # when their statistics are fused with a tiny ridge
+    fused = fuse(stats, ridge=1e-12)
+    # then the fused map is W and fits exactly
+    assert torch.allclose(fused["p"].double(), w, atol=1e-6)
+    assert fit_error(stats, fused)["p"] < 1e-6
+
+
+def test_fusing_maps_on_disjoint_inputs_reproduces_each_on_its_own_inputs() -> None:
+    # given two requests whose inputs live in disjoint subspaces, with different maps
+    torch.manual_seed(1)
+    d = 6
+    x1 = torch.zeros(40, d, dtype=torch.float64)
+    x1[:, :3] = torch.randn(40, 3, dtype=torch.float64)
+    x2 = torch.zeros(30, d, dtype=torch.float64)
+    x2[:, 3:] = torch.randn(30, 3, dtype=torch.float64)
+    w1, w2 = torch.randn(d + 1, d, dtype=torch.float64), torch.randn(d + 1, d, dtype=torch.float64)
+    w1[-1] = w2[-1] = 0.0
+    s1, s2 = _synthetic(x1, _with_ones(x1) @ w1), _synthetic(x2, _with_ones(x2) @ w2)
+    # when both are fused into one map
+    fused = fuse(s1 + s2, ridge=1e-12)["p"].double()
+    # then each request's layer is reproduced on its own inputs
+    assert torch.allclose(_with_ones(x1) @ fused, _with_ones(x1) @ w1, atol=1e-6)
+    assert torch.allclose(_with_ones(x2) @ fused, _with_ones(x2) @ w2, atol=1e-6)
+    assert max(fit_error(s1, {"p": fused}).values()) < 1e-10
+
+
+def test_statistics_of_other_positions_do_not_add() -> None:
+    x = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="positions"):
+        _synthetic(x, x) + _synthetic(x, x, position="q")
+
+
+# -- statistics from a model ------------------------------------------------------------------
+
+
+def test_fusing_one_layer_returns_that_layers_behaviour(records: list[Record]) -> None:
+    # given a model with one trained-looking (non-zero) layer
+    tm = _model(records)
+    _nudged_layer(tm, "r1")
+    layers = tm.unlearning_layers()
+    forget = records[:24]
+    # when its statistics are captured on its forget records and fused into a linear map
+    stats = capture_statistics(tm, "r1", forget, batch_size=8)
+    fused = fuse(stats)
+    add_fused_layer(layers, "fused", fused)
+    # then the linear fit is close, and the fused model is much nearer the layer than the base
+    assert max(fit_error(stats, fused).values()) < 0.2
+    base = _logits(tm, forget, [])
+    original = _logits(tm, forget, ["r1"])
+    merged = _logits(tm, forget, ["fused"])
+    assert (merged - original).norm() < 0.5 * (base - original).norm()
+    assert layers.capture is None
+
+
+def test_capture_keeps_only_real_tokens_and_restores_the_model(records: list[Record]) -> None:
+    # given a T5 with a layer, switched off, in training mode
+    tm = _model(records)
+    _nudged_layer(tm, "r1")
+    layers = tm.unlearning_layers()
+    layers.set_active([])
+    tm.model.train()
+    chunk = records[:10]
+    batch = tm.batch([r.text for r in chunk], [r.target for r in chunk])
+    # when statistics are captured
+    stats = capture_statistics(tm, "r1", chunk, batch_size=4)
+    # then encoder positions count input tokens, decoder positions count labelled ones
+    n_inputs = int(batch["attention_mask"].sum())
+    n_labels = int((batch["labels"] != IGNORE).sum())
+    assert stats.count == {
+        "encoder_0": n_inputs,
+        "encoder_1": n_inputs,
+        "decoder_0": n_labels,
+        "decoder_1": n_labels,
+    }
+    assert stats.gram["encoder_0"][-1, -1] == n_inputs
+    # and the model is back as it was
+    assert layers.capture is None
+    assert layers.active == []
+    assert tm.model.training
+
+
+def test_decoder_only_models_count_every_real_token(records: list[Record]) -> None:
+    tm = _model(records, family="gpt2")
+    _nudged_layer(tm, "r1")
+    chunk = records[:6]
+    stats = capture_statistics(tm, "r1", chunk, batch_size=6)
+    batch = tm.batch([r.text for r in chunk], [r.target for r in chunk])
+    n_tokens = int(batch["attention_mask"].sum())
+    assert stats.count == {"decoder_0": n_tokens, "decoder_1": n_tokens}
+    assert all(stats.target_sq[p] > 0 for p in stats.positions)
+
+
+def test_statistics_of_two_requests_add_up(records: list[Record]) -> None:
+    # given one layer and two disjoint sets of records
+    tm = _model(records)
+    _nudged_layer(tm, "r1")
+    a, b = records[:8], records[8:16]
+    # when statistics are captured on each, and on their union
+    separate = capture_statistics(tm, "r1", a, batch_size=4) + capture_statistics(
+        tm, "r1", b, batch_size=4
+    )
+    together = capture_statistics(tm, "r1", a + b, batch_size=4)
+    # then the sums agree
+    assert separate.count == together.count
+    for p in together.positions:
+        for kind in ("gram", "cross"):
+            got, want = getattr(separate, kind)[p], getattr(together, kind)[p]
+            assert (got - want).abs().max() <= 1e-8 * want.abs().max()
+        assert separate.target_sq[p] == pytest.approx(together.target_sq[p], rel=1e-8)
+
+
+def test_anchor_statistics_see_the_model_with_its_layers_off(records: list[Record]) -> None:
+    tm = _model(records)
+    _nudged_layer(tm, "r1")
+    layers = tm.unlearning_layers()
+    layers.set_active(["r1"])
+    retained = records[:10]
+    anchor = anchor_statistics(tm, retained, batch_size=5)
+    with layers.disabled():
+        reference = anchor_statistics(tm, retained, batch_size=5)
+    with_layer = capture_statistics(tm, "r1", retained, batch_size=5)
+    assert layers.active == ["r1"]
+    assert all(torch.equal(anchor.gram[p], reference.gram[p]) for p in anchor.positions)
+    assert all(not anchor.cross[p].any() for p in anchor.positions)
+    assert torch.allclose(anchor.gram["encoder_0"], with_layer.gram["encoder_0"])
+    assert not torch.allclose(anchor.gram["encoder_1"], with_layer.gram["encoder_1"])
+
+
+def test_the_anchor_pulls_the_fused_map_toward_zero_on_retained_inputs(
+    records: list[Record],
+) -> None:
+    # given forget statistics of a layer and anchor statistics of retained records
+    tm = _model(records)
+    _nudged_layer(tm, "r1")
+    forget, retained = records[:12], records[12:40]
+    stats = capture_statistics(tm, "r1", forget, batch_size=6)
+    anchor = anchor_statistics(tm, retained, batch_size=7)
+    # when fused with and without the anchor
+    free = fuse(stats)
+    anchored = fuse(stats, anchor=anchor, anchor_weight=3.0)
+
+    def retained_change(matrices: dict[str, torch.Tensor]) -> float:
+        return sum(
+            float(((anchor.gram[p] @ matrices[p].double()) * matrices[p].double()).sum())
+            for p in anchor.positions
+        )
+
+    # then the anchored map changes retained hidden states less, at some cost on the forget fit
+    assert retained_change(anchored) < 0.5 * retained_change(free)
+    assert sum(fit_error(stats, anchored).values()) > sum(fit_error(stats, free).values())
+
+
+# -- hosting and persistence ------------------------------------------------------------------
+
+
+def test_a_hosted_fused_layer_switches_on_and_off_and_can_be_removed(
+    records: list[Record],
+) -> None:
+    tm = _model(records)
+    layers = tm.unlearning_layers()
+    chunk = records[:4]
+    base = _logits(tm, chunk, [])
+    d = layers.d_model
+    zeros = {p: torch.zeros(d + 1, d) for p in layers.position_names}
+    add_fused_layer(layers, "zero", zeros)
+    assert torch.allclose(_logits(tm, chunk, ["zero"]), base)
+    shift = {p: torch.cat([torch.zeros(d, d), torch.ones(1, d)]) for p in layers.position_names}
+    add_fused_layer(layers, "shift", shift)
+    assert not torch.allclose(_logits(tm, chunk, ["shift"]), base)
+    layers.remove_layer("shift")
+    assert "shift" not in layers.layers
+    with pytest.raises(ValueError, match="positions"):
+        add_fused_layer(layers, "bad", {"encoder_0": zeros["encoder_0"]})
+
+
+def test_a_fused_layer_computes_in_the_dtype_of_its_input() -> None:
+    layer = LinearFusedLayer(torch.randn(5, 4))
+    hidden = torch.randn(2, 3, 4, dtype=torch.float64)
+    assert layer.delta(hidden).dtype == torch.float64
+    expected = hidden @ layer.matrix[:-1].double() + layer.matrix[-1].double()
+    assert torch.allclose(layer.delta(hidden), expected)
+
+
+def test_statistics_and_fused_maps_round_trip_without_any_text(
+    records: list[Record], tmp_path
+) -> None:
+    # given statistics of a layer on some records, and their fused maps
+    tm = _model(records)
+    _nudged_layer(tm, "r1")
+    forget = records[:8]
+    stats = capture_statistics(tm, "r1", forget, batch_size=8)
+    fused = fuse(stats)
+    # when both are saved and loaded
+    stats_folder = stats.save(tmp_path / "stats")
+    fused_folder = save_fused(fused, tmp_path / "fused")
+    loaded = FusionStats.load(stats_folder)
+    loaded_fused = load_fused(fused_folder)
+    # then nothing is lost
+    assert loaded.positions == stats.positions
+    assert loaded.count == stats.count
+    assert loaded.target_sq == stats.target_sq
+    assert all(torch.equal(loaded.gram[p], stats.gram[p]) for p in stats.positions)
+    assert all(torch.equal(loaded.cross[p], stats.cross[p]) for p in stats.positions)
+    assert all(torch.equal(loaded_fused[p], fused[p]) for p in fused)
+    # and only sums and maps were written, no text or token ids
+    kinds = {key.split(".")[0] for key in load_file(str(stats_folder / STATS_FILE))}
+    assert kinds == {"gram", "cross", "target_sq"}
+    assert set(load_file(str(fused_folder / FUSED_FILE))) == set(stats.positions)
+    meta = json.loads((stats_folder / "fusion_stats.json").read_text())
+    assert set(meta) == {"positions", "count", "d_model"}
+    for folder in (stats_folder, fused_folder):
+        for path in folder.iterdir():
+            content = path.read_bytes()
+            for record in forget:
+                assert record.text.encode() not in content
+                assert record.subject_id.encode() not in content
+    # and the loaded maps behave like the saved ones when hosted
+    layers = tm.unlearning_layers()
+    add_fused_layer(layers, "saved", fused)
+    add_fused_layer(layers, "loaded", loaded_fused)
+    assert torch.equal(_logits(tm, forget, ["saved"]), _logits(tm, forget, ["loaded"]))
