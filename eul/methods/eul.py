@@ -14,9 +14,10 @@ Objectives (`EULConfig.objective`):
 Forget terms are gated per content token: a token is pushed only while the model still
 predicts it with probability above `threshold` (0.5: "no longer the likely answer"). That
 aims at the oracle-like level, where a memorised answer is no longer produced, not at zero
-probability; once every forget token is below it, training stops. The retained epochs in
-between restore what the retained data supports, so forget rows whose answer follows from
-the rest of the data stay answered (as they would be by a model that never saw them).
+probability; once all but `stop_share` (5%) of the forget tokens are below it, training
+stops. The retained epochs in between restore what the retained data supports, so forget
+rows whose answer follows from the rest of the data stay answered (as they would be by a
+model that never saw them).
 `reference="none"` removes the gate, as the paper has it.
 """
 
