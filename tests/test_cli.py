@@ -306,3 +306,81 @@ def test_generation_data_trains_unlearns_and_reports_rouge(tmp_path) -> None:
     metrics = json.loads(out.read_text())
     assert {"test_rouge1", "test_rouge2", "test_rougeL", "forget_rougeL"} <= set(metrics)
     assert 0.0 <= metrics["forget_memorised_acc"] <= 1.0
+
+
+def test_a_plain_hugging_face_checkpoint_folder_goes_through_every_step(
+    tmp_path, workspace
+) -> None:
+    # given a seq2seq checkpoint written by Hugging Face itself (no eul files in the folder)
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    folder = tmp_path / "hf-t5"
+    AutoModelForSeq2SeqLM.from_pretrained(workspace / "model").save_pretrained(folder)
+    AutoTokenizer.from_pretrained(workspace / "model").save_pretrained(folder)
+    assert not (folder / "eul_text_model.json").exists()
+    data = str(workspace / "data" / "train.jsonl")
+    subject = json.loads((workspace / "data" / "train.jsonl").read_text().splitlines()[0])[
+        "subject_id"
+    ]
+    # when it is fine-tuned, unlearned and evaluated through the command line
+    assert (
+        main(
+            [
+                "--quiet",
+                "train",
+                "--init",
+                str(folder),
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "tuned"),
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "--quiet",
+                "unlearn",
+                "--model",
+                str(folder),
+                "--data",
+                data,
+                "--subject",
+                subject,
+                "--out",
+                str(tmp_path / "layer"),
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "m.json"
+    assert (
+        main(
+            [
+                "--quiet",
+                "evaluate",
+                "--model",
+                str(folder),
+                "--layer",
+                str(tmp_path / "layer"),
+                "--data",
+                data,
+                "--test",
+                str(workspace / "data" / "test.jsonl"),
+                "--subject",
+                subject,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    # then every step worked on it
+    assert (tmp_path / "tuned" / "config.json").is_file()
+    assert "forget_acc" in json.loads(out.read_text())
