@@ -230,6 +230,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from eul.bench import BenchConfig, format_table, run_bench, save_report
 
+    if args.fusion_scale:
+        from eul.bench import clean_for_json
+        from eul.evaluate import write_json
+        from eul.fusion_scale import format_fusion_scale, run_fusion_scale
+
+        rows = run_fusion_scale(seed=args.seed)
+        print(format_fusion_scale(rows))
+        if args.out:
+            write_json(clean_for_json({"fusion_scale": rows}), args.out)
+            print(f"\nwritten to {args.out}")
+        return
+
     config = BenchConfig.preset(
         quick=args.quick, data=args.data, seed=args.seed, variants=args.variants
     )
@@ -360,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="an SST-2 folder with train.tsv (e.g. ../shared/data/sst2)")
     bench.add_argument("--out", help="write the JSON report here (and a .md table beside it)")
     bench.add_argument("--variants", action="store_true", help="also run EUL objective variants")
+    bench.add_argument(
+        "--fusion-scale",
+        action="store_true",
+        help="instead: time and memory of fusing 1, 10, 100 and 1,000 requests' statistics",
+    )
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(func=cmd_bench)
     return parser
