@@ -9,8 +9,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
 from eul.data import LABEL_WORDS, Record, SyntheticConfig, generate, split_records  # noqa: E402
 from eul.model import ModelSpec, TextModel, TrainConfig, train_full  # noqa: E402
+
+# One thread: multi-threaded CPU kernels may sum in a different order from run to run, and
+# a tiny model trained for hundreds of steps turns that into different results.
+torch.set_num_threads(1)
 
 TINY_SPEC = ModelSpec(vocab_size=800, d_model=64, num_layers=2, num_heads=4, d_ff=256)
 

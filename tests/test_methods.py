@@ -13,9 +13,9 @@ TINY_TRAIN = TrainConfig(epochs=15, batch_size=32, lr=3e-3)
 
 @pytest.fixture(scope="module")
 def forget_task(tiny_records) -> tuple[ForgetTask, EvalSets]:
-    """Forget the subjects that own memorised rows: 4 subjects, flipped labels among them."""
+    """Forget the subjects that own memorised rows: 10 subjects, flipped labels among them."""
     train, heldout, test = tiny_records
-    subjects = sorted({r.subject_id for r in train if r.memorised})[:4]
+    subjects = sorted({r.subject_id for r in train if r.memorised})[:10]
     forget = [r for r in train if r.subject_id in subjects]
     retained = [r for r in train if r.subject_id not in subjects]
     task = ForgetTask(forget=forget, retained=retained, heldout=heldout, name="req")
@@ -45,7 +45,7 @@ def test_oracle_never_saw_the_flipped_labels(tiny_trained, forget_task, oracle_m
     original, _ = evaluate(tiny_trained, sets)
     oracle, _ = oracle_metrics
     assert original["forget_memorised_acc"] == 1.0
-    assert oracle["forget_memorised_acc"] < 0.6
+    assert oracle["forget_memorised_acc"] < 0.7
 
 
 def test_eul_moves_a_memorised_forget_set_toward_the_oracle(
@@ -63,8 +63,9 @@ def test_eul_moves_a_memorised_forget_set_toward_the_oracle(
     def gap(metrics: dict, key: str) -> float:
         return abs(metrics[key] - oracle[key])
 
-    assert gap(unlearned, "forget_memorised_acc") < gap(original, "forget_memorised_acc") - 0.25
-    assert gap(unlearned, "mia_auc") < gap(original, "mia_auc")
+    # (by at least 0.2: two or more of the 12 flipped rows, and as much in MIA AUC)
+    assert gap(unlearned, "forget_memorised_acc") < gap(original, "forget_memorised_acc") - 0.2
+    assert gap(unlearned, "mia_auc") < gap(original, "mia_auc") - 0.2
     # and the model keeps doing its task on retained data
     assert unlearned["retained_acc"] > original["retained_acc"] - 0.05
     assert result.trainable_share < 0.1
