@@ -12,7 +12,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -160,10 +160,6 @@ def build_model(tokenizer: PreTrainedTokenizerBase, spec: ModelSpec) -> nn.Modul
     raise ModelError(f"unknown model family {spec.family!r}: use 't5' or 'gpt2'")
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 class TextModel:
     """A model with its tokenizer, seen as text in, text out."""
 
@@ -188,10 +184,6 @@ class TextModel:
         if self._layers is None:
             self._layers = UnlearningModel(self.model)
         return self._layers
-
-    @property
-    def has_layers(self) -> bool:
-        return self._layers is not None
 
     # -- construction and persistence -------------------------------------------------
 
@@ -478,7 +470,3 @@ def train_full(
     bar.close()
     model.eval()
     return {"final_loss": loss_value, "steps": done}
-
-
-def spec_dict(spec: ModelSpec) -> dict[str, object]:
-    return asdict(spec)
