@@ -164,6 +164,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     import time
 
     from eul.data import DataError
+    from eul.fusion import save_request_statistics
     from eul.layers import LayerConfig
     from eul.methods import EULConfig, ForgetTask, get_method
     from eul.model import TextModel
@@ -179,7 +180,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         lr=args.lr,
         retained_sample=args.retained_sample,
-        layer=LayerConfig(width=args.width),
+        layer=LayerConfig(width=args.width, basis=args.basis),
         seed=args.seed,
     )
     name = args.name or Path(args.out).name
@@ -187,6 +188,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     result = get_method("eul", config=config).run(tm, task, progress=not args.quiet)
     folder = tm.unlearning_layers().save_layer(name, args.out)
+    save_request_statistics(tm, name, forget, folder)
     history = {
         "forget_records": len(forget),
         "update_s": result.update_s,
@@ -242,6 +244,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
             print(f"\nwritten to {args.out}")
         return
 
+    if args.task == "generation":
+        _bench_generation(args)
+        return
     config = BenchConfig.preset(
         quick=args.quick, data=args.data, seed=args.seed, variants=args.variants
     )
@@ -250,11 +255,54 @@ def cmd_bench(args: argparse.Namespace) -> None:
             f"no SST-2 folder at {args.data}: it must hold train.tsv (GLUE SST-2); "
             "omit --data to use the embedded synthetic data set"
         )
+    if args.sequential:
+        _bench_sequential(args, config)
+        return
     report = run_bench(config, progress=not args.quiet)
     print()
     print(format_table(report))
     if args.out:
         save_report(report, args.out)
+        print(f"\nwritten to {args.out} (and {Path(args.out).with_suffix('.md')})")
+
+
+def _bench_sequential(args: argparse.Namespace, bench: object) -> None:
+    from eul.bench import save_report_as
+    from eul.sequential import SequentialConfig, format_sequential, run_sequential
+
+    config = SequentialConfig(bench=bench, fusion=args.fusion, anchor_weight=args.anchor_weight)
+    result = run_sequential(config, progress=not args.quiet)
+    table = format_sequential(result)
+    print()
+    print(table)
+    if args.out:
+        save_report_as({"sequential": result["steps"], "setup": result["setup"]}, table, args.out)
+        print(f"\nwritten to {args.out} (and {Path(args.out).with_suffix('.md')})")
+
+
+def _bench_generation(args: argparse.Namespace) -> None:
+    from eul.bench import save_report_as
+    from eul.bench_generation import (
+        GenerationBenchConfig,
+        format_generation,
+        run_generation_bench,
+        samsum_file,
+    )
+
+    if args.data:
+        if not Path(args.data).is_dir():
+            raise CliError(
+                f"no SAMSum folder at {args.data}: it must hold val.csv (id, summary, dialogue); "
+                "omit --data to use the embedded synthetic dialogues"
+            )
+        samsum_file(args.data)
+    config = GenerationBenchConfig.preset(quick=args.quick, data=args.data, seed=args.seed)
+    report = run_generation_bench(config, progress=not args.quiet)
+    table = format_generation(report)
+    print()
+    print(table)
+    if args.out:
+        save_report_as(report, table, args.out)
         print(f"\nwritten to {args.out} (and {Path(args.out).with_suffix('.md')})")
 
 
@@ -337,7 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.retained_sample,
         help="retained rows sampled to keep the model's behaviour (default %(default)s)",
     )
-    unlearn.add_argument("--width", type=int, default=32, help="bottleneck width of the layer")
+    unlearn.add_argument(
+        "--width", type=int, default=64, help="bottleneck width of the layer (default 64)"
+    )
+    unlearn.add_argument(
+        "--basis",
+        choices=("shared", "trained"),
+        default="shared",
+        help="shared: a fixed down projection common to all requests, so layers fuse exactly "
+        "(default); trained: both projections trained, as in the paper",
+    )
     unlearn.add_argument("--seed", type=int, default=0)
     _add_forget_options(unlearn)
     _add_data_options(unlearn)
@@ -366,12 +423,43 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmark EUL against the oracle and baselines",
         description="Original, oracle (retrain), fine-tune, reverse gradient and EUL on the "
-        "embedded synthetic data (or SST-2 with --data), forget set 1%% of rows.",
+        "embedded synthetic data (or SST-2 with --data), forget set 1%% of rows. "
+        "--sequential: three requests in turn, served by one retrained layer, stacked layers, "
+        "fused layers and the oracle. --task generation: summarisation with planted secrets "
+        "(synthetic dialogues, or SAMSum with --data). --fusion-scale: cost of fusing many "
+        "requests.",
+    )
+    bench.add_argument(
+        "--task",
+        choices=("classification", "generation"),
+        default="classification",
+        help="classification (reviews, SST-2) or generation (dialogue summaries, SAMSum)",
     )
     bench.add_argument("--quick", action="store_true", help="smaller run (a few minutes)")
-    bench.add_argument("--data", help="an SST-2 folder with train.tsv (e.g. ../shared/data/sst2)")
+    bench.add_argument(
+        "--data",
+        help="an SST-2 folder with train.tsv (classification) or a SAMSum folder with val.csv "
+        "(generation), e.g. ../shared/data/sst2 or ../shared/data/samsum",
+    )
     bench.add_argument("--out", help="write the JSON report here (and a .md table beside it)")
     bench.add_argument("--variants", action="store_true", help="also run EUL objective variants")
+    bench.add_argument(
+        "--sequential",
+        action="store_true",
+        help="instead: three deletion requests in turn (sequential, stacked, fused, oracle)",
+    )
+    bench.add_argument(
+        "--fusion",
+        choices=("sum", "fit"),
+        default="sum",
+        help="with --sequential: fuse to the stack's sum (exact) or the paper's per-layer fit",
+    )
+    bench.add_argument(
+        "--anchor-weight",
+        type=float,
+        default=0.0,
+        help="with --sequential: weight of the retained anchor in the fusion (0: none)",
+    )
     bench.add_argument(
         "--fusion-scale",
         action="store_true",

@@ -607,6 +607,38 @@ def _dialogue(rng: random.Random, name: str, secret: tuple[str, str] | None) -> 
     return text, summary
 
 
+def plant_secrets(
+    records: Sequence[Record], share: float, seed: int = 0, taken: set[str] | None = None
+) -> list[Record]:
+    """Give `share` of the dialogues a secret their first speaker tells, first thing.
+
+    The secret opens both the dialogue and the summary, so it survives truncation; a model
+    can only reproduce it by memorising that row. Works on synthetic dialogues and SAMSum.
+    """
+    rng = random.Random(seed)
+    used = set() if taken is None else taken
+    chosen = set(rng.sample(range(len(records)), round(share * len(records))))
+    planted = []
+    for index, record in enumerate(records):
+        if index not in chosen:
+            planted.append(record)
+            continue
+        kind, value = _new_secret(rng, used)
+        match = _SPEAKER.match(record.text)
+        speaker = match.group(1) if match else "I"
+        said = f"{speaker}: remember, my {kind} is {value}" if match else f"my {kind} is {value}"
+        planted.append(
+            replace(
+                record,
+                text=f"{said}\n{record.text}",
+                target=f"{speaker}'s {kind} is {value}. {record.target}",
+                memorised=True,
+                secret=value,
+            )
+        )
+    return planted
+
+
 # ---------------------------------------------------------------------------
 # Synthetic data set
 # ---------------------------------------------------------------------------

@@ -12,15 +12,19 @@ from eul.data import LABEL_WORDS, Record, SyntheticConfig, generate
 from eul.fusion import (
     FUSED_FILE,
     STATS_FILE,
+    FusionState,
     FusionStats,
     LinearFusedLayer,
     add_fused_layer,
+    add_shared_fused_layer,
     anchor_statistics,
     capture_statistics,
     fit_error,
     fuse,
+    fuse_shared,
     load_fused,
     save_fused,
+    up_matrix,
 )
 from eul.layers import LayerConfig
 from eul.model import IGNORE, ModelSpec, TextModel
@@ -295,7 +299,7 @@ def test_statistics_and_fused_maps_round_trip_without_any_text(
     assert kinds == {"gram", "cross", "target_sq"}
     assert set(load_file(str(fused_folder / FUSED_FILE))) == set(stats.positions)
     meta = json.loads((stats_folder / "fusion_stats.json").read_text())
-    assert set(meta) == {"positions", "count", "d_model"}
+    assert set(meta) == {"positions", "count", "d_model", "d_in"}
     for folder in (stats_folder, fused_folder):
         for path in folder.iterdir():
             content = path.read_bytes()
@@ -307,3 +311,136 @@ def test_statistics_and_fused_maps_round_trip_without_any_text(
     add_fused_layer(layers, "saved", fused)
     add_fused_layer(layers, "loaded", loaded_fused)
     assert torch.equal(_logits(tm, forget, ["saved"]), _logits(tm, forget, ["loaded"]))
+
+
+# -- shared-basis layers: exact fusion ---------------------------------------------------------
+
+
+def _shared_layer(tm: TextModel, name: str, seed: int, width: int = 8) -> None:
+    """A shared-basis layer with a random (trained-looking) up projection."""
+    layers = tm.unlearning_layers()
+    layers.add_layer(name, LayerConfig(width=width, basis="shared"))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in layers.layers[name].values():
+            layer.up.weight.copy_(0.2 * torch.randn(layer.up.weight.shape, generator=generator))
+            layer.up.bias.copy_(0.05 * torch.randn(layer.up.bias.shape, generator=generator))
+
+
+def _state_of(tm: TextModel, named_records: dict[str, list[Record]]) -> FusionState:
+    layers = tm.unlearning_layers()
+    state = FusionState.empty(layers, layers.configs[next(iter(named_records))])
+    for name, chunk in named_records.items():
+        state.add(layers, name, capture_statistics(tm, name, chunk, batch_size=8, space="features"))
+    return state
+
+
+def test_shared_basis_layers_compute_the_same_features_and_train_only_up(
+    records: list[Record],
+) -> None:
+    tm = _model(records)
+    layers = tm.unlearning_layers()
+    layers.add_layer("r1", LayerConfig(width=8, basis="shared"))
+    layers.add_layer("r2", LayerConfig(width=8, basis="shared"))
+    layers.add_layer("t1", LayerConfig(width=8, basis="trained"))
+    down = {n: layers.layers[n]["encoder_0"].down.weight for n in ("r1", "r2", "t1")}
+    assert torch.equal(down["r1"], down["r2"])
+    assert not torch.equal(layers.layers["r1"]["encoder_1"].down.weight, down["r1"])
+    assert not torch.equal(down["t1"], down["r1"])
+    trainable = {id(p) for p in layers.layer_parameters("r1")}
+    assert id(down["r1"]) not in trainable
+    assert len(layers.layer_parameters("r1")) == 2 * len(layers.position_names)
+    assert len(layers.layer_parameters("t1")) == 4 * len(layers.position_names)
+
+
+def test_sum_fusion_reproduces_the_stack_of_shared_basis_layers_exactly(
+    records: list[Record],
+) -> None:
+    # given three shared-basis layers, each with statistics on its own records
+    tm = _model(records)
+    for i in range(3):
+        _shared_layer(tm, f"r{i}", seed=i)
+    state = _state_of(tm, {f"r{i}": records[8 * i : 8 * i + 8] for i in range(3)})
+    # when they are fused into one layer by their sum
+    layers = tm.unlearning_layers()
+    add_shared_fused_layer(layers, "fused", state.config, fuse_shared(state, "sum"))
+    # then on any input the fused model is the stacked model, and it is one layer of width 8
+    probe = records[30:40]
+    stacked = _logits(tm, probe, ["r0", "r1", "r2"])
+    fused = _logits(tm, probe, ["fused"])
+    base = _logits(tm, probe, [])
+    assert (fused - stacked).abs().max() < 1e-4 * (stacked - base).abs().max()
+    assert layers.configs["fused"].width == 8
+
+
+def test_fit_fusion_of_one_layer_returns_that_layer(records: list[Record]) -> None:
+    # given one shared-basis layer and statistics on enough tokens to determine it
+    tm = _model(records)
+    _shared_layer(tm, "r1", seed=4)
+    state = _state_of(tm, {"r1": records[:24]})
+    # when it is fused alone with the paper's closed form
+    fused = fuse_shared(state, "fit", ridge=1e-10)
+    # then the fused up projection is the layer's own (the inputs span the feature space)
+    layers = tm.unlearning_layers()
+    for p in layers.position_names:
+        own = up_matrix(layers.layers["r1"][p]).float()
+        assert torch.allclose(fused[p], own, atol=1e-3 * own.abs().max())
+
+
+def test_fusion_state_is_incremental_and_round_trips(records: list[Record], tmp_path) -> None:
+    # given two layers fused one after the other, and the same two fused together
+    tm = _model(records)
+    _shared_layer(tm, "r1", seed=1)
+    _shared_layer(tm, "r2", seed=2)
+    a, b = records[:8], records[8:16]
+    together = _state_of(tm, {"r1": a, "r2": b})
+    state = _state_of(tm, {"r1": a})
+    state.save(tmp_path / "state")
+    resumed = FusionState.load(tmp_path / "state")
+    layers = tm.unlearning_layers()
+    resumed.add(layers, "r2", capture_statistics(tm, "r2", b, batch_size=8, space="features"))
+    # then adding the second request to the saved state gives the same sums
+    assert resumed.requests == ["r1", "r2"]
+    for p in together.stats.positions:
+        assert torch.allclose(resumed.up_sum[p], together.up_sum[p])
+        assert torch.allclose(resumed.stats.gram[p], together.stats.gram[p])
+        assert torch.allclose(resumed.stats.cross[p], together.stats.cross[p])
+    # and the state holds no text
+    for path in (tmp_path / "state").iterdir():
+        for record in a:
+            assert record.text.encode() not in path.read_bytes()
+    # and a request is not fused twice, nor a layer of another basis
+    with pytest.raises(ValueError, match="already fused"):
+        resumed.add(layers, "r2", capture_statistics(tm, "r2", b, batch_size=8, space="features"))
+    layers.add_layer("other", LayerConfig(width=8, basis="shared", basis_seed=5))
+    other = capture_statistics(tm, "other", b, batch_size=8, space="features")
+    with pytest.raises(ValueError, match="basis"):
+        resumed.add(layers, "other", other)
+
+
+def test_an_anchor_shrinks_the_fused_layer_on_retained_tokens(records: list[Record]) -> None:
+    tm = _model(records)
+    _shared_layer(tm, "r1", seed=3)
+    state = _state_of(tm, {"r1": records[:8]})
+    anchor = anchor_statistics(tm, records[8:40], batch_size=8, basis_of="r1")
+    assert anchor.d_in == 8
+    free = fuse_shared(state, "sum")
+    anchored = fuse_shared(state, "sum", anchor=anchor, anchor_weight=3.0)
+
+    def retained_change(matrices: dict[str, torch.Tensor]) -> float:
+        return sum(
+            float(((anchor.gram[p] @ matrices[p].double()) * matrices[p].double()).sum())
+            for p in anchor.positions
+        )
+
+    assert retained_change(anchored) < 0.5 * retained_change(free)
+
+
+def test_trained_basis_layers_have_no_feature_statistics(records: list[Record]) -> None:
+    tm = _model(records)
+    _nudged_layer(tm, "t1")  # a trained basis
+    tm.unlearning_layers().configs["t1"] = LayerConfig(width=8, basis="trained")
+    with pytest.raises(ValueError, match="trained basis"):
+        capture_statistics(tm, "t1", records[:4], space="features")
+    with pytest.raises(ValueError, match="shared basis"):
+        FusionState.empty(tm.unlearning_layers(), LayerConfig(basis="trained"))

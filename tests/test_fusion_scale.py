@@ -11,9 +11,11 @@ def test_fusion_scale_reports_cost_per_request_count() -> None:
     rows = run_fusion_scale(counts=(1, 4), spec=TINY_SPEC, tokens_per_request=20, stacked_limit=1)
     assert [r["requests"] for r in rows] == [1, 4]
     for row in rows:
-        assert row["fuse_s"] > 0
-        assert row["fuse_peak_mb"] > 0
+        for form in ("shared", "linear"):
+            assert row[f"fuse_s_{form}"] > 0
+            assert row[f"fuse_peak_mb_{form}"] > 0
         assert row["forward_ms_fused"] > 0
+        assert row["forward_ms_linear"] > 0
     assert rows[0]["forward_ms_stacked"] > 0
     assert rows[1]["forward_ms_stacked"] != rows[1]["forward_ms_stacked"]  # NaN: past the limit
     assert "| 4 |" in format_fusion_scale(rows)

@@ -121,10 +121,12 @@ def test_width_32_is_near_half_a_percent_of_a_t5_base_sized_model() -> None:
     with torch.device("meta"):
         base = T5ForConditionalGeneration(config)
         layers = UnlearningModel(base)
-        layers.add_layer("r1", LayerConfig(width=32))
-    # then the trainable share is close to the paper's 0.5%
-    share = layers.parameter_share("r1")
-    assert 0.004 < share < 0.006
+        layers.add_layer("trained", LayerConfig(width=32, basis="trained"))
+        layers.add_layer("shared", LayerConfig(width=32, basis="shared"))
+    # then a trained-basis layer trains close to the paper's 0.5% of the parameters
+    assert 0.004 < layers.parameter_share("trained") < 0.006
+    # and a shared-basis layer of the same width trains only its up projection, about half
+    assert 0.002 < layers.parameter_share("shared") < 0.003
 
 
 def test_unknown_model_type_is_refused() -> None:

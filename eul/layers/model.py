@@ -118,7 +118,10 @@ class UnlearningModel(nn.Module):
         config = config or LayerConfig()
         device = next(self.base.parameters()).device
         self.layers[name] = nn.ModuleDict(
-            {pos: UnlearningLayer(self.d_model, config) for pos in self.position_names}
+            {
+                pos: UnlearningLayer(self.d_model, config, index)
+                for index, pos in enumerate(self.position_names)
+            }
         ).to(device)
         self.configs[name] = config
 
@@ -147,8 +150,19 @@ class UnlearningModel(nn.Module):
         finally:
             self.active = saved
 
+    @contextmanager
+    def only(self, names: list[str]) -> Iterator[None]:
+        """Switch on exactly the named layers for a while."""
+        saved = self.active
+        self.set_active(names)
+        try:
+            yield
+        finally:
+            self.active = saved
+
     def layer_parameters(self, name: str) -> list[nn.Parameter]:
-        return list(self.layers[name].parameters())
+        """The parameters training updates (a shared basis is fixed, so it is not among them)."""
+        return [p for p in self.layers[name].parameters() if p.requires_grad]
 
     def parameter_share(self, name: str) -> float:
         """Trainable parameters of one layer as a share of the base model's parameters."""

@@ -1,0 +1,189 @@
+"""Requests that arrive one by one (the paper's Table 6 protocol), measured against the oracle.
+
+Three requests in turn, each 1% of the training rows (whole subjects, half of their rows with
+a flipped label). After each step four ways of serving the requests so far are measured:
+
+- `sequential`: one layer, retrained from scratch on the union of the requests so far;
+- `stacked`: one layer per request, each trained on top of the earlier ones, all active;
+- `fused`: the same layers fused into one layer of the same size (`eul.fusion`);
+- `oracle`: the base recipe retrained on the data without any request so far.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+from eul.bench import BenchConfig, choose_requests, load_bench_records
+from eul.data import LABEL_WORDS, Record, split_records
+from eul.evaluate import EvalSets, accuracy, evaluate
+from eul.fusion import (
+    FusionState,
+    add_shared_fused_layer,
+    anchor_statistics,
+    capture_statistics,
+    fuse_shared,
+)
+from eul.methods import ForgetTask, get_method
+from eul.model import TextModel, train_full
+
+NAMES = ("sequential", "stacked", "fused", "oracle")
+FUSED = "fused"
+
+
+@dataclass(frozen=True)
+class SequentialConfig:
+    """The sequential protocol: how many requests, and how the layers are fused."""
+
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    requests: int = 3
+    fusion: str = "sum"
+    anchor_weight: float = 0.0
+    anchor_rows: int = 1000
+    ridge: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.requests < 1:
+            raise ValueError(f"requests must be at least 1, got {self.requests}")
+
+
+def _measure(tm: TextModel, sets: EvalSets, requests: list[list[Record]], update_s: float) -> dict:
+    """The step's metrics over all requests so far, and forget metrics per request."""
+    metrics, _ = evaluate(tm, sets)
+    return {
+        "test_acc": metrics["test_acc"],
+        "retained_acc": metrics["retained_acc"],
+        "forget_acc": metrics["forget_acc"],
+        "forget_memorised_acc": metrics["forget_memorised_acc"],
+        "mia_auc": metrics["mia_auc"],
+        "update_s": update_s,
+        "per_request": _per_request(tm, requests),
+    }
+
+
+def _per_request(tm: TextModel, requests: list[list[Record]]) -> list[dict]:
+    rows = []
+    for records in requests:
+        memorised = [r for r in records if r.memorised]
+        rows.append(
+            {
+                "forget_acc": accuracy(tm, records, LABEL_WORDS),
+                "forget_memorised_acc": accuracy(tm, memorised, LABEL_WORDS),
+            }
+        )
+    return rows
+
+
+def run_sequential(
+    config: SequentialConfig, progress: bool = True, log: Callable[[str], None] = print
+) -> dict:
+    """Run the protocol; returns {"steps": [...], "setup": {...}} ready for JSON."""
+    bench = config.bench
+    records, source = load_bench_records(bench)
+    train, heldout, test = split_records(records, seed=bench.seed)
+    train, requests = choose_requests(
+        train, config.requests, bench.forget_share, bench.flip_share, bench.seed
+    )
+    log(
+        f"data: {source}; train {len(train)}, requests "
+        + ", ".join(f"{len(r)} rows ({sum(x.memorised for x in r)} memorised)" for r in requests)
+    )
+    original = TextModel.create([r.text for r in train] + list(LABEL_WORDS), bench.spec)
+    started = time.perf_counter()
+    train_full(original, train, bench.train, "original", progress)
+    log(f"original trained in {time.perf_counter() - started:.1f} s")
+    eul = get_method("eul", config=bench.eul)
+    stack = original.copy()
+    state: FusionState | None = None
+    steps: list[dict] = []
+    for k in range(1, config.requests + 1):
+        done = requests[:k]
+        union = [r for request in done for r in request]
+        gone = {r.record_id for r in union}
+        retained = [r for r in train if r.record_id not in gone]
+        sets = EvalSets(test=test, retained=retained, forget=union, unseen=heldout)
+        step: dict[str, dict] = {}
+
+        # one layer per request, on top of the earlier ones
+        name = f"request-{k}"
+        layers = stack.unlearning_layers()
+        layers.set_active([f"request-{i}" for i in range(1, k)])
+        task = ForgetTask(forget=requests[k - 1], retained=retained, heldout=heldout, name=name)
+        result = eul.run(stack, task, progress)
+        step["stacked"] = _measure(stack, sets, done, result.update_s)
+        train_s = result.update_s
+
+        # fuse them into one layer: add this request's statistics, solve
+        started = time.perf_counter()
+        stats = capture_statistics(stack, name, requests[k - 1], space="features")
+        if state is None:
+            state = FusionState.empty(layers, layers.configs[name])
+        state.add(layers, name, stats)
+        anchor = None
+        if config.anchor_weight > 0:
+            anchor = anchor_statistics(stack, retained[: config.anchor_rows], basis_of=name)
+        matrices = fuse_shared(state, config.fusion, config.ridge, anchor, config.anchor_weight)
+        if FUSED in layers.layers:
+            layers.remove_layer(FUSED)
+        add_shared_fused_layer(layers, FUSED, state.config, matrices)
+        fuse_s = time.perf_counter() - started
+        with layers.only([FUSED]):
+            step["fused"] = _measure(stack, sets, done, train_s + fuse_s)
+        step["fused"]["fuse_s"] = fuse_s
+
+        # one layer retrained on everything asked so far
+        single = original.copy()
+        union_task = ForgetTask(forget=union, retained=retained, heldout=heldout, name="all")
+        result = eul.run(single, union_task, progress)
+        step["sequential"] = _measure(single, sets, done, result.update_s)
+
+        # the oracle: retrained without every request so far
+        oracle = get_method("retrain", train=bench.train).run(original, union_task, progress)
+        step["oracle"] = _measure(oracle.model, sets, done, oracle.update_s)
+        for serving in NAMES:
+            row = step[serving]
+            log(
+                f"step {k} {serving}: test {row['test_acc']:.3f} forget {row['forget_acc']:.3f} "
+                f"memorised {row['forget_memorised_acc']:.3f} MIA {row['mia_auc']:.3f} "
+                f"({row['update_s']:.1f} s)"
+            )
+        steps.append({name: step[name] for name in NAMES})
+    return {
+        "steps": steps,
+        "setup": {
+            "data": source,
+            "train_rows": len(train),
+            "request_rows": [len(r) for r in requests],
+            "request_memorised_rows": [sum(x.memorised for x in r) for r in requests],
+            "fusion": config.fusion,
+            "anchor_weight": config.anchor_weight,
+            "ridge": config.ridge,
+            "layer": asdict(bench.eul.layer),
+            "quick": bench.quick,
+            "seed": bench.seed,
+        },
+    }
+
+
+def with_layer(config: SequentialConfig, **layer: object) -> SequentialConfig:
+    """The same protocol with other layer settings (for comparing bases and widths)."""
+    eul = replace(config.bench.eul, layer=replace(config.bench.eul.layer, **layer))
+    return replace(config, bench=replace(config.bench, eul=eul))
+
+
+def format_sequential(result: dict) -> str:
+    """One Markdown table: a row per step and way of serving."""
+    lines = [
+        "| step | serving | test | retained | forget | memorised | MIA AUC | update s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, step in enumerate(result["steps"], start=1):
+        for name in NAMES:
+            row = step[name]
+            lines.append(
+                f"| {k} | {name} | {row['test_acc']:.3f} | {row['retained_acc']:.3f} | "
+                f"{row['forget_acc']:.3f} | {row['forget_memorised_acc']:.3f} | "
+                f"{row['mia_auc']:.3f} | {row['update_s']:.1f} |"
+            )
+    return "\n".join(lines)
