@@ -577,3 +577,17 @@ def test_ten_thousand_requests_validate_list_and_show_quickly(ledger) -> None:
     assert len(listed) == 10_000 and list_s < 1.0
     assert len(shown.history) == 2 and show_s < 1.0
     assert ledger.verify().ok
+
+
+def test_the_ledger_benchmark_runs_and_reports_every_operation(tmp_path) -> None:
+    from eul.ledger_bench import format_ledger_bench, main
+
+    out = tmp_path / "bench.json"
+    assert main(["--requests", "60", "--records", "600", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    operations = [r["operation"] for r in report["results"]]
+    assert operations[0] == "submit, one call per request" and "validate" in operations
+    assert "show (get one request)" in operations and "list (all)" in operations
+    validate = next(r for r in report["results"] if r["operation"] == "validate")
+    assert validate["n"] == 60 and "rejected" in validate["note"]
+    assert out.with_suffix(".md").read_text().strip() == format_ledger_bench(report)
