@@ -512,8 +512,12 @@ class Ledger:
     def _read(self) -> Iterator[Connection]:
         """A read transaction: one consistent snapshot of the log, no lock on writers."""
         try:
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
+            with self.engine.connect() as conn:
+                if self.engine.dialect.name in ("postgresql", "mysql", "mariadb"):
+                    # One snapshot for every statement (SQLite's read transactions are one).
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
         except OperationalError as err:
             raise self._db_error(err) from err
 
@@ -966,10 +970,14 @@ class Ledger:
                 seq, prev_hash, n = row.seq, row.hash, n + 1
             head = conn.execute(select(head_table.c.seq, head_table.c.hash)).one()
             if (head.seq, head.hash) != (seq, prev_hash):
+                why = (
+                    "entries removed from the end?"
+                    if head.seq > seq
+                    else "entries added without moving the head?"
+                )
                 return broken(
-                    seq + 1 if head.seq > seq else head.seq,
-                    f"the head records entry {head.seq} but the chain ends at {seq} "
-                    "(entries removed from the end?)",
+                    min(head.seq, seq) + 1,
+                    f"the head records entry {head.seq} but the chain ends at {seq} ({why})",
                 )
             current = {
                 row.request_id: (row.status, row.last_seq)

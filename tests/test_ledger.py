@@ -465,6 +465,7 @@ import os, sys, time
 from eul.ledger import Ledger
 url, start, stop, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 ledger = Ledger(url, params_path=os.devnull + ".absent")
+open(f"{go}.ready-{start}", "w").close()
 while not os.path.exists(go):
     time.sleep(0.002)
 for i in range(start, stop):
@@ -483,8 +484,12 @@ def test_two_processes_submitting_at_once_lose_and_duplicate_nothing(tmp_path, d
         )
         for a, b in ranges
     ]
-    # When they are released together
-    time.sleep(1.0)  # both have opened the log (and raced to create it)
+    # When both have opened the log (racing to create it) and are released together
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{go}.ready-{a}").exists() for a, _ in ranges):
+        assert all(w.poll() is None for w in workers), "a writer failed to open the log"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     go.touch()
     assert [w.wait(timeout=60) for w in workers] == [0, 0]
     # Then every request is there exactly once, each with exactly one received entry
@@ -497,6 +502,19 @@ def test_two_processes_submitting_at_once_lose_and_duplicate_nothing(tmp_path, d
     assert _rows(db, "SELECT COUNT(DISTINCT request_id), COUNT(*) FROM ledger_entries") == [
         (300, 300)
     ]
+
+
+def test_threads_sharing_one_ledger_lose_and_duplicate_nothing(ledger) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def submit_range(start: int) -> None:
+        for i in range(start, start + 60):
+            ledger.submit(subject_id="s1", request_id=f"t-{i:03d}")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(submit_range, [0, 30, 60]))
+    assert sorted(s.request_id for s in ledger.list()) == [f"t-{i:03d}" for i in range(120)]
+    assert ledger.verify().entries == 120
 
 
 CRASHING_WRITER = """
