@@ -363,7 +363,11 @@ def register(subparsers: Any) -> None:
     what.add_argument("--record-ids", help="record ids to forget, separated by commas")
     what.add_argument("--file", help=f"request file, {LINE_FORMATS}")
     submit.add_argument("--request-id", help="idempotency key (default: a new req-... id)")
-    submit.add_argument("--deadline-days", type=int, help="days to honour the request (default 30)")
+    submit.add_argument(
+        "--deadline-days",
+        type=int,
+        help="days to honour the request (default: log.deadline_days in params.yaml, else 30)",
+    )
     _add_common(submit)
     submit.set_defaults(func=cmd_submit)
 

@@ -451,8 +451,9 @@ class Ledger:
         try:
             parsed = make_url(resolved)
         except ArgumentError as err:
+            shown = resolved if "@" not in resolved else "***@" + resolved.rsplit("@", 1)[1]
             raise LedgerError(
-                f"bad log URL {resolved!r}: use an SQLAlchemy URL such as "
+                f"bad log URL {shown!r}: use an SQLAlchemy URL such as "
                 f"sqlite:///state/deletion-log.sqlite (--log-url, ${URL_ENV} or log.url)"
             ) from err
         self.url = parsed.render_as_string(hide_password=True)
