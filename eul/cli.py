@@ -467,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(func=cmd_bench)
+
+    from eul.cli_requests import register
+
+    register(sub)
     return parser
 
 
@@ -478,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eul.model import ModelError
 
     try:
-        args.func(args)
+        code = args.func(args)
     except (CliError, DataError, ModelError, FileNotFoundError, KeyError, ValueError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"eul: error: {message.strip(chr(39))}", file=sys.stderr)
@@ -488,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("eul: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

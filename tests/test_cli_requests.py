@@ -1,0 +1,277 @@
+"""`eul requests`: the deletion log from the command line, run in process."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta
+
+import pytest
+
+import eul.ledger
+from eul.cli import build_parser, main
+from eul.data import Record, save_records
+from eul.ledger import Ledger
+
+RECORDS = [
+    Record("r1", "s1", "A secret sentence Alice wrote.", "positive", 1),
+    Record("r2", "s1", "Another one of Alice's rows.", "negative", 0),
+    Record("r3", "s2", "Bob's only row.", "positive", 1),
+]
+
+
+@pytest.fixture
+def log(tmp_path, monkeypatch) -> list[str]:
+    """The --log-url arguments of a fresh log; run from an empty folder without params.yaml."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EUL_LOG_URL", raising=False)
+    return ["--log-url", f"sqlite:///{tmp_path / 'log.sqlite'}"]
+
+
+@pytest.fixture
+def data(tmp_path) -> str:
+    path = tmp_path / "train.jsonl"
+    save_records(RECORDS, path)
+    return str(path)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(capsys, *argv: str) -> str:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("eul: error: ")
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["requests"],
+        ["requests", "submit"],
+        ["requests", "validate"],
+        ["requests", "list"],
+        ["requests", "show"],
+        ["requests", "verify"],
+        ["requests", "snapshot"],
+    ],
+)
+def test_every_requests_command_has_help(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: eul requests" in out
+    if len(argv) > 1:
+        assert "--log-url" in out and "--json" in out
+
+
+def test_submit_is_idempotent_with_a_request_id(capsys, log) -> None:
+    code, out, _ = run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "k1", *log)
+    assert code == 0
+    assert out.startswith("submitted k1: subject s1, deadline ")
+    code, out, _ = run(capsys, "requests", "submit", "--subject", "s2", "--request-id", "k1", *log)
+    assert code == 0
+    assert "k1 was already submitted" in out and "nothing changed" in out
+    code, out, _ = run(capsys, "requests", "list", "--json", *log)
+    assert [s["request_id"] for s in json.loads(out)] == ["k1"]
+    assert json.loads(out)[0]["subject_id"] == "s1"
+
+
+def test_submit_json_and_deadline_days(capsys, log) -> None:
+    code, out, _ = run(
+        capsys, "requests", "submit", "--record-ids", "r2, r1", "--deadline-days", "10", "--json",
+        *log,
+    )  # fmt: skip
+    [result] = json.loads(out)
+    assert code == 0 and result["created"] is True
+    assert result["record_ids"] == ["r1", "r2"] and result["subject_id"] is None
+    assert result["request_id"].startswith("req-")
+    span = datetime.fromisoformat(result["deadline"]) - datetime.fromisoformat(
+        result["submitted_at"]
+    )
+    assert span == timedelta(days=10)
+
+
+def test_submit_from_a_file_in_every_line_format(capsys, log, tmp_path) -> None:
+    requests = tmp_path / "requests.txt"
+    requests.write_text(
+        "# one request per line\n"
+        "subject:s1\n"
+        '{"subject_id": "s2", "request_id": "from-json", "deadline_days": 3}\n'
+        '{"record_ids": ["r3"]}\n'
+        "\n"
+        "r1,r2\n"
+        '{"subject_id": "s2", "request_id": "from-json"}\n'
+    )
+    code, out, _ = run(capsys, "requests", "submit", "--file", str(requests), "--json", *log)
+    results = json.loads(out)
+    assert code == 0
+    assert [r["created"] for r in results] == [True, True, True, True, False]
+    assert [(r["subject_id"], r["record_ids"]) for r in results[:4]] == [
+        ("s1", []),
+        ("s2", []),
+        (None, ["r3"]),
+        (None, ["r1", "r2"]),
+    ]
+    # Submitting the file again adds only the lines without a request id
+    code, out, _ = run(capsys, "requests", "submit", "--file", str(requests), *log)
+    assert out.splitlines()[-1] == "3 new of 5 requests"
+    assert "from-json was already submitted" in out
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('subject:s1\n{"bogus": 1}\n', "requests.txt line 2: unknown field(s) bogus"),
+        ("subject:s1\n{not json\n", "requests.txt line 2: not valid JSON"),
+        ("subject:has space\n", "requests.txt line 1: bad subject id"),
+        ("# nothing here\n", "holds no requests"),
+    ],
+)
+def test_bad_request_files_give_one_line_naming_the_line(
+    capsys, log, tmp_path, content, expected
+) -> None:
+    path = tmp_path / "requests.txt"
+    path.write_text(content)
+    err = one_line_error(capsys, "requests", "submit", "--file", str(path), *log)
+    assert expected in err
+    assert len(Ledger(log[1]).list()) == 0  # all or nothing
+
+
+def test_bad_submit_arguments_give_one_line_errors(capsys, log, tmp_path) -> None:
+    err = one_line_error(capsys, "requests", "submit", "--subject", "bad id", *log)
+    assert "bad subject id 'bad id'" in err
+    err = one_line_error(capsys, "requests", "submit", "--record-ids", ",", *log)
+    assert "give ids separated by commas" in err
+    (tmp_path / "f.txt").write_text("subject:s1\n")
+    err = one_line_error(capsys, "requests", "submit", "--file", "f.txt", "--request-id", "k", *log)
+    assert "put a request_id on each line" in err
+    err = one_line_error(capsys, "requests", "submit", "--file", "missing.txt", *log)
+    assert "no request file at missing.txt" in err
+    err = one_line_error(capsys, "requests", "show", "req-nope", *log)
+    assert "no request 'req-nope' in the log" in err
+    err = one_line_error(capsys, "requests", "list", "--log-url", "::nonsense::")
+    assert "bad log URL" in err
+    with pytest.raises(SystemExit) as exit_info:  # neither --subject nor --record-ids
+        main(["requests", "submit", *log])
+    assert exit_info.value.code == 2
+
+
+def test_validate_lists_rejections_with_reasons(capsys, log, data) -> None:
+    # Given a request that matches and two that do not
+    run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "ok-1", *log)
+    run(capsys, "requests", "submit", "--subject", "s404", "--request-id", "bad-1", *log)
+    run(capsys, "requests", "submit", "--record-ids", "r8,r9", "--request-id", "bad-2", *log)
+    # When they are validated against the data file
+    code, out, _ = run(capsys, "requests", "validate", "--data", data, *log)
+    # Then the summary counts them and names every rejection's reason
+    assert code == 0
+    assert out.startswith("validated 1, rejected 2 of 3 received requests")
+    assert "bad-1     no records for subject s404" in out
+    assert "bad-2     unknown record ids: r8, r9" in out
+    code, out, _ = run(capsys, "requests", "validate", "--data", data, "--json", *log)
+    assert json.loads(out)["validated"] == []
+    # And the validated request carries the matched ids and the data file's hash
+    code, out, _ = run(capsys, "requests", "show", "ok-1", "--json", *log)
+    shown = json.loads(out)
+    assert shown["state"]["matched_ids"] == ["r1", "r2"]
+    assert shown["history"][-1]["details"]["data_version"].startswith("sha256:")
+
+
+def test_list_is_an_aligned_table_and_filters(capsys, log, data, monkeypatch) -> None:
+    # Given one request submitted 40 days ago and two today
+    past = eul.ledger.utcnow() - timedelta(days=40)
+    monkeypatch.setattr(eul.ledger, "utcnow", lambda: past)
+    run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "old-one", *log)
+    monkeypatch.undo()
+    run(capsys, "requests", "submit", "--subject", "s2", "--request-id", "new-one", *log)
+    run(capsys, "requests", "submit", "--subject", "s404", "--request-id", "nobody", *log)
+    run(capsys, "requests", "validate", "--data", data, *log)
+    # When listed
+    code, out, _ = run(capsys, "requests", "list", *log)
+    lines = out.splitlines()
+    # Then every column starts at the same place in every row
+    header = lines[0]
+    assert header.split() == [
+        "REQUEST", "STATUS", "TARGET", "SUBMITTED", "DEADLINE", "(UTC)", "NOTE"
+    ]  # fmt: skip
+    status_col, target_col = header.index("STATUS"), header.index("TARGET")
+    for row in lines[1:4]:
+        assert row[status_col - 2 : status_col] == "  " and row[status_col] != " "
+        assert row[target_col - 2 : target_col] == "  " and row[target_col] != " "
+    assert "OVERDUE" in lines[1] and "OVERDUE" not in lines[2]
+    assert lines[-1] == "3 requests: 2 validated, 1 rejected"
+    # And the filters select
+    _, out, _ = run(capsys, "requests", "list", "--overdue", "--json", *log)
+    assert [s["request_id"] for s in json.loads(out)] == ["old-one"]
+    assert json.loads(out)[0]["overdue"] is True
+    _, out, _ = run(capsys, "requests", "list", "--status", "rejected", *log)
+    assert "nobody" in out and "old-one" not in out
+    _, out, _ = run(capsys, "requests", "list", "--status", "purged", *log)
+    assert out.strip() == "no requests match"
+
+
+def test_show_prints_state_and_history(capsys, log, data) -> None:
+    run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "k1", *log)
+    run(capsys, "requests", "validate", "--data", data, *log)
+    Ledger(log[1]).mark("k1", "unlearned", layer="layers/k1")
+    code, out, _ = run(capsys, "requests", "show", "k1", *log)
+    assert code == 0
+    assert "status     unlearned" in out
+    assert "matched    2 records: r1, r2" in out
+    history = out.split("\n\n")[1].splitlines()
+    assert history[0].split() == ["SEQ", "STATUS", "AT", "(UTC)", "DETAILS", "HASH"]
+    assert [line.split()[1] for line in history[1:]] == ["received", "validated", "unlearned"]
+    assert "layer=layers/k1" in history[3]
+
+
+def test_verify_exits_1_and_names_the_broken_entry(capsys, log, tmp_path) -> None:
+    for subject in ("s1", "s2", "s3"):
+        run(capsys, "requests", "submit", "--subject", subject, *log)
+    code, out, _ = run(capsys, "requests", "verify", *log)
+    assert code == 0 and out.startswith("chain OK: 3 entries")
+    with sqlite3.connect(tmp_path / "log.sqlite") as conn:
+        conn.execute("UPDATE ledger_entries SET at = '2020-01-01' WHERE seq = 2")
+    code, out, _ = run(capsys, "requests", "verify", *log)
+    assert code == 1
+    assert out.startswith("chain BROKEN at entry 2: hash does not match")
+    code, out, _ = run(capsys, "requests", "verify", "--json", *log)
+    assert code == 1 and json.loads(out)["broken_seq"] == 2
+
+
+def test_snapshot_writes_the_partition_file(capsys, log, data, tmp_path) -> None:
+    run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "k1", *log)
+    run(capsys, "requests", "validate", "--data", data, *log)
+    out_path = tmp_path / "snap" / "requests.json"
+    code, out, _ = run(capsys, "requests", "snapshot", "--out", str(out_path), *log)
+    snap = json.loads(out_path.read_text())
+    assert code == 0 and out.startswith("wrote 1 requests at log entry 2")
+    assert set(snap) == {"log_seq", "log_hash", "taken_at", "requests"}
+    assert snap["requests"][0]["record_ids"] == ["r1", "r2"]
+
+
+def test_the_log_url_comes_from_params_yaml_or_the_environment(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EUL_LOG_URL", raising=False)
+    (tmp_path / "params.yaml").write_text("log:\n  url: sqlite:///from-params.sqlite\n")
+    run(capsys, "requests", "submit", "--subject", "s1")
+    assert (tmp_path / "from-params.sqlite").is_file()
+    monkeypatch.setenv("EUL_LOG_URL", f"sqlite:///{tmp_path / 'from-env.sqlite'}")
+    run(capsys, "requests", "submit", "--subject", "s1")
+    assert (tmp_path / "from-env.sqlite").is_file()
+    assert len(Ledger(f"sqlite:///{tmp_path / 'from-params.sqlite'}").list()) == 1
+
+
+def test_no_output_contains_record_text(capsys, log, data) -> None:
+    run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "k1", *log)
+    outputs = [run(capsys, "requests", "validate", "--data", data, "--json", *log)[1]]
+    for argv in (["list"], ["list", "--json"], ["show", "k1"], ["show", "k1", "--json"]):
+        outputs.append(run(capsys, "requests", *argv, *log)[1])
+    for record in RECORDS:
+        assert not any(record.text in out for out in outputs)

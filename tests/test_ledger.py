@@ -1,0 +1,611 @@
+"""The deletion log: URL and deadline resolution, idempotent submission, validation, the
+lifecycle, queries, snapshots, tamper detection, and behaviour under concurrent writers and a
+killed writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import eul
+from eul.data import Record
+from eul.ledger import (
+    DEFAULT_URL,
+    GENESIS_HASH,
+    Ledger,
+    LedgerError,
+    resolve_deadline_days,
+    resolve_url,
+)
+
+REPO_ROOT = Path(eul.__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "log.sqlite"
+
+
+@pytest.fixture
+def ledger(db: Path):
+    with Ledger(f"sqlite:///{db}", params_path=db.parent / "absent.yaml") as opened:
+        yield opened
+
+
+RECORDS = [
+    Record("r1", "s1", "Alice wrote this private review.", "positive", 1),
+    Record("r2", "s1", "Alice also wrote this one.", "negative", 0),
+    Record("r3", "s2", "Bob's only review.", "positive", 1),
+]
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _python_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_url_resolution_prefers_argument_then_env_then_params_then_default(
+    tmp_path, monkeypatch
+) -> None:
+    # Given a params file naming one URL and the environment naming another
+    params = tmp_path / "params.yaml"
+    params.write_text("log:\n  url: sqlite:///from-params.sqlite\n  deadline_days: 7\n")
+    monkeypatch.setenv("EUL_LOG_URL", "sqlite:///from-env.sqlite")
+    # Then the argument wins, then the environment, then params.yaml, then the default
+    assert resolve_url("sqlite:///arg.sqlite", params) == "sqlite:///arg.sqlite"
+    assert resolve_url(None, params) == "sqlite:///from-env.sqlite"
+    monkeypatch.delenv("EUL_LOG_URL")
+    assert resolve_url(None, params) == "sqlite:///from-params.sqlite"
+    assert resolve_url(None, tmp_path / "absent.yaml") == DEFAULT_URL
+
+
+def test_default_log_is_created_under_state(tmp_path, monkeypatch) -> None:
+    # Given an empty working directory with no params.yaml and no environment URL
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EUL_LOG_URL", raising=False)
+    # When the log is opened with no URL
+    with Ledger() as ledger:
+        ledger.submit(subject_id="s1")
+    # Then its SQLite file exists at the default place, in WAL mode
+    assert (tmp_path / "state" / "deletion-log.sqlite").is_file()
+    assert _rows(tmp_path / "state" / "deletion-log.sqlite", "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_deadline_days_come_from_argument_then_params_then_30(tmp_path, db) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("log:\n  deadline_days: 7\n")
+    assert resolve_deadline_days(None, tmp_path / "absent.yaml") == 30
+    assert resolve_deadline_days(None, params) == 7
+    assert resolve_deadline_days(3, params) == 3
+    with pytest.raises(LedgerError, match="deadline_days"):
+        resolve_deadline_days(0, params)
+    # And the deadline written is submission time plus those days
+    with Ledger(f"sqlite:///{db}", params_path=params) as ledger:
+        entry = ledger.submit(subject_id="s1")
+        custom = ledger.submit(subject_id="s2", deadline_days=45)
+    submitted = datetime.fromisoformat(entry.at)
+    assert datetime.fromisoformat(entry.details["deadline"]) - submitted == timedelta(days=7)
+    assert datetime.fromisoformat(custom.details["deadline"]) - datetime.fromisoformat(
+        custom.at
+    ) == timedelta(days=45)
+
+
+def test_bad_params_and_urls_give_one_line_errors(tmp_path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("log: [not, a, mapping]\n")
+    with pytest.raises(LedgerError, match="must be a mapping"):
+        resolve_url(None, params)
+    with pytest.raises(LedgerError, match="bad log URL"):
+        Ledger("not a url", params_path=tmp_path / "absent.yaml")
+
+
+# -- submission ---------------------------------------------------------------------------
+
+
+def test_submit_generates_an_id_and_records_the_request(ledger, db) -> None:
+    entry = ledger.submit(record_ids=["r2", "r1", "r1"])
+    assert re.fullmatch(r"req-[0-9a-f]{12}", entry.request_id)
+    assert (entry.seq, entry.status, entry.prev_hash) == (1, "received", GENESIS_HASH)
+    assert entry.details["record_ids"] == ["r1", "r2"]
+    assert ledger.head() == (1, entry.hash)
+    assert ledger.get(entry.request_id).state.status == "received"
+
+
+def test_submitting_a_known_request_id_changes_nothing(ledger) -> None:
+    # Given a request submitted with a client key
+    first = ledger.submit(subject_id="s1", request_id="client-key-1")
+    ledger.submit(subject_id="s2")
+    head = ledger.head()
+    # When the same key is submitted again, even with a different subject
+    again = ledger.submit(subject_id="s9", request_id="client-key-1")
+    # Then the first entry comes back and the log did not grow
+    assert again == first
+    assert ledger.head() == head
+    assert len(ledger.list()) == 2
+
+
+def test_submit_many_is_idempotent_within_and_across_batches(ledger) -> None:
+    results = ledger.submit_many(
+        [{"subject_id": "s1", "request_id": "a"}, {"subject_id": "s1", "request_id": "a"}]
+    )
+    assert [r.created for r in results] == [True, False]
+    assert results[0].entry == results[1].entry
+    again = ledger.submit_many([{"subject_id": "s1", "request_id": "a"}])
+    assert again[0].created is False
+    assert len(ledger.list()) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one"),
+        ({"subject_id": "s1", "record_ids": ["r1"]}, "exactly one"),
+        ({"subject_id": "has space"}, "bad subject id"),
+        ({"record_ids": ["ok", ""]}, "bad record id"),
+        ({"subject_id": "s1", "request_id": "x" * 200}, "bad request id"),
+        ({"subject_id": "s1", "deadline_days": -1}, "deadline_days"),
+    ],
+)
+def test_malformed_requests_are_refused_before_writing(ledger, kwargs, message) -> None:
+    with pytest.raises(LedgerError, match=message):
+        ledger.submit(**kwargs)
+    assert ledger.head() == (0, GENESIS_HASH)
+
+
+def test_a_failing_batch_writes_nothing(ledger) -> None:
+    ledger.submit(subject_id="s0")
+    head = ledger.head()
+    with pytest.raises(LedgerError, match="bad subject id"):
+        ledger.submit_many([{"subject_id": "s1"}, {"subject_id": "bad id"}])
+    assert ledger.head() == head
+    assert len(ledger.list()) == 1
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def test_validate_keeps_rejected_requests_with_the_reason(ledger) -> None:
+    # Given requests for a known subject, an unknown subject, unknown ids and mixed ids
+    subject = ledger.submit(subject_id="s1").request_id
+    nobody = ledger.submit(subject_id="s9999").request_id
+    unknown = ledger.submit(record_ids=["r8", "r9"]).request_id
+    mixed = ledger.submit(record_ids=["r3", "r7"]).request_id
+    # When they are validated against the records
+    report = ledger.validate(RECORDS, data_version="sha256:abc")
+    # Then matching requests are validated with the matched ids, the rest rejected with why
+    assert report.validated == [subject, mixed]
+    assert report.rejected == {
+        nobody: "no records for subject s9999",
+        unknown: "unknown record ids: r8, r9",
+    }
+    assert ledger.get(subject).state.matched_ids == ["r1", "r2"]
+    mixed_entry = ledger.get(mixed).history[-1]
+    assert mixed_entry.details == {
+        "record_ids": ["r3"],
+        "unknown_record_ids": ["r7"],
+        "data_version": "sha256:abc",
+    }
+    rejected = ledger.get(nobody)
+    assert [e.status for e in rejected.history] == ["received", "rejected"]
+    assert rejected.history[-1].details["reason"] == "no records for subject s9999"
+    assert {s.request_id for s in ledger.list(status="rejected")} == {nobody, unknown}
+    # And a second validation finds nothing left to do
+    assert ledger.validate(RECORDS).validated == []
+
+
+def test_validate_accepts_a_subject_mapping(ledger) -> None:
+    rid = ledger.submit(subject_id="s2").request_id
+    other = ledger.submit(record_ids=["x1"]).request_id
+    report = ledger.validate({"s2": ["x2", "x1"]})
+    assert report.validated == [rid, other]
+    assert ledger.get(rid).state.matched_ids == ["x1", "x2"]
+
+
+def test_the_log_never_holds_record_text(ledger, db) -> None:
+    ledger.submit(subject_id="s1")
+    ledger.submit(record_ids=["r3"])
+    ledger.validate(RECORDS)
+    ledger.write_snapshot(db.parent / "snap.json")
+    stored = db.read_bytes() + Path(f"{db}-wal").read_bytes()
+    snapshot = (db.parent / "snap.json").read_text()
+    for record in RECORDS:
+        assert record.text.encode() not in stored
+        assert record.text not in snapshot
+    assert b"r1" in stored  # the ids are there
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+
+
+def _validated(ledger: Ledger, subject: str = "s1") -> str:
+    rid = ledger.submit(subject_id=subject).request_id
+    ledger.validate(RECORDS)
+    return rid
+
+
+def test_the_full_lifecycle_is_recorded_in_order(ledger) -> None:
+    rid = _validated(ledger)
+    ledger.mark(rid, "unlearned", layer="layers/req-1")
+    ledger.mark(rid, "fused", layer="layers/fused-3")
+    ledger.mark(rid, "deployed", model_version="7")
+    ledger.mark(rid, "purged", evidence={"data/train.jsonl": "sha256:" + "a" * 64})
+    found = ledger.get(rid)
+    assert [e.status for e in found.history] == [
+        "received",
+        "validated",
+        "unlearned",
+        "fused",
+        "deployed",
+        "purged",
+    ]
+    assert found.history[4].details == {"model_version": "7"}
+    assert found.state.status == "purged"
+    assert found.state.matched_ids == ["r1", "r2"]
+    assert ledger.verify().ok
+
+
+@pytest.mark.parametrize(
+    "steps, status, message",
+    [
+        ([], "purged", "it is validated"),
+        ([("unlearned", {})], "deployed", "unlearned may only become fused"),
+        ([("unlearned", {}), ("fused", {})], "unlearned", "it is fused"),
+        ([], "received", "cannot mark"),
+    ],
+)
+def test_illegal_transitions_are_refused(ledger, steps, status, message) -> None:
+    rid = _validated(ledger)
+    for step, details in steps:
+        ledger.mark(rid, step, **details)
+    head = ledger.head()
+    with pytest.raises(LedgerError, match=message):
+        ledger.mark(rid, status, model_version="1", evidence={"a": "b"})
+    assert ledger.head() == head
+
+
+def test_rejected_is_final_and_marks_need_their_details(ledger) -> None:
+    rejected = ledger.submit(subject_id="nobody").request_id
+    rid = _validated(ledger)
+    with pytest.raises(LedgerError, match="rejected may only become nothing"):
+        ledger.mark(rejected, "validated", record_ids=["r1"])
+    ledger.mark(rid, "unlearned")
+    ledger.mark(rid, "fused")
+    with pytest.raises(LedgerError, match="model_version"):
+        ledger.mark(rid, "deployed")
+    ledger.mark(rid, "deployed", model_version="3")
+    with pytest.raises(LedgerError, match="evidence"):
+        ledger.mark(rid, "purged", evidence={})
+    with pytest.raises(LedgerError, match="no request 'missing'"):
+        ledger.mark("missing", "unlearned")
+
+
+def test_mark_many_is_all_or_nothing(ledger) -> None:
+    a = ledger.submit(subject_id="s1").request_id
+    b = ledger.submit(subject_id="s2").request_id
+    ledger.validate(RECORDS)
+    ledger.mark(b, "unlearned")
+    head = ledger.head()
+    with pytest.raises(LedgerError, match=f"cannot mark {b} unlearned"):
+        ledger.mark_many([a, b], "unlearned")
+    assert ledger.head() == head
+    assert ledger.get(a).state.status == "validated"
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+def test_overdue_lists_only_unfinished_requests_past_their_deadline(ledger) -> None:
+    done = _validated(ledger, "s1")
+    for step, details in [("unlearned", {}), ("fused", {}), ("deployed", {"model_version": "1"})]:
+        ledger.mark(done, step, **details)
+    pending = ledger.submit(subject_id="s2").request_id
+    rejected = ledger.submit(subject_id="nobody").request_id
+    ledger.validate(RECORDS)
+    assert ledger.overdue() == []
+    later = datetime.now(timezone.utc) + timedelta(days=31)
+    assert [s.request_id for s in ledger.overdue(now=later)] == [pending]
+    assert [s.request_id for s in ledger.list(overdue=True, now=later)] == [pending]
+    assert ledger.get(pending).state.is_overdue(later)
+    assert not ledger.get(rejected).state.is_overdue(later)
+    assert ledger.counts() == {"deployed": 1, "validated": 1, "rejected": 1}
+
+
+def test_list_filters_by_status_and_rejects_unknown_ones(ledger) -> None:
+    a = _validated(ledger, "s1")
+    b = ledger.submit(subject_id="s2").request_id
+    assert [s.request_id for s in ledger.list()] == [a, b]
+    assert [s.request_id for s in ledger.list(status="received")] == [b]
+    assert [s.request_id for s in ledger.list(status=["received", "validated"])] == [a, b]
+    with pytest.raises(LedgerError, match="unknown status 'done'"):
+        ledger.list(status="done")
+    with pytest.raises(LedgerError, match="no request"):
+        ledger.get("req-000000000000")
+
+
+def test_snapshot_has_exactly_the_partition_interface(ledger, tmp_path) -> None:
+    # Given one validated, one rejected and one unlearned request
+    a = ledger.submit(subject_id="s1").request_id
+    ledger.submit(subject_id="nobody")
+    b = ledger.submit(record_ids=["r3"]).request_id
+    ledger.validate(RECORDS)
+    ledger.mark(b, "unlearned")
+    # When a snapshot of the validated ones is taken
+    snap = ledger.snapshot()
+    # Then it has exactly the agreed keys, the matched ids, and the head it was read at
+    assert set(snap) == {"log_seq", "log_hash", "taken_at", "requests"}
+    assert (snap["log_seq"], snap["log_hash"]) == ledger.head()
+    assert snap["requests"] == [
+        {
+            "request_id": a,
+            "subject_id": "s1",
+            "record_ids": ["r1", "r2"],
+            "status": "validated",
+            "submitted_at": ledger.get(a).state.submitted_at,
+            "deadline": ledger.get(a).state.deadline,
+        }
+    ]
+    both = ledger.snapshot(statuses=("validated", "unlearned"))
+    assert [(r["request_id"], r["subject_id"], r["record_ids"]) for r in both["requests"]] == [
+        (a, "s1", ["r1", "r2"]),
+        (b, None, ["r3"]),
+    ]
+
+
+def test_write_snapshot_rewrites_only_when_the_log_changed(ledger, tmp_path) -> None:
+    path = tmp_path / "out" / "snapshot.json"
+    _validated(ledger)
+    first = ledger.write_snapshot(path)
+    assert json.loads(path.read_text()) == first
+    # An unchanged log leaves the file as it was (same taken_at), so a stage need not rerun
+    text = path.read_text()
+    ledger.write_snapshot(path)
+    assert path.read_text() == text
+    # A changed log rewrites it
+    ledger.submit(subject_id="s2")
+    ledger.validate(RECORDS)
+    second = ledger.write_snapshot(path)
+    assert second["log_seq"] > first["log_seq"]
+    assert json.loads(path.read_text())["log_seq"] == second["log_seq"]
+    assert len(second["requests"]) == 2
+
+
+# -- tamper detection ---------------------------------------------------------------------
+
+
+def _three_requests(ledger: Ledger) -> None:
+    for subject in ("s1", "s2", "s3"):
+        ledger.submit(subject_id=subject)
+    ledger.validate(RECORDS)
+    assert ledger.verify().ok
+
+
+def test_verify_detects_edited_details(ledger, db) -> None:
+    _three_requests(ledger)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE ledger_entries SET details = ? WHERE seq = 2",
+            (json.dumps({"subject_id": "s9", "record_ids": [], "deadline": "2099-01-01"}),),
+        )
+    report = ledger.verify()
+    assert not report.ok
+    assert report.broken_seq == 2
+    assert "hash does not match" in report.reason
+    assert report.entries == 1
+
+
+def test_verify_detects_a_rewritten_entry_with_a_recomputed_hash(ledger, db) -> None:
+    from eul.ledger import entry_hash
+
+    _three_requests(ledger)
+    (seq, rid, status, at, prev) = _rows(
+        db, "SELECT seq, request_id, status, at, prev_hash FROM ledger_entries WHERE seq = 4"
+    )[0]
+    forged = {"record_ids": ["r1"]}
+    digest = entry_hash(seq, rid, status, at, forged, prev)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE ledger_entries SET details = ?, hash = ? WHERE seq = 4",
+            (json.dumps(forged), digest),
+        )
+    report = ledger.verify()
+    assert (report.ok, report.broken_seq) == (False, 5)
+    assert "prev_hash" in report.reason
+
+
+def test_verify_detects_removed_entries(ledger, db) -> None:
+    _three_requests(ledger)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM ledger_entries WHERE seq = 3")
+    assert (ledger.verify().ok, ledger.verify().broken_seq) == (False, 3)
+    assert "missing" in ledger.verify().reason
+
+
+def test_verify_detects_entries_cut_from_the_end(ledger, db) -> None:
+    _three_requests(ledger)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM ledger_entries WHERE seq = 6")
+    report = ledger.verify()
+    assert (report.ok, report.broken_seq) == (False, 6)
+    assert "removed from the end" in report.reason
+
+
+def test_verify_detects_a_current_state_that_disagrees(ledger, db) -> None:
+    _three_requests(ledger)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE ledger_requests SET status = 'purged' WHERE subject_id = 's1'")
+    report = ledger.verify()
+    assert not report.ok
+    assert "current-state table disagrees" in report.reason
+
+
+# -- concurrency and crashes --------------------------------------------------------------
+
+SUBMITTER = """
+import os, sys, time
+from eul.ledger import Ledger
+url, start, stop, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+ledger = Ledger(url, params_path=os.devnull + ".absent")
+open(f"{go}.ready-{start}", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.002)
+for i in range(start, stop):
+    ledger.submit(subject_id=f"s{i % 37}", request_id=f"req-{i:04d}")
+"""
+
+
+def test_two_processes_submitting_at_once_lose_and_duplicate_nothing(tmp_path, db) -> None:
+    # Given two writer processes with overlapping request ids (100-199 in both)
+    url = f"sqlite:///{db}"
+    go = tmp_path / "go"
+    ranges = [(0, 200), (100, 300)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", SUBMITTER, url, str(a), str(b), str(go)], env=_python_env()
+        )
+        for a, b in ranges
+    ]
+    # When both have opened the log (racing to create it) and are released together
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{go}.ready-{a}").exists() for a, _ in ranges):
+        assert all(w.poll() is None for w in workers), "a writer failed to open the log"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    go.touch()
+    assert [w.wait(timeout=60) for w in workers] == [0, 0]
+    # Then every request is there exactly once, each with exactly one received entry
+    with Ledger(url, params_path=tmp_path / "absent.yaml") as ledger:
+        report = ledger.verify()
+        states = ledger.list()
+    assert report.ok, report.reason
+    assert report.entries == 300
+    assert sorted(s.request_id for s in states) == [f"req-{i:04d}" for i in range(300)]
+    assert _rows(db, "SELECT COUNT(DISTINCT request_id), COUNT(*) FROM ledger_entries") == [
+        (300, 300)
+    ]
+
+
+def test_threads_sharing_one_ledger_lose_and_duplicate_nothing(ledger) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def submit_range(start: int) -> None:
+        for i in range(start, start + 60):
+            ledger.submit(subject_id="s1", request_id=f"t-{i:03d}")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(submit_range, [0, 30, 60]))
+    assert sorted(s.request_id for s in ledger.list()) == [f"t-{i:03d}" for i in range(120)]
+    assert ledger.verify().entries == 120
+
+
+CRASHING_WRITER = """
+import os, sys, time
+from pathlib import Path
+from eul.ledger import Ledger
+url, marker = sys.argv[1], Path(sys.argv[2])
+ledger = Ledger(url, params_path=os.devnull + ".absent")
+
+def requests():
+    for i in range(20000):
+        yield {"subject_id": f"s{i}", "request_id": f"crash-{i:05d}"}
+    marker.write_text("all rows written, not committed")
+    time.sleep(120)
+
+ledger.submit_many(requests())
+"""
+
+
+def test_a_writer_killed_mid_transaction_leaves_the_log_consistent(tmp_path, db) -> None:
+    # Given a log with two committed requests
+    url = f"sqlite:///{db}"
+    with Ledger(url, params_path=tmp_path / "absent.yaml") as ledger:
+        ledger.submit(subject_id="s1", request_id="kept-1")
+        ledger.submit(subject_id="s2", request_id="kept-2")
+        head = ledger.head()
+    # And a writer that has inserted 20,000 more in one open transaction
+    marker = tmp_path / "marker"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_WRITER, url, str(marker)], env=_python_env()
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert writer.poll() is None, "the writer ended before it was killed"
+            assert time.monotonic() < deadline, "the writer never reached its batch's end"
+            time.sleep(0.05)
+        # (the batch is larger than SQLite's page cache, so part of it reached the WAL file)
+        assert Path(f"{db}-wal").stat().st_size > 1_000_000
+    finally:
+        # When it is killed before committing
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=10)
+    assert writer.returncode == -signal.SIGKILL
+    # Then the log opens, verifies, shows none of the batch and takes new writes
+    with Ledger(url, params_path=tmp_path / "absent.yaml") as ledger:
+        assert ledger.verify().ok
+        assert ledger.head() == head
+        assert [s.request_id for s in ledger.list()] == ["kept-1", "kept-2"]
+        ledger.submit(subject_id="s3", request_id="after-crash")
+        assert ledger.verify().entries == 3
+    assert _rows(db, "SELECT COUNT(*) FROM ledger_entries WHERE request_id LIKE 'crash-%'") == [
+        (0,)
+    ]
+
+
+# -- scale --------------------------------------------------------------------------------
+
+
+def test_ten_thousand_requests_validate_list_and_show_quickly(ledger) -> None:
+    # Given 10,000 received requests and an index of 50,000 records
+    index = {f"s{i:05d}": [f"r{i:05d}-{j}" for j in range(5)] for i in range(10_000)}
+    ledger.submit_many({"subject_id": f"s{i:05d}"} for i in range(9_500))
+    ledger.submit_many({"subject_id": f"gone{i}"} for i in range(500))
+    # When they are validated, listed and shown
+    started = time.perf_counter()
+    report = ledger.validate(index)
+    validate_s = time.perf_counter() - started
+    started = time.perf_counter()
+    listed = ledger.list()
+    list_s = time.perf_counter() - started
+    started = time.perf_counter()
+    shown = ledger.get(listed[5000].request_id)
+    show_s = time.perf_counter() - started
+    # Then all of it is fast and right
+    assert (len(report.validated), len(report.rejected)) == (9_500, 500)
+    assert validate_s < 30
+    assert len(listed) == 10_000 and list_s < 1.0
+    assert len(shown.history) == 2 and show_s < 1.0
+    assert ledger.verify().ok
+
+
+def test_the_ledger_benchmark_runs_and_reports_every_operation(tmp_path) -> None:
+    from eul.ledger_bench import format_ledger_bench, main
+
+    out = tmp_path / "bench.json"
+    assert main(["--requests", "60", "--records", "600", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    operations = [r["operation"] for r in report["results"]]
+    assert operations[0] == "submit, one call per request" and "validate" in operations
+    assert "show (get one request)" in operations and "list (all)" in operations
+    validate = next(r for r in report["results"] if r["operation"] == "validate")
+    assert validate["n"] == 60 and "rejected" in validate["note"]
+    assert out.with_suffix(".md").read_text().strip() == format_ledger_bench(report)
