@@ -266,7 +266,8 @@ def log_request_run(
     Params: the request id, `layer_config` (as layer.*), `eul_config` (as eul.*) and `params`
     (counts, timings: never record text). Metrics: the evaluation dict. Artifacts: the layer
     folder (layer/), its fusion statistics (fusion_stats/), evaluation.json (`evaluation`, or
-    the metrics) and plots (plots/). `parent_run_id` nests the run under a batch run.
+    the metrics: aggregates only, never per-record outputs) and plots (plots/).
+    `parent_run_id` nests the run under a batch run.
     """
     _check_folder(layer_dir, "unlearning layer")
     _check_folder(stats_dir, "fusion statistics")
@@ -572,7 +573,7 @@ def version_tags(settings: TrackingSettings, version: int) -> dict[str, str]:
     with _mlflow(settings) as client:
         model_version = client.get_model_version(settings.model_name, str(version))
         tags = dict(model_version.tags)
-        for key, value in tags.items():
+        for key, value in list(tags.items()):
             if value.startswith(TAG_FILE_PREFIX):
                 location = client.get_model_version_download_uri(settings.model_name, str(version))
                 uri = f"{location.rstrip('/')}/artifacts/{value[len(TAG_FILE_PREFIX) :]}"
