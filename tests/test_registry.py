@@ -46,6 +46,9 @@ from eul.registry import (
     version_tags,
 )
 
+# MLflow's SQL store still calls an SQLAlchemy loader that SQLAlchemy 2.1 deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")
+
 SPEC = ModelSpec(vocab_size=300, d_model=32, num_layers=2, num_heads=2, d_ff=64)
 RETAINED = [
     "the soup was warm and the staff were kind",
