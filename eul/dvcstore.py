@@ -78,6 +78,20 @@ def run_dvc(
 # -- project and remotes ------------------------------------------------------------------
 
 
+@contextmanager
+def _edit_config(root: str | Path, level: str = "repo") -> Iterator[dict[str, Any]]:
+    """Edit .dvc/config ("repo") or .dvc/config.local ("local") through DVC's own config
+    code, which validates the result, the same as `dvc remote add/modify` does; in-process
+    because each `dvc remote` command costs a second of start-up."""
+    from dvc.config import Config
+
+    dvc_dir = Path(root) / ".dvc"
+    if not dvc_dir.is_dir():
+        raise DvcError(f"{root} is not a DVC project; run `dvc init` first")
+    with Config(dvc_dir=str(dvc_dir), validate=False).edit(level) as conf:
+        yield conf
+
+
 def init_project(
     root: str | Path,
     remote_path: str | Path = DEFAULT_REMOTE_PATH,
@@ -88,19 +102,21 @@ def init_project(
     if not (root / ".git").exists():
         raise DvcError(f"{root} is not a git repository; run `git init` first")
     if not (root / ".dvc").is_dir():
-        run_dvc(["init", "--quiet"], root)
+        run_dvc(["init"], root)
     add_local_remote(root, remote_name, remote_path, default=True)
 
 
 def add_local_remote(root: str | Path, name: str, path: str | Path, default: bool = False) -> None:
-    """Add (or repoint) a remote that is a folder; a relative path is taken from `root`."""
-    existing = remotes(root)
-    if name in existing:
-        run_dvc(["remote", "modify", name, "url", str(path)], root)
-    else:
-        run_dvc(["remote", "add", name, str(path)], root)
-    if default:
-        run_dvc(["remote", "default", name], root)
+    """Add (or repoint) a remote that is a folder; a relative path is taken from `root` and
+    stays relative in the config, so the project can move."""
+    from dvc.config_schema import RelPath
+
+    folder = Path(path)
+    url = str(folder) if folder.is_absolute() else RelPath((Path(root) / folder).resolve())
+    with _edit_config(root) as conf:
+        conf["remote"].setdefault(name, {})["url"] = url
+        if default:
+            conf["core"]["remote"] = name
 
 
 def add_s3_remote(
@@ -123,46 +139,36 @@ def add_s3_remote(
         raise DvcError(f"an S3 remote URL starts with s3://, got {url!r}")
     if (access_key_id is None) != (secret_access_key is None):
         raise DvcError("give both the access key id and the secret access key, or neither")
-    if name in remotes(root):
-        run_dvc(["remote", "modify", name, "url", url], root)
-    else:
-        run_dvc(["remote", "add", name, url], root)
+    options = {"url": url}
     if endpoint_url:
-        run_dvc(["remote", "modify", name, "endpointurl", endpoint_url], root)
+        options["endpointurl"] = endpoint_url
     if region:
-        run_dvc(["remote", "modify", name, "region", region], root)
+        options["region"] = region
+    with _edit_config(root) as conf:
+        conf["remote"].setdefault(name, {}).update(options)
+        if default:
+            conf["core"]["remote"] = name
     if access_key_id is not None and secret_access_key is not None:
-        secrets = [access_key_id, secret_access_key]
-        run_dvc(
-            ["remote", "modify", "--local", name, "access_key_id", access_key_id], root, secrets
-        )
-        run_dvc(
-            ["remote", "modify", "--local", name, "secret_access_key", secret_access_key],
-            root,
-            secrets,
-        )
-    if default:
-        run_dvc(["remote", "default", name], root)
+        with _edit_config(root, "local") as conf:
+            section = conf["remote"].setdefault(name, {})
+            section.update(access_key_id=access_key_id, secret_access_key=secret_access_key)
+
+
+def _merged_config(root: str | Path) -> dict[str, Any]:
+    from dvc.config import Config
+
+    return Config(dvc_dir=str(Path(root) / ".dvc"), validate=False)
 
 
 def remotes(root: str | Path) -> dict[str, str]:
     """Configured remotes, name -> URL (no credentials)."""
-    out = run_dvc(["remote", "list"], root)
-    found = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) >= 2:
-            found[parts[0]] = parts[1]
-    return found
+    return {name: str(section.get("url", "")) for name, section in
+            _merged_config(root)["remote"].items()}  # fmt: skip
 
 
 def default_remote(root: str | Path) -> str | None:
     """The default remote's name, or None."""
-    try:
-        name = run_dvc(["remote", "default"], root).strip()
-    except DvcError:
-        return None
-    return name or None
+    return _merged_config(root)["core"].get("remote") or None
 
 
 # -- data -------------------------------------------------------------------------------
@@ -178,7 +184,7 @@ def add(root: str | Path, target: str, dvc_file: str | None = None) -> str:
     root = Path(root)
     default_file = root / f"{target}.dvc"
     wanted = root / dvc_file if dvc_file else default_file
-    run_dvc(["add", "--quiet", target], root)
+    run_dvc(["add", target], root)
     if wanted != default_file and default_file.is_file() and not wanted.is_file():
         content = yaml.safe_load(default_file.read_text(encoding="utf-8"))
         out_path = (root / target).resolve().relative_to(wanted.parent.resolve())
@@ -190,14 +196,14 @@ def add(root: str | Path, target: str, dvc_file: str | None = None) -> str:
 
 def push(root: str | Path, remote: str | None = None, targets: Sequence[str] = ()) -> None:
     """`dvc push` to `remote` (default remote when None)."""
-    run_dvc(["push", "--quiet", *(["-r", remote] if remote else []), *targets], root)
+    run_dvc(["push", *(["-r", remote] if remote else []), *targets], root)
 
 
 def pull(
     root: str | Path, remote: str | None = None, targets: Sequence[str] = (), force: bool = False
 ) -> None:
     """`dvc pull` from `remote` (default remote when None)."""
-    args = ["pull", "--quiet", *(["-r", remote] if remote else []), *(["--force"] if force else [])]
+    args = ["pull", *(["-r", remote] if remote else []), *(["--force"] if force else [])]
     run_dvc([*args, *targets], root)
 
 
@@ -207,7 +213,7 @@ def gc_workspace(root: str | Path, remote: str | None = None) -> None:
     Workspace scope on purpose: with `--all-commits`, older data.dvc versions in git
     history would keep the very objects a purge has to delete.
     """
-    args = ["gc", "--workspace", "--force", "--quiet"]
+    args = ["gc", "--workspace", "--force"]
     if remote:
         args += ["--cloud", "--remote", remote]
     run_dvc(args, root)

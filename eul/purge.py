@@ -214,7 +214,7 @@ def purge(
         os.replace(tmp, records_path)
         new_md5 = dvcstore.add(root, params.data.raw, params.data.dvc_file)
         if rebuild:
-            dvcstore.run_dvc(["repro", "--quiet", *rebuild], root)
+            dvcstore.run_dvc(["repro", *rebuild], root)
     else:
         new_md5 = old_md5
     gone = sorted(old_oids - _tracked_oids(root, dvc_file, rebuild))

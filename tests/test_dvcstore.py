@@ -96,9 +96,15 @@ def test_s3_remote_push_and_pull_through_a_real_server(dvc_project, s3_server):
     assert (root / "data" / "raw" / "records.jsonl").read_bytes() == original
 
 
-def test_s3_credentials_can_come_from_the_environment_only(dvc_project, s3_server, monkeypatch):
-    # given an S3 remote configured with no keys at all
+def test_s3_credentials_can_come_from_the_environment_only(
+    dvc_project, s3_server, monkeypatch, tmp_path
+):
+    # given an S3 remote configured with no keys at all, and none in this environment
     root = dvc_project
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     _write_raw(root)
     dvcstore.add(root, "data/raw", "data.dvc")
     dvcstore.add_s3_remote(
