@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 MANIFEST = "manifest.json"
 RETAINED = "retained.jsonl"
 FORGET_DIR = "forget"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 class PartitionError(ValueError):
@@ -93,11 +92,8 @@ def parse_snapshot(obj: Any, source: str = "snapshot") -> Snapshot:
         if not isinstance(item, dict):
             raise PartitionError(f"{where}: must be an object")
         request_id = _field(item, "request_id", (str,), where)
-        if not _SAFE_ID.match(request_id):
-            raise PartitionError(
-                f"{where}: request_id {request_id!r} must be letters, digits, '.', '_' or '-' "
-                "(it names a file)"
-            )
+        if not request_id.strip() or len(request_id) > 200:
+            raise PartitionError(f"{where}: request_id must be 1 to 200 characters")
         if request_id in seen:
             raise PartitionError(f"{where}: request_id {request_id!r} appears twice")
         seen.add(request_id)
@@ -130,6 +126,12 @@ def load_snapshot(path: str | Path) -> Snapshot:
     except json.JSONDecodeError as err:
         raise PartitionError(f"{path}: not valid JSON (line {err.lineno})") from None
     return parse_snapshot(obj, source=str(path))
+
+
+def forget_filename(request_id: str) -> str:
+    """The forget file of a request: its id, with every character other than letters,
+    digits and '._-~' percent-encoded (log ids may hold '/', ':' or '@')."""
+    return quote(request_id, safe="") + ".jsonl"
 
 
 def empty_snapshot() -> dict[str, Any]:
@@ -231,6 +233,9 @@ def partition(
 ) -> dict[str, Any]:
     """Write forget/<request_id>.jsonl, retained.jsonl and manifest.json; return the manifest.
 
+    (An id with characters other than letters, digits and '._-~' is percent-encoded in the
+    file name; the manifest's `file` gives the name.)
+
     Only requests with `status` are acted on; the others are listed in the manifest as
     skipped. A row named by two requests is in both forget files and not retained.
     """
@@ -248,14 +253,15 @@ def partition(
     entries = []
     for match in matches:
         lines = [rows.lines[i] for i in match.rows]
-        file_sha = _write_lines(forget_dir / f"{match.request_id}.jsonl", lines)
+        name = forget_filename(match.request_id)
+        file_sha = _write_lines(forget_dir / name, lines)
         forgotten.update(match.rows)
         entries.append(
             {
                 "request_id": match.request_id,
                 "subject_id": match.subject_id,
                 "rows": len(lines),
-                "file": f"{FORGET_DIR}/{match.request_id}.jsonl",
+                "file": f"{FORGET_DIR}/{name}",
                 "file_sha256": file_sha,
                 "row_sha256": [row_sha256(line) for line in lines],
                 "missing_record_ids": match.missing_record_ids,

@@ -100,7 +100,11 @@ def run_partition_bench(
         )
     return {
         "target": f"1,000 requests on 100,000 rows in under {TARGET_S:.0f} s",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
         "runs": results,
     }
 

@@ -146,7 +146,7 @@ def test_canonical_bytes_ignore_key_order_and_spacing():
         (lambda s: s.pop("log_hash"), "missing key 'log_hash'"),
         (lambda s: s.update(log_seq="7"), "'log_seq' must be int"),
         (lambda s: s.update(log_seq=True), "'log_seq' must be int"),
-        (lambda s: s["requests"][0].update(request_id="../x"), "names a file"),
+        (lambda s: s["requests"][0].update(request_id=" "), "1 to 200 characters"),
         (lambda s: s["requests"].append(dict(s["requests"][0])), "appears twice"),
         (lambda s: s["requests"][0].update(subject_id=None, record_ids=[]), "names no subject"),
         (lambda s: s["requests"][0].update(record_ids="r1"), "'record_ids' must be list"),
@@ -160,6 +160,21 @@ def test_bad_snapshots_are_refused_with_the_reason(change, expected):
     # then parsing names the problem
     with pytest.raises(PartitionError, match=expected):
         parse_snapshot(snap)
+
+
+def test_request_ids_with_path_characters_get_a_safe_file_name(tmp_path, data_file):
+    # given a log id holding '/' and ':' (the log allows them)
+    rows = _rows(data_file)
+    snap = _snapshot([_request("tickets/2026:7", record_ids=[rows[0]["record_id"]])])
+    # when it is partitioned
+    manifest = partition(parse_snapshot(snap), data_file, tmp_path / "out")
+    # then its forget file stays inside forget/, named by the encoded id
+    (entry,) = manifest["requests"]
+    assert entry["file"] == "forget/tickets%2F2026%3A7.jsonl"
+    assert _rows(tmp_path / "out" / entry["file"]) == [rows[0]]
+    assert [p.name for p in (tmp_path / "out").rglob("*.jsonl") if p.parent.name == "forget"] == [
+        "tickets%2F2026%3A7.jsonl"
+    ]
 
 
 def test_unknown_snapshot_keys_are_ignored():
