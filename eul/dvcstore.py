@@ -1,8 +1,10 @@
 """DVC helpers: run `dvc`, configure local and S3 remotes, read tracked hashes.
 
-Everything goes through the `dvc` command line, as a person would type it, so the project
-stays a plain DVC project. Credentials of an S3 remote go only to `.dvc/config.local`
-(which git ignores) or come from the AWS_* environment; no message from here repeats them.
+Data moves through the `dvc` command line (add, push, pull, gc, repro), as a person would
+type it, so the project stays a plain DVC project; remote settings are written with DVC's
+own config code, which is what `dvc remote add/modify` runs. Credentials of an S3 remote go
+only to `.dvc/config.local` (which git ignores) or come from the AWS_* environment, and
+every error message from here has them replaced by ***.
 """
 
 from __future__ import annotations
@@ -39,8 +41,24 @@ def dvc_executable() -> str:
     return found
 
 
+_SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token", "password")
+_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def _known_secrets(root: str | Path) -> list[str]:
+    """Credential values this project could print: from config.local and AWS_* variables."""
+    found = [os.environ.get(name, "") for name in _SECRET_ENV]
+    local = Path(root) / ".dvc" / "config.local"
+    if local.is_file():
+        for line in local.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() in _SECRET_OPTIONS:
+                found.append(value.strip())
+    return [s for s in found if len(s) >= 4]
+
+
 def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret:
             text = text.replace(secret, _REDACTED)
     return text
@@ -54,8 +72,8 @@ def run_dvc(
 ) -> str:
     """Run `dvc ARGS` in `root` and return its stdout; raise DvcError when it fails.
 
-    `secrets` are values that may appear in the arguments or output (credentials); they
-    are replaced by *** in any error message.
+    `secrets` (and any credential in config.local or the AWS_* variables) are replaced by
+    *** in the error message.
     """
     full_env = {**os.environ, **(env or {}), "DVC_NO_ANALYTICS": "1"}
     proc = subprocess.run(
@@ -67,9 +85,10 @@ def run_dvc(
         check=False,
     )
     if proc.returncode != 0:
+        secrets = [*secrets, *_known_secrets(root)]
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no output"]
-        shown = " ".join(a if a not in secrets else _REDACTED for a in args[:2])
+        shown = _redact(" ".join(args[:2]), secrets)
         message = _redact(errors[-1], secrets)
         raise DvcError(f"`dvc {shown}` failed (exit {proc.returncode}): {message}")
     return proc.stdout

@@ -151,6 +151,59 @@ def _workspace_md5(path: Path, tracked: str) -> str | None:
 # -- purge --------------------------------------------------------------------------------
 
 
+def _sweep(root: Path, names: Sequence[str], targets: Sequence[str]) -> None:
+    """Drop unused objects from the cache, then push the new version to each remote and
+    drop the unused objects there."""
+    dvcstore.gc_workspace(root)
+    for name in names:
+        try:
+            dvcstore.push(root, name, targets)
+            dvcstore.gc_workspace(root, name)
+        except dvcstore.DvcError as err:
+            raise PurgeError(f"remote {name} was not swept: {err}") from None
+
+
+def _check(
+    root: Path,
+    names: Sequence[str],
+    gone: set[str],
+    local_paths: Sequence[Path],
+    needles: Sequence[bytes],
+) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
+    """(problems, cache report, remote reports): old objects left anywhere, and stored
+    objects that still contain a purged row."""
+    cache_left = sorted(gone & _cache_oids(root))
+    scanned, found = _scan_paths(local_paths, needles)
+    problems = [f"cache still holds {oid}" for oid in cache_left]
+    problems += [f"{path} still holds a purged row" for path in found]
+    cache = {
+        "old_objects_left": len(cache_left),
+        "files_scanned": scanned if needles else 0,
+        "files_with_purged_rows": len(found),
+    }
+    reports = []
+    for name in names:
+        stored = dvcstore.remote_oids(root, name)
+        left = gone & stored
+        hits = set()
+        if needles:
+            ordered = sorted(stored)
+            objects = dvcstore.read_remote_objects(root, name, ordered)
+            hits = {oid for oid, data in zip(ordered, objects, strict=True)
+                    if _contains_any(data, needles)}  # fmt: skip
+        problems += [f"remote {name} still holds {oid}" for oid in sorted(left | hits)]
+        reports.append(
+            {
+                "name": name,
+                "objects": len(stored),
+                "old_objects_left": len(left),
+                "objects_with_purged_rows": len(hits),
+                "scanned": bool(needles),
+            }
+        )
+    return problems, cache, reports
+
+
 def purge(
     requests: Sequence[PurgeRequest],
     root: str | Path = ".",
@@ -162,7 +215,9 @@ def purge(
 
     `remotes` defaults to every configured remote. The evidence lists, per request, the
     SHA-256 of each removed row's canonical bytes, the old and new data.dvc md5, the stages
-    rebuilt and, per remote, what the check found; it is also appended to the ledger.
+    rebuilt and, per remote, what the check found. It is appended to the ledger even when
+    a step fails (with `clean` false), so the removed record ids are never lost; running the
+    same purge again finishes an interrupted one.
     """
     root = Path(root)
     if params is None:
@@ -170,7 +225,6 @@ def purge(
     if not requests:
         raise PurgeError("no requests to purge")
     raw_dir = root / params.data.raw
-    records_path = raw_dir / params.data.records_file
     dvc_file = root / params.data.dvc_file
     old_md5 = dvcstore.tracked_md5(dvc_file)
     if _workspace_md5(raw_dir, old_md5) != old_md5:
@@ -178,8 +232,8 @@ def purge(
             f"{params.data.raw} is missing or differs from {params.data.dvc_file}; "
             "run `dvc pull` (or `dvc add` your changes) first"
         )
-    names = list(remotes) if remotes is not None else sorted(dvcstore.remotes(root))
     configured = dvcstore.remotes(root)
+    names = list(remotes) if remotes is not None else sorted(configured)
     unknown = [n for n in names if n not in configured]
     if unknown:
         raise PurgeError(f"no remote named {', '.join(unknown)}; see `dvc remote list`")
@@ -188,102 +242,67 @@ def purge(
     if old_md5.endswith(".dir"):
         old_oids.update(entry["md5"] for entry in dvcstore.dir_entries(raw_dir))
 
+    records_path = raw_dir / params.data.records_file
     rows = read_rows(records_path)
     matches = match_requests(rows, requests)
     removed = sorted({i for m in matches for i in m.rows})
     removed_set = set(removed)
-    kept_lines = [line for i, line in enumerate(rows.lines) if i not in removed_set]
-    kept_bytes = "".join(line + "\n" for line in kept_lines).encode("utf-8")
+    kept = "".join(line + "\n" for i, line in enumerate(rows.lines) if i not in removed_set)
+    kept_bytes = kept.encode("utf-8")
     needles = _needles(rows, removed, kept_bytes) if scan else []
-    evidence_requests = [
-        {
-            "request_id": m.request_id,
-            "subject_id": m.subject_id,
-            "rows_removed": len(m.rows),
-            "record_ids": [rows.record_ids[i] for i in m.rows],
-            "row_sha256": [row_sha256(rows.lines[i]) for i in m.rows],
-            "missing_record_ids": m.missing_record_ids,
-        }
-        for m in matches
-    ]
-    del rows  # the purged rows' text is not needed past this point (only `needles` are)
-
-    if removed:
-        tmp = records_path.with_name(records_path.name + ".purge-tmp")
-        tmp.write_bytes(kept_bytes)
-        os.replace(tmp, records_path)
-        new_md5 = dvcstore.add(root, params.data.raw, params.data.dvc_file)
-        if rebuild:
-            dvcstore.run_dvc(["repro", *rebuild], root)
-    else:
-        new_md5 = old_md5
-    gone = sorted(old_oids - _tracked_oids(root, dvc_file, rebuild))
-
-    dvcstore.gc_workspace(root)
-    swept = []
-    for name in names:
-        try:
-            dvcstore.push(root, name, [params.data.dvc_file, *rebuild])
-            dvcstore.gc_workspace(root, name)
-        except dvcstore.DvcError as err:
-            raise PurgeError(
-                f"rows removed (data.dvc now {new_md5}) but remote {name} was not swept: {err}; "
-                "run the purge again to finish"
-            ) from None
-        swept.append(name)
-
-    cache_left = sorted(set(gone) & _cache_oids(root))
-    tracked_paths = [raw_dir] + [
-        root / path for stage in rebuild for path, _ in _lock_outs(root).get(stage, [])
-    ]
-    scanned, found = _scan_paths([root / ".dvc", *tracked_paths], needles)
-    problems = [f"cache still holds {oid}" for oid in cache_left]
-    problems += [f"{path} still holds a purged row" for path in found]
-    remote_reports = []
-    for name in swept:
-        stored = dvcstore.remote_oids(root, name)
-        left = sorted(set(gone) & stored)
-        hits = []
-        if needles:
-            ordered = sorted(stored)
-            for oid, data in zip(
-                ordered, dvcstore.read_remote_objects(root, name, ordered), strict=True
-            ):
-                if _contains_any(data, needles):
-                    hits.append(oid)
-        problems += [f"remote {name} still holds {oid}" for oid in sorted(set(left) | set(hits))]
-        remote_reports.append(
-            {
-                "name": name,
-                "url": configured[name],
-                "objects": len(stored),
-                "old_objects_left": len(left),
-                "objects_with_purged_rows": len(hits),
-                "scanned": bool(needles),
-            }
-        )
-
-    evidence = {
+    evidence: dict[str, Any] = {
         "purged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dvc_file": params.data.dvc_file,
         "old_md5": old_md5,
-        "new_md5": new_md5,
+        "new_md5": old_md5,
         "rows_removed": len(removed),
-        "requests": evidence_requests,
-        "rebuilt_stages": rebuild if removed else [],
-        "removed_objects": gone,
-        "cache": {
-            "old_objects_left": len(cache_left),
-            "files_scanned": scanned if needles else 0,
-            "files_with_purged_rows": len(found),
-        },
-        "remotes": remote_reports,
-        "clean": not problems,
+        "requests": [
+            {
+                "request_id": m.request_id,
+                "subject_id": m.subject_id,
+                "rows_removed": len(m.rows),
+                "record_ids": [rows.record_ids[i] for i in m.rows],
+                "row_sha256": [row_sha256(rows.lines[i]) for i in m.rows],
+                "missing_record_ids": m.missing_record_ids,
+            }
+            for m in matches
+        ],
+        "rebuilt_stages": rebuild,
+        "remotes_swept": names,
     }
-    ledger = root / params.purge.ledger
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    with ledger.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(evidence, sort_keys=True) + "\n")
+    del rows  # the purged rows' text is not needed past this point (only `needles` are)
+
+    problems: list[str] = []
+    finished = False
+    try:
+        if removed:
+            tmp = records_path.with_name(records_path.name + ".purge-tmp")
+            tmp.write_bytes(kept_bytes)
+            os.replace(tmp, records_path)
+            evidence["new_md5"] = dvcstore.add(root, params.data.raw, params.data.dvc_file)
+        if rebuild:
+            # Also when nothing was removed: an interrupted purge may have left them stale.
+            dvcstore.run_dvc(["repro", *rebuild], root)
+        gone = old_oids - _tracked_oids(root, dvc_file, rebuild)
+        evidence["removed_objects"] = sorted(gone)
+        _sweep(root, names, [params.data.dvc_file, *rebuild])
+        local_paths = [root / ".dvc", raw_dir]
+        local_paths += [root / path for stage in rebuild for path, _ in _lock_outs(root)[stage]]
+        problems, evidence["cache"], evidence["remotes"] = _check(
+            root, names, gone, local_paths, needles
+        )
+        finished = True
+    except (PurgeError, dvcstore.DvcError) as err:
+        problems.append(str(err))
+        raise PurgeError(
+            f"purge of {len(removed)} rows did not finish: {err}; run it again to finish"
+        ) from None
+    finally:
+        evidence["clean"] = finished and not problems
+        ledger = root / params.purge.ledger
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        with ledger.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(evidence, sort_keys=True) + "\n")
     if problems:
         raise PurgeError(f"purge check failed: {'; '.join(problems[:5])}")
     return evidence

@@ -118,10 +118,13 @@ def prepare(params: Params, root: str | Path = ".") -> dict[str, int]:
 
 def train_base(params: Params, root: str | Path = ".", progress: bool = False) -> dict[str, Any]:
     """Train the base model on the prepared train split with the prepared tokenizer."""
+    import torch
     from transformers import AutoTokenizer
 
     from eul.model import TextModel, build_model, seed_everything, train_full
 
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
     root = Path(root)
     prepared = root / params.prepare.out
     records = load_records(prepared / "train.jsonl", task=params.data.task)

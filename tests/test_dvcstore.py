@@ -121,6 +121,19 @@ def test_s3_credentials_can_come_from_the_environment_only(
     assert any((s3_server.bucket_dir / "env").rglob("*.dir"))
 
 
+def test_errors_never_repeat_a_stored_credential(dvc_project, s3_server):
+    # given keys stored for an S3 remote
+    root = dvc_project
+    dvcstore.add_s3_remote(root, "s3", f"s3://{s3_server.bucket}/x", access_key_id="AKIDEXAMPLE1",
+                           secret_access_key=s3_server.secret)  # fmt: skip
+    # when a failing command happens to echo one of them
+    with pytest.raises(dvcstore.DvcError) as err:
+        dvcstore.run_dvc(["add", s3_server.secret], root)
+    # then the message has *** instead
+    assert s3_server.secret not in str(err.value)
+    assert "***" in str(err.value)
+
+
 def test_errors_never_repeat_a_secret(dvc_project):
     # given a dvc command whose error message would echo its argument
     secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"

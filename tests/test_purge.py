@@ -27,14 +27,22 @@ def _files_with(tops: list[Path], needle: bytes) -> list[Path]:
     return [p for top in tops for p in top.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
-@pytest.fixture
-def project(dvc_project) -> Path:
-    """data/raw tracked by data.dvc and pushed to the local remote."""
+@pytest.fixture(scope="module")
+def _pushed_project(tmp_path_factory, module_tool_env, new_dvc_project) -> Path:
+    root = new_dvc_project(tmp_path_factory.mktemp("purge") / "project")
     _, records = generate(SyntheticConfig(n_subjects=15, seed=4))
-    save_records(records, dvc_project / "data" / "raw" / "records.jsonl")
-    dvcstore.add(dvc_project, "data/raw", "data.dvc")
-    dvcstore.push(dvc_project)
-    return dvc_project
+    save_records(records, root / "data" / "raw" / "records.jsonl")
+    dvcstore.add(root, "data/raw", "data.dvc")
+    dvcstore.push(root)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path, tool_env, _pushed_project) -> Path:
+    """data/raw tracked by data.dvc and pushed to the local remote (a fresh copy per test)."""
+    root = tmp_path / "project"
+    shutil.copytree(_pushed_project, root, symlinks=True)
+    return root
 
 
 def test_purge_removes_rows_from_data_cache_and_remote(project):
@@ -70,19 +78,6 @@ def test_purge_removes_rows_from_data_cache_and_remote(project):
     }
 
 
-def test_a_second_purge_of_the_same_requests_changes_nothing(project):
-    # given a purged request
-    root = project
-    record_id = _rows(root / "data/raw/records.jsonl")[3]["record_id"]
-    first = purge([PurgeRequest("req-1", record_ids=(record_id,))], root, PARAMS)
-    # when it is purged again (e.g. to finish an interrupted sweep)
-    second = purge([PurgeRequest("req-1", record_ids=(record_id,))], root, PARAMS)
-    # then nothing more is removed and the data version stays
-    assert second["rows_removed"] == 0
-    assert second["old_md5"] == second["new_md5"] == first["new_md5"]
-    assert second["clean"] is True
-
-
 def test_the_check_catches_a_copy_that_the_purge_does_not_rebuild(project):
     # given a second tracked copy of the raw data that no rebuild stage covers
     root = project
@@ -95,6 +90,28 @@ def test_the_check_catches_a_copy_that_the_purge_does_not_rebuild(project):
     # and the ledger records the failed check
     last = json.loads((root / PARAMS.purge.ledger).read_text().splitlines()[-1])
     assert last["clean"] is False
+
+
+def test_an_interrupted_purge_keeps_its_record_ids_and_a_rerun_finishes_it(project):
+    # given a second remote that cannot be written (its folder is a file)
+    root = project
+    (root / "not-a-folder").write_text("x")
+    dvcstore.add_local_remote(root, "broken", "not-a-folder")
+    row = _rows(root / "data/raw/records.jsonl")[2]
+    request = PurgeRequest("req-1", record_ids=(row["record_id"],))
+    # when the purge fails on that remote
+    with pytest.raises(PurgeError, match="broken"):
+        purge([request], root, PARAMS)
+    # then the ledger already holds the removed record id, marked not clean
+    entry = json.loads((root / PARAMS.purge.ledger).read_text().splitlines()[-1])
+    assert entry["clean"] is False
+    assert purged_record_ids(root / PARAMS.purge.ledger) == {row["record_id"]}
+    # when the purge is run again on the working remote, then it finishes clean, removing
+    # nothing more and keeping the data version the first run made
+    evidence = purge([request], root, PARAMS, remotes=["local"])
+    assert evidence["clean"] is True and evidence["rows_removed"] == 0
+    assert evidence["old_md5"] == evidence["new_md5"] == entry["new_md5"] != entry["old_md5"]
+    assert _files_with([root / ".dvc", root / ".dvc-remote"], row["text"].encode()) == []
 
 
 def test_purge_refuses_data_that_differs_from_data_dvc(project):
