@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +26,26 @@ def raw_records_path(params: Params, root: str | Path = ".") -> Path:
     return Path(root) / params.data.raw / params.data.records_file
 
 
+class DataInitError(ValueError):
+    """The regenerated data would not be what data.dvc tracks; nothing was written."""
+
+
 def init_data(params: Params, root: str | Path = ".") -> dict[str, Any]:
     """Write the raw data set and an empty log snapshot where they are missing.
 
     The raw rows are the synthetic data set of `params.data` minus every record id in the
-    purge ledger, so a fresh clone never brings purged rows back. Existing files are left
-    alone: real data sets come from `dvc pull`, not from here.
+    purge ledger, so a fresh clone never brings purged rows back. When data.dvc exists, the
+    data is written only if its hash is the tracked one: a real data set comes from
+    `dvc pull`, and synthetic rows must not take its place. Existing files are left alone.
     """
+    from eul import dvcstore
     from eul.partition import empty_snapshot
     from eul.purge import purged_record_ids
 
     root = Path(root)
+    raw_dir = root / params.data.raw
     records_path = raw_records_path(params, root)
+    dvc_file = root / params.data.dvc_file
     result: dict[str, Any] = {"records": str(records_path), "written": False}
     if not records_path.exists():
         config = SyntheticConfig(
@@ -51,7 +61,21 @@ def init_data(params: Params, root: str | Path = ".") -> dict[str, Any]:
         _, records = generate(config)
         purged = purged_record_ids(root / params.purge.ledger)
         kept = [r for r in records if r.record_id not in purged]
-        save_records(kept, records_path)
+        staging = raw_dir.with_name(raw_dir.name + ".init-tmp")
+        if staging.exists():
+            shutil.rmtree(staging)
+        save_records(kept, staging / params.data.records_file)
+        if dvc_file.is_file() and not raw_dir.exists():
+            tracked, made = dvcstore.tracked_md5(dvc_file), dvcstore.dir_md5(staging)
+            if made != tracked:
+                shutil.rmtree(staging)
+                raise DataInitError(
+                    f"{dvc_file.name} tracks {tracked} but params.data regenerates {made}: "
+                    "the tracked data is not the embedded data set; get it with `dvc pull`"
+                )
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / params.data.records_file, records_path)
+        shutil.rmtree(staging)
         result.update(written=True, rows=len(kept), purged_rows=len(records) - len(kept))
     snapshot = root / params.partition.snapshot
     result["snapshot"] = str(snapshot)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from eul.data import SyntheticConfig, generate, load_records
 from eul.params import parse_params
 from eul.partition import parse_snapshot
-from eul.stages import init_data, raw_records_path, split_by_subject
+from eul.stages import DataInitError, init_data, raw_records_path, split_by_subject
 
 
 def test_split_keeps_subjects_together_and_memorised_rows_in_train():
@@ -58,3 +60,16 @@ def test_init_data_writes_raw_data_without_purged_rows_and_an_empty_snapshot(tmp
     raw.write_text(raw.read_text()[:200])
     assert init_data(params, tmp_path)["written"] is False
     assert len(raw.read_text()) == 200
+
+
+def test_init_data_refuses_to_stand_in_for_other_tracked_data(tmp_path):
+    # given a data.dvc that tracks some other data set
+    params = parse_params({"data": {"n_subjects": 10}})
+    (tmp_path / "data.dvc").write_text(
+        "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: data/raw\n"
+    )
+    # when the embedded data would be regenerated, then nothing is written
+    with pytest.raises(DataInitError, match="dvc pull"):
+        init_data(params, tmp_path)
+    assert not (tmp_path / params.data.raw).exists()
+    assert not list(tmp_path.glob("data/*"))
