@@ -10,7 +10,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench bench-quick lint clean
+.PHONY: demo test bench bench-quick lint clean repro
 
 $(VENV): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(VENV)
 lint: $(VENV)
 	$(VENV)/bin/ruff check eul tasks flows tests
 	$(VENV)/bin/ruff format --check eul tasks flows tests
+
+# The DVC pipeline on a fresh clone: raw data regenerated to match data.dvc, then every stage.
+repro: $(VENV)
+	$(EUL) data init
+	DVC_NO_ANALYTICS=1 $(VENV)/bin/dvc repro
 
 bench: $(VENV)
 	$(EUL) bench --out results/bench.json

@@ -129,6 +129,146 @@ def cmd_generate(args: argparse.Namespace) -> None:
     )
 
 
+def _params(args: argparse.Namespace):
+    from eul.params import load_params
+
+    path = Path(args.params)
+    if not path.is_file() and args.params == "params.yaml":
+        return load_params(None)
+    return load_params(path)
+
+
+def cmd_data_init(args: argparse.Namespace) -> None:
+    from eul import dvcstore
+    from eul.stages import init_data
+
+    params = _params(args)
+    result = init_data(params, ".")
+    if result["written"]:
+        print(
+            f"wrote {result['rows']} rows to {result['records']} "
+            f"({result['purged_rows']} purged rows left out)"
+        )
+    else:
+        print(f"{result['records']} exists; left as it is")
+    if result["snapshot_written"]:
+        print(f"wrote an empty log snapshot to {result['snapshot']}")
+    dvc_file = Path(params.data.dvc_file)
+    if dvc_file.is_file():
+        tracked = dvcstore.tracked_md5(dvc_file)
+        actual = dvcstore.dir_md5(params.data.raw)
+        if actual != tracked:
+            raise CliError(
+                f"{params.data.raw} ({actual}) differs from {dvc_file} ({tracked}): the data "
+                "set is not the embedded one; get it with `dvc pull`"
+            )
+        print(f"{params.data.raw} matches {dvc_file} ({tracked})")
+
+
+def cmd_stage_prepare(args: argparse.Namespace) -> None:
+    from eul.stages import prepare
+
+    params = _params(args)
+    counts = prepare(params, ".")
+    print(
+        f"split by subject into {params.prepare.out}/: train {counts['train']}, "
+        f"heldout {counts['heldout']}, test {counts['test']}; tokenizer trained on train"
+    )
+
+
+def cmd_stage_train(args: argparse.Namespace) -> None:
+    from eul.stages import train_base
+
+    params = _params(args)
+    stats = train_base(params, ".", progress=not args.quiet)
+    print(
+        f"trained the base model ({stats['parameters']:,} parameters) on {stats['records']} "
+        f"records for {params.train.epochs} epochs, final loss {stats['final_loss']:.4f}; "
+        f"saved to {params.train.out}"
+    )
+
+
+def cmd_data_partition(args: argparse.Namespace) -> None:
+    from eul.partition import load_snapshot, partition
+
+    snapshot = load_snapshot(args.snapshot)
+    manifest = partition(snapshot, args.data, args.out, status=args.status)
+    print(
+        f"log seq {manifest['log_seq']}: {len(manifest['requests'])} {args.status} requests, "
+        f"{manifest['rows_forgotten']} of {manifest['rows_total']} rows to forget, "
+        f"{manifest['rows_retained']} retained ({len(manifest['skipped'])} requests skipped); "
+        f"written to {args.out}/"
+    )
+
+
+def _purge_requests(args: argparse.Namespace) -> list:
+    from eul.partition import load_snapshot
+    from eul.purge import PurgeRequest, requests_from_snapshot
+
+    requests = []
+    if args.snapshot:
+        requests += requests_from_snapshot(load_snapshot(args.snapshot), status=args.status)
+    for value in args.request or []:
+        request_id, _, ids = value.partition("=")
+        record_ids = tuple(i.strip() for i in ids.split(",") if i.strip())
+        if not request_id or not record_ids:
+            raise CliError(f"--request takes REQUEST_ID=RECORD_ID[,RECORD_ID...], got {value!r}")
+        requests.append(PurgeRequest(request_id.strip(), record_ids=record_ids))
+    for value in args.subject_request or []:
+        request_id, _, subject = value.partition("=")
+        if not request_id or not subject:
+            raise CliError(f"--subject-request takes REQUEST_ID=SUBJECT_ID, got {value!r}")
+        requests.append(PurgeRequest(request_id.strip(), subject_id=subject.strip()))
+    if not requests:
+        raise CliError("nothing to purge: give --snapshot, --request or --subject-request")
+    return requests
+
+
+def cmd_data_purge(args: argparse.Namespace) -> None:
+    from eul.purge import PurgeError, purge
+
+    params = _params(args)
+    requests = _purge_requests(args)
+    try:
+        evidence = purge(requests, ".", params, remotes=args.remote, scan=not args.no_scan)
+    except PurgeError as err:
+        raise CliError(str(err)) from None
+    if args.evidence:
+        Path(args.evidence).write_text(json.dumps(evidence, indent=2) + "\n")
+    print(
+        f"purged {evidence['rows_removed']} rows of {len(evidence['requests'])} requests: "
+        f"{params.data.dvc_file} {evidence['old_md5']} -> {evidence['new_md5']}"
+    )
+    for request in evidence["requests"]:
+        print(f"  {request['request_id']}: {request['rows_removed']} rows")
+    swept = ", ".join(r["name"] for r in evidence["remotes"]) or "none"
+    print(f"cache and remotes swept ({swept}); evidence appended to {params.purge.ledger}")
+    print(f"commit {params.data.dvc_file}, dvc.lock and {params.purge.ledger} to git")
+
+
+def cmd_data_remote(args: argparse.Namespace) -> None:
+    from eul import dvcstore
+
+    key_id = secret = None
+    if args.store_credentials:
+        key_id = os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not key_id or not secret:
+            raise CliError("--store-credentials needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    dvcstore.add_s3_remote(
+        ".",
+        args.name,
+        args.url,
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        access_key_id=key_id,
+        secret_access_key=secret,
+        default=args.default,
+    )
+    where = " (credentials in .dvc/config.local)" if key_id else ""
+    print(f"remote {args.name} -> {args.url}{where}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from eul.data import LABEL_WORDS
     from eul.model import ModelSpec, TextModel, TrainConfig, train_full
@@ -310,7 +450,9 @@ def _bench_generation(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from eul.methods.eul import EULConfig
+    # The EULConfig defaults, read from their mirror in eul.params so that building the
+    # parser does not import torch.
+    from eul.params import UnlearnParams
 
     parser = argparse.ArgumentParser(
         prog="eul",
@@ -337,6 +479,86 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(func=cmd_generate)
+
+    init = data_sub.add_parser(
+        "init",
+        help="write the embedded raw data set (data/raw) where it is missing",
+        description="Regenerate the embedded synthetic raw data set from params.yaml, minus "
+        "the rows in the purge ledger, so that it matches data.dvc on a fresh clone; also "
+        "write an empty log snapshot where none exists.",
+    )
+    init.add_argument("--params", default="params.yaml")
+    init.set_defaults(func=cmd_data_init, needs_ml=False)
+
+    part = data_sub.add_parser(
+        "partition",
+        help="split data into per-request forget sets and the retained set",
+        description="Read a deletion-log snapshot and a .jsonl data file; write "
+        "forget/<request_id>.jsonl, retained.jsonl and manifest.json (hashes only) to --out.",
+    )
+    part.add_argument("--snapshot", required=True, help="log snapshot JSON")
+    part.add_argument("--data", required=True, help=".jsonl records with record_id, subject_id")
+    part.add_argument("--out", required=True, help="output folder")
+    part.add_argument(
+        "--status", default="validated", help="requests acted on (default %(default)s)"
+    )
+    part.set_defaults(func=cmd_data_partition, needs_ml=False)
+
+    pur = data_sub.add_parser(
+        "purge",
+        help="remove deployed requests' rows from the data, the DVC cache and every remote",
+        description="Remove the rows of deployed requests from the raw data, record a new "
+        "data.dvc, rebuild the stages that copy rows, and delete the old objects from the "
+        "cache and every remote; prints hashes, never content.",
+    )
+    pur.add_argument("--snapshot", help="log snapshot JSON; its requests with --status are purged")
+    pur.add_argument("--status", default="deployed", help="with --snapshot (default %(default)s)")
+    pur.add_argument(
+        "--request", action="append", help="REQUEST_ID=RECORD_ID[,RECORD_ID...] (repeatable)"
+    )
+    pur.add_argument(
+        "--subject-request", action="append", help="REQUEST_ID=SUBJECT_ID (repeatable)"
+    )
+    pur.add_argument("--remote", action="append", help="remote to sweep (default: all remotes)")
+    pur.add_argument(
+        "--no-scan", action="store_true", help="skip reading every stored object for purged rows"
+    )
+    pur.add_argument("--evidence", help="also write the evidence JSON here")
+    pur.add_argument("--params", default="params.yaml")
+    pur.set_defaults(func=cmd_data_purge, needs_ml=False)
+
+    rem = data_sub.add_parser(
+        "remote",
+        help="add an S3 (or S3-compatible) DVC remote",
+        description="Add a DVC remote on S3 or any S3-compatible endpoint. Credentials come "
+        "from AWS_* variables at push time, or with --store-credentials go to "
+        ".dvc/config.local (never committed).",
+    )
+    rem.add_argument("name")
+    rem.add_argument("url", help="s3://bucket/path")
+    rem.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:9000 for a local server")
+    rem.add_argument("--region")
+    rem.add_argument("--default", action="store_true", help="make it the default remote")
+    rem.add_argument(
+        "--store-credentials",
+        action="store_true",
+        help="copy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY into .dvc/config.local",
+    )
+    rem.set_defaults(func=cmd_data_remote, needs_ml=False)
+
+    stage = sub.add_parser(
+        "stage",
+        help="run a step of dvc.yaml (configured by params.yaml)",
+        description="The steps `dvc repro` runs: prepare (split by subject, tokenizer) and "
+        "train (the base model).",
+    )
+    stage_sub = stage.add_subparsers(dest="stage_command", metavar="STAGE", required=True)
+    prep = stage_sub.add_parser("prepare", help="split the raw data by subject; tokenizer")
+    prep.add_argument("--params", default="params.yaml")
+    prep.set_defaults(func=cmd_stage_prepare)
+    st_train = stage_sub.add_parser("train", help="train the base model")
+    st_train.add_argument("--params", default="params.yaml")
+    st_train.set_defaults(func=cmd_stage_train)
 
     train = sub.add_parser(
         "train",
@@ -376,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument(
         "--objective", default="unlikelihood", choices=("paper", "unlikelihood", "npo")
     )
-    defaults = EULConfig()
+    defaults = UnlearnParams()
     unlearn.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs")
     unlearn.add_argument("--lr", type=float, default=defaults.lr)
     unlearn.add_argument(
@@ -386,12 +608,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="retained rows sampled to keep the model's behaviour (default %(default)s)",
     )
     unlearn.add_argument(
-        "--width", type=int, default=64, help="bottleneck width of the layer (default 64)"
+        "--width",
+        type=int,
+        default=defaults.layer.width,
+        help="bottleneck width of the layer (default %(default)s)",
     )
     unlearn.add_argument(
         "--basis",
         choices=("shared", "trained"),
-        default="shared",
+        default=defaults.layer.basis,
         help="shared: a fixed down projection common to all requests, so layers fuse exactly "
         "(default); trained: both projections trained, as in the paper",
     )
@@ -477,13 +702,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_libraries()
+    if getattr(args, "needs_ml", True):
+        _quiet_libraries()
     from eul.data import DataError
-    from eul.model import ModelError
+    from eul.dvcstore import DvcError
 
     try:
         code = args.func(args)
-    except (CliError, DataError, ModelError, FileNotFoundError, KeyError, ValueError) as err:
+    except (CliError, DataError, DvcError, FileNotFoundError, KeyError, ValueError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"eul: error: {message.strip(chr(39))}", file=sys.stderr)
         if os.environ.get("EUL_DEBUG"):

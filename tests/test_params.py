@@ -1,0 +1,124 @@
+"""params.yaml: defaults for absent keys, clear errors for unknown or mistyped ones."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eul.params import Params, ParamsError, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_file_loads_and_states_every_knob():
+    # given the params.yaml at the repository root
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    # when it is loaded
+    params = load_params(REPO / "params.yaml")
+    # then it holds the defaults, and every key of every section is written out
+    assert params == Params()
+    assert raw == Params().model_dump()
+    assert params.log.url == "sqlite:///state/deletion-log.sqlite"
+    assert params.log.deadline_days == 30
+
+
+def test_absent_keys_take_defaults(tmp_path):
+    # given a params file that sets one knob of one section
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    # when it is loaded
+    params = load_params(path)
+    # then that knob is set and everything else is the default
+    assert params.train.epochs == 3
+    assert params.train.batch_size == Params().train.batch_size
+    assert params.unlearn == Params().unlearn
+
+
+def test_empty_file_and_no_file_give_defaults(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("")
+    assert load_params(path) == Params()
+    assert load_params(None) == Params()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("model:\n  d_modle: 64\n", "model.d_modle: unknown key"),
+        ("modle:\n  d_model: 64\n", "modle: unknown key"),
+        ("train:\n  epochs: ten\n", "train.epochs: Input should be a valid integer"),
+        ("train:\n  epochs: '3'\n", "train.epochs"),
+        ("train:\n  epochs: 0\n", "train.epochs: Input should be greater than or equal to 1"),
+        ("unlearn:\n  layer:\n    activation: swish\n", "unlearn.layer.activation"),
+        ("data:\n  records_per_subject: [5, 2]\n", "data.records_per_subject"),
+        ("log:\n  deadline_days: 0\n", "log.deadline_days"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("train: [\n", "not valid YAML at line"),
+    ],
+)
+def test_bad_params_name_the_file_and_the_key(tmp_path, text, expected):
+    # given a params file with one mistake
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    # when it is loaded, then the error is one line naming the file and the key
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert expected in str(err.value)
+    assert str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ParamsError, match="no params file"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_defaults_match_the_code_they_configure():
+    # given the defaults of the classes the params feed
+    from eul.layers import LayerConfig
+    from eul.methods.eul import EULConfig
+
+    # when the default params are turned into those classes
+    params = Params()
+    # then nothing drifts: EUL, layer, model and training defaults are the same
+    assert params.eul_config() == EULConfig()
+    assert params.eul_config().layer == LayerConfig()
+    spec = params.model_spec()
+    assert (spec.d_model, spec.num_layers, spec.num_heads, spec.d_ff, spec.vocab_size) == (
+        128,
+        2,
+        4,
+        512,
+        4000,
+    )
+    assert asdict(params.train_config())["epochs"] == 12
+
+
+def test_cli_train_defaults_equal_params_defaults():
+    # given the `eul train` parser, whose defaults the train stage must reproduce
+    from eul.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--data", "x.jsonl", "--out", "m"])
+    params = Params()
+    # then the base model of `dvc repro` is the model `eul train` builds by default
+    assert (args.d_model, args.layers, args.heads, args.d_ff, args.vocab) == (
+        params.model.d_model,
+        params.model.num_layers,
+        params.model.num_heads,
+        params.model.d_ff,
+        params.model.vocab_size,
+    )
+    assert (args.epochs, args.batch_size, args.lr, args.seed) == (
+        params.train.epochs,
+        params.train.batch_size,
+        params.train.lr,
+        params.train.seed,
+    )
+
+
+def test_parse_params_accepts_ints_for_floats():
+    params = parse_params({"train": {"lr": 1}})
+    assert params.train.lr == 1.0

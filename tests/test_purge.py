@@ -1,0 +1,150 @@
+"""Purge on a project that tracks only data.dvc: rows leave the data, the cache and the
+remote; the check catches a copy left behind; bad input stops it before anything changes.
+(The full pipeline, stages and S3 included, is in test_pipeline.py.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from eul import dvcstore
+from eul.cli import main
+from eul.data import SyntheticConfig, generate, save_records
+from eul.params import Params
+from eul.purge import PurgeError, PurgeRequest, purge, purged_record_ids
+
+PARAMS = Params()
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _files_with(tops: list[Path], needle: bytes) -> list[Path]:
+    return [p for top in tops for p in top.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+@pytest.fixture(scope="module")
+def _pushed_project(tmp_path_factory, module_tool_env, new_dvc_project) -> Path:
+    root = new_dvc_project(tmp_path_factory.mktemp("purge") / "project")
+    _, records = generate(SyntheticConfig(n_subjects=15, seed=4))
+    save_records(records, root / "data" / "raw" / "records.jsonl")
+    dvcstore.add(root, "data/raw", "data.dvc")
+    dvcstore.push(root)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path, tool_env, _pushed_project) -> Path:
+    """data/raw tracked by data.dvc and pushed to the local remote (a fresh copy per test)."""
+    root = tmp_path / "project"
+    shutil.copytree(_pushed_project, root, symlinks=True)
+    return root
+
+
+def test_purge_removes_rows_from_data_cache_and_remote(project):
+    # given two requests: one by subject, one by record ids
+    root = project
+    rows = _rows(root / "data/raw/records.jsonl")
+    subject = rows[0]["subject_id"]
+    by_subject = [r for r in rows if r["subject_id"] == subject]
+    by_record = [r for r in rows if r["subject_id"] != subject][:2]
+    kept = [r for r in rows if r not in by_subject and r not in by_record]
+    old_md5 = dvcstore.tracked_md5(root / "data.dvc")
+    requests = [
+        PurgeRequest("req-1", subject_id=subject),
+        PurgeRequest("req-2", record_ids=tuple(r["record_id"] for r in by_record) + ("r999",)),
+    ]
+    # when they are purged
+    evidence = purge(requests, root, PARAMS)
+    # then the raw data keeps every other row, in order, and data.dvc has a new version
+    assert _rows(root / "data/raw/records.jsonl") == kept
+    assert evidence["new_md5"] == dvcstore.tracked_md5(root / "data.dvc") != old_md5
+    assert evidence["rows_removed"] == len(by_subject) + 2
+    assert evidence["requests"][1]["missing_record_ids"] == ["r999"]
+    # and no stored byte holds a purged row, while kept rows are still in cache and remote
+    stores = [root / ".dvc", root / ".dvc-remote", root / "data"]
+    for row in by_subject + by_record:
+        assert _files_with(stores, row["text"].encode()) == []
+    for store in (root / ".dvc/cache", root / ".dvc-remote"):
+        assert _files_with([store], kept[0]["text"].encode())
+    assert not (root / ".dvc-remote" / dvcstore.object_relpath(old_md5)).exists()
+    # and the ledger lists the purged record ids
+    assert purged_record_ids(root / PARAMS.purge.ledger) == {
+        r["record_id"] for r in by_subject + by_record
+    }
+
+
+def test_the_check_catches_a_copy_that_the_purge_does_not_rebuild(project):
+    # given a second tracked copy of the raw data that no rebuild stage covers
+    root = project
+    shutil.copytree(root / "data/raw", root / "backup")
+    dvcstore.add(root, "backup")
+    record_id = _rows(root / "data/raw/records.jsonl")[0]["record_id"]
+    # when a row is purged, then the purge refuses to report success
+    with pytest.raises(PurgeError, match="still holds"):
+        purge([PurgeRequest("req-1", record_ids=(record_id,))], root, PARAMS)
+    # and the ledger records the failed check
+    last = json.loads((root / PARAMS.purge.ledger).read_text().splitlines()[-1])
+    assert last["clean"] is False
+
+
+def test_an_interrupted_purge_keeps_its_record_ids_and_a_rerun_finishes_it(project):
+    # given a second remote that cannot be written (its folder is a file)
+    root = project
+    (root / "not-a-folder").write_text("x")
+    dvcstore.add_local_remote(root, "broken", "not-a-folder")
+    row = _rows(root / "data/raw/records.jsonl")[2]
+    request = PurgeRequest("req-1", record_ids=(row["record_id"],))
+    # when the purge fails on that remote
+    with pytest.raises(PurgeError, match="broken"):
+        purge([request], root, PARAMS)
+    # then the ledger already holds the removed record id, marked not clean
+    entry = json.loads((root / PARAMS.purge.ledger).read_text().splitlines()[-1])
+    assert entry["clean"] is False
+    assert purged_record_ids(root / PARAMS.purge.ledger) == {row["record_id"]}
+    # when the purge is run again on the working remote, then it finishes clean, removing
+    # nothing more and keeping the data version the first run made
+    evidence = purge([request], root, PARAMS, remotes=["local"])
+    assert evidence["clean"] is True and evidence["rows_removed"] == 0
+    assert evidence["old_md5"] == evidence["new_md5"] == entry["new_md5"] != entry["old_md5"]
+    assert _files_with([root / ".dvc", root / ".dvc-remote"], row["text"].encode()) == []
+
+
+def test_purge_refuses_data_that_differs_from_data_dvc(project):
+    # given raw data edited after the last `dvc add`
+    root = project
+    path = root / "data/raw/records.jsonl"
+    path.write_text(path.read_text() + '{"record_id": "r-new", "subject_id": "s-new"}\n')
+    before = (root / "data.dvc").read_text()
+    # then the purge stops before changing anything
+    with pytest.raises(PurgeError, match="differs from data.dvc"):
+        purge([PurgeRequest("req-1", record_ids=("r-new",))], root, PARAMS)
+    assert (root / "data.dvc").read_text() == before
+    assert "r-new" in path.read_text()
+
+
+def test_purge_refuses_an_unknown_remote(project):
+    with pytest.raises(PurgeError, match="no remote named nowhere"):
+        purge([PurgeRequest("req-1", record_ids=("r000000",))], project, PARAMS, ["nowhere"])
+
+
+def test_cli_purges_by_record_and_reports_hashes_not_text(project, monkeypatch, capsys):
+    # given a record to purge, named on the command line
+    root = project
+    row = _rows(root / "data/raw/records.jsonl")[5]
+    monkeypatch.chdir(root)
+    # when the CLI purges it
+    code = main(["data", "purge", "--request", f"req-9={row['record_id']}"])
+    out = capsys.readouterr().out
+    # then it reports the versions and counts but never the row
+    assert code == 0
+    assert "req-9: 1 rows" in out and "data.dvc" in out
+    assert row["text"] not in out
+    # and a malformed request is refused in one line, exit 2
+    code = main(["data", "purge", "--request", "req-9"])
+    assert code == 2
+    assert "REQUEST_ID=RECORD_ID" in capsys.readouterr().err
