@@ -667,7 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(generation), e.g. ../shared/data/sst2 or ../shared/data/samsum",
     )
     bench.add_argument("--out", help="write the JSON report here (and a .md table beside it)")
-    bench.add_argument("--variants", action="store_true", help="also run EUL objective variants")
+    bench.add_argument(
+        "--variants",
+        action="store_true",
+        help="also run EUL objective variants (with --sequential: other fusion forms, and the "
+        "paper's trained-basis layers with the linear closed form)",
+    )
     bench.add_argument(
         "--sequential",
         action="store_true",

@@ -369,7 +369,7 @@ def register(subparsers: Any) -> None:
         help="days to honour the request (default: log.deadline_days in params.yaml, else 30)",
     )
     _add_common(submit)
-    submit.set_defaults(func=cmd_submit)
+    submit.set_defaults(func=cmd_submit, needs_ml=False)
 
     validate = sub.add_parser(
         "validate",
@@ -395,7 +395,7 @@ def register(subparsers: Any) -> None:
         help="only requests past their deadline and not yet deployed, purged or rejected",
     )
     _add_common(listing)
-    listing.set_defaults(func=cmd_list)
+    listing.set_defaults(func=cmd_list, needs_ml=False)
 
     show = sub.add_parser(
         "show",
@@ -404,7 +404,7 @@ def register(subparsers: Any) -> None:
     )
     show.add_argument("request_id", metavar="ID", help="the request id")
     _add_common(show)
-    show.set_defaults(func=cmd_show)
+    show.set_defaults(func=cmd_show, needs_ml=False)
 
     verify = sub.add_parser(
         "verify",
@@ -413,7 +413,7 @@ def register(subparsers: Any) -> None:
         "link (an entry changed, removed or out of order). Exit status 1 if broken.",
     )
     _add_common(verify)
-    verify.set_defaults(func=cmd_verify)
+    verify.set_defaults(func=cmd_verify, needs_ml=False)
 
     snapshot = sub.add_parser(
         "snapshot",
@@ -429,4 +429,4 @@ def register(subparsers: Any) -> None:
         help="status to include (repeatable; default validated)",
     )
     _add_common(snapshot)
-    snapshot.set_defaults(func=cmd_snapshot)
+    snapshot.set_defaults(func=cmd_snapshot, needs_ml=False)

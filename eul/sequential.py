@@ -7,6 +7,8 @@ a flipped label). After each step four ways of serving the requests so far are m
 - `stacked`: one layer per request, each trained on top of the earlier ones, all active;
 - `fused`: the same layers fused into one layer of the same size (`eul.fusion`);
 - `oracle`: the base recipe retrained on the data without any request so far.
+
+Each step also reports the `original` model on the same sets, the reference for test accuracy.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from eul.data import LABEL_WORDS, Record, split_records
 from eul.evaluate import EvalSets, accuracy, evaluate
 from eul.fusion import (
     FusionState,
+    FusionStats,
+    add_fused_layer,
     add_shared_fused_layer,
     anchor_statistics,
     capture_statistics,
+    fuse,
     fuse_shared,
 )
 from eul.methods import ForgetTask, get_method
@@ -42,6 +47,7 @@ class SequentialConfig:
     anchor_weight: float = 0.0
     anchor_rows: int = 1000
     ridge: float = 1e-6
+    variants: bool = False
 
     def __post_init__(self) -> None:
         if self.requests < 1:
@@ -96,6 +102,8 @@ def run_sequential(
     eul = get_method("eul", config=bench.eul)
     stack = original.copy()
     state: FusionState | None = None
+    trained_stack = original.copy() if config.variants else None
+    trained_state: FusionStats | None = None
     steps: list[dict] = []
     for k in range(1, config.requests + 1):
         done = requests[:k]
@@ -103,7 +111,7 @@ def run_sequential(
         gone = {r.record_id for r in union}
         retained = [r for r in train if r.record_id not in gone]
         sets = EvalSets(test=test, retained=retained, forget=union, unseen=heldout)
-        step: dict[str, dict] = {}
+        step: dict[str, dict] = {"original": _measure(original, sets, done, 0.0)}
 
         # one layer per request, on top of the earlier ones
         name = f"request-{k}"
@@ -131,6 +139,11 @@ def run_sequential(
         with layers.only([FUSED]):
             step["fused"] = _measure(stack, sets, done, train_s + fuse_s)
         step["fused"]["fuse_s"] = fuse_s
+        if config.variants:
+            step.update(_other_fusions(config, stack, state, retained, sets, done, name))
+            trained_stack, trained_state = _trained_basis_step(
+                config, original, trained_stack, trained_state, task, sets, done, step, progress
+            )
 
         # one layer retrained on everything asked so far
         single = original.copy()
@@ -141,14 +154,14 @@ def run_sequential(
         # the oracle: retrained without every request so far
         oracle = get_method("retrain", train=bench.train).run(original, union_task, progress)
         step["oracle"] = _measure(oracle.model, sets, done, oracle.update_s)
-        for serving in NAMES:
+        for serving in ("original", *NAMES):
             row = step[serving]
             log(
                 f"step {k} {serving}: test {row['test_acc']:.3f} forget {row['forget_acc']:.3f} "
                 f"memorised {row['forget_memorised_acc']:.3f} MIA {row['mia_auc']:.3f} "
                 f"({row['update_s']:.1f} s)"
             )
-        steps.append({name: step[name] for name in NAMES})
+        steps.append({name: step[name] for name in [*NAMES, *sorted(set(step) - set(NAMES))]})
     return {
         "steps": steps,
         "setup": {
@@ -159,6 +172,7 @@ def run_sequential(
             "fusion": config.fusion,
             "anchor_weight": config.anchor_weight,
             "ridge": config.ridge,
+            "variants": [name for name, _, _ in OTHER_FUSIONS] if config.variants else [],
             "layer": asdict(bench.eul.layer),
             "quick": bench.quick,
             "seed": bench.seed,
@@ -166,10 +180,67 @@ def run_sequential(
     }
 
 
-def with_layer(config: SequentialConfig, **layer: object) -> SequentialConfig:
-    """The same protocol with other layer settings (for comparing bases and widths)."""
-    eul = replace(config.bench.eul, layer=replace(config.bench.eul.layer, **layer))
-    return replace(config, bench=replace(config.bench, eul=eul))
+OTHER_FUSIONS = (("fused_fit", "fit", 0.0), ("fused_anchored", "sum", 0.5))
+
+
+def _other_fusions(
+    config: SequentialConfig,
+    stack: TextModel,
+    state: FusionState,
+    retained: list[Record],
+    sets: EvalSets,
+    done: list[list[Record]],
+    basis_of: str,
+) -> dict[str, dict]:
+    """The same shared-basis layers fused other ways: the paper's per-layer fit, and the sum
+    held toward no change on retained tokens by an anchor."""
+    layers = stack.unlearning_layers()
+    with layers.only([]):
+        anchor = anchor_statistics(stack, retained[: config.anchor_rows], basis_of=basis_of)
+    rows = {}
+    for serving, mode, weight in OTHER_FUSIONS:
+        started = time.perf_counter()
+        matrices = fuse_shared(state, mode, config.ridge, anchor if weight else None, weight)
+        fuse_s = time.perf_counter() - started
+        add_shared_fused_layer(layers, serving, state.config, matrices)
+        with layers.only([serving]):
+            rows[serving] = _measure(stack, sets, done, fuse_s)
+        layers.remove_layer(serving)
+    return rows
+
+
+def _trained_basis_step(
+    config: SequentialConfig,
+    original: TextModel,
+    stack: TextModel,
+    stats: FusionStats | None,
+    task: ForgetTask,
+    sets: EvalSets,
+    done: list[list[Record]],
+    step: dict[str, dict],
+    progress: bool,
+) -> tuple[TextModel, FusionStats]:
+    """The paper's layer (both projections trained) stacked, and fused by the linear closed
+    form W = (sum G_i)^-1 sum G_i W_i over hidden states: the form this pipeline replaced."""
+    bench = config.bench
+    trained = replace(bench.eul, layer=replace(bench.eul.layer, basis="trained", width=32))
+    layers = stack.unlearning_layers()
+    earlier = [n for n in layers.layers if n.startswith("request-")]
+    layers.set_active(earlier)
+    result = get_method("eul", config=trained).run(stack, task, progress)
+    step["stacked_trained_basis"] = _measure(stack, sets, done, result.update_s)
+    started = time.perf_counter()
+    added = capture_statistics(stack, task.name, task.forget)
+    stats = added if stats is None else stats + added
+    matrices = fuse(stats, ridge=config.ridge)
+    fuse_s = time.perf_counter() - started
+    if "linear" in layers.layers:
+        layers.remove_layer("linear")
+    add_fused_layer(layers, "linear", matrices)
+    with layers.only(["linear"]):
+        step["fused_linear_trained_basis"] = _measure(stack, sets, done, result.update_s + fuse_s)
+    layers.set_active([*earlier, task.name])
+    return stack, stats
 
 
 def format_sequential(result: dict) -> str:
@@ -179,7 +250,7 @@ def format_sequential(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for k, step in enumerate(result["steps"], start=1):
-        for name in NAMES:
+        for name in [*NAMES, *(n for n in step if n not in NAMES)]:
             row = step[name]
             lines.append(
                 f"| {k} | {name} | {row['test_acc']:.3f} | {row['retained_acc']:.3f} | "

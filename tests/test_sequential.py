@@ -46,12 +46,14 @@ def test_sequential_protocol_reports_every_step_and_fuses_exactly(tmp_path) -> N
         spec=TINY_SPEC,
         eul=EULConfig(epochs=1, retained_per_epoch=64, retained_sample=200),
     )
-    # when the protocol runs with sum fusion
-    result = run_sequential(SequentialConfig(bench=bench), progress=False, log=lambda _: None)
+    # when the protocol runs with sum fusion, and the other fusion forms beside it
+    config = SequentialConfig(bench=bench, variants=True)
+    result = run_sequential(config, progress=False, log=lambda _: None)
     # then every step reports the four ways of serving, each with the fields
     assert len(result["steps"]) == 3
+    others = {"fused_fit", "fused_anchored", "stacked_trained_basis", "fused_linear_trained_basis"}
     for k, step in enumerate(result["steps"], start=1):
-        assert set(step) == set(NAMES)
+        assert set(step) == set(NAMES) | others | {"original"}
         for row in step.values():
             assert STEP_KEYS <= set(row)
             assert len(row["per_request"]) == k
@@ -59,7 +61,8 @@ def test_sequential_protocol_reports_every_step_and_fuses_exactly(tmp_path) -> N
         for key in ("test_acc", "forget_acc", "forget_memorised_acc"):
             assert step["fused"][key] == pytest.approx(step["stacked"][key], abs=1e-9)
         assert step["fused"]["update_s"] > step["stacked"]["update_s"]
-    assert "| 3 | oracle |" in format_sequential(result)
+    table = format_sequential(result)
+    assert "| 3 | oracle |" in table and "| 3 | fused_linear_trained_basis |" in table
 
 
 def test_planted_secrets_open_the_dialogue_and_the_summary() -> None:
