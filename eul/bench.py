@@ -230,6 +230,12 @@ def run_bench(
         runs.append(("eul_paper", get_method("eul", config=paper)))
         runs.append(("eul_npo", get_method("eul", config=replace(config.eul, objective="npo"))))
         runs.append(("eul_alpha_0.8", get_method("eul", config=replace(config.eul, alpha=0.8))))
+        # The paper's layer: both projections trained (width 32, about the same share of
+        # trainable parameters as the default shared basis of width 64).
+        trained = replace(config.eul.layer, basis="trained", width=32)
+        runs.append(
+            ("eul_trained_basis", get_method("eul", config=replace(config.eul, layer=trained)))
+        )
     for name, method in runs:
         result = method.run(original.copy(), task, progress)
         metrics, _ = evaluate(result.model, sets, oracle_forget_losses=oracle_losses)

@@ -122,6 +122,7 @@ class UnlearnParams(_Section):
     retained_per_epoch: int = Field(768, ge=1)
     warmup_share: float = Field(0.06, ge=0.0, le=1.0)
     teacher_top_k: int = Field(8, ge=0)
+    unseen_sample: int = Field(500, ge=0)
     stop_share: float = Field(0.05, ge=0.0, le=1.0)
     stop_tolerance: float = Field(0.1, ge=0.0)
     layer: LayerParams = Field(default_factory=LayerParams)

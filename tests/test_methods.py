@@ -107,3 +107,25 @@ def test_baselines_change_the_model(tiny_model, forget_task, name) -> None:
     result = get_method(name, **options).run(tiny_model, task, progress=False)
     assert result.model.score(sets.forget) != before
     assert result.trainable_share == 1.0
+
+
+def test_the_forget_level_drops_to_what_unseen_rows_get_when_that_is_below_one_half(
+    tiny_records,
+) -> None:
+    # given an untrained model, unsure of every target token (as on long free-text targets)
+    import math
+
+    from conftest import TINY_SPEC
+
+    from eul.model import TextModel
+
+    train, heldout, _ = tiny_records
+    unsure = TextModel.create([r.text for r in train], TINY_SPEC, seed=1)
+    method = get_method("eul")
+    # when the level is measured on held-out rows
+    method._unseen_level = method._measure_unseen_level(unsure, heldout)
+    # then it is the median held-out token log-probability, far below log 0.5
+    assert method._unseen_level < math.log(0.5) - 1.0
+    assert method.level == method._unseen_level
+    # and without the gate there is no level at all
+    assert get_method("eul", reference="none").level == -math.inf

@@ -12,12 +12,14 @@ Objectives (`EULConfig.objective`):
 - `task_only`: the task loss on retained data alone (a reference for cost, forgets nothing).
 
 Forget terms are gated per content token: a token is pushed only while the model still
-predicts it with probability above `threshold` (0.5: "no longer the likely answer"). That
-aims at the oracle-like level, where a memorised answer is no longer produced, not at zero
-probability; once all but `stop_share` (5%) of the forget tokens are below it, training
-stops. The retained epochs in between restore what the retained data supports, so forget
-rows whose answer follows from the rest of the data stay answered (as they would be by a
-model that never saw them).
+predicts it with probability above `threshold` (0.5: "no longer the likely answer"), or
+above the median probability of content tokens in held-out rows when that is lower (long
+free-text targets, where even a memorised token may sit below 0.5). That aims at the
+oracle-like level, where a memorised answer is no longer produced, not at zero probability;
+once all but `stop_share` (5%) of the forget tokens are below it, training stops. The
+retained epochs in between restore what the retained data supports, so forget rows whose
+answer follows from the rest of the data stay answered (as they would be by a model that
+never saw them).
 `reference="none"` removes the gate, as the paper has it.
 """
 
@@ -70,6 +72,7 @@ class EULConfig:
     retained_per_epoch: int = 768
     warmup_share: float = 0.06
     teacher_top_k: int = 8
+    unseen_sample: int = 500
     stop_share: float = 0.05
     stop_tolerance: float = 0.1
     layer: LayerConfig = field(default_factory=LayerConfig)
@@ -154,6 +157,7 @@ class EUL:
         per_epoch = min(cfg.retained_per_epoch, len(retained))
         cache_k = 0 if cfg.objective == "task_only" else cfg.teacher_top_k
         self._cache = TeacherCache(tm, retained, cache_k, cfg.batch_size)
+        self._unseen_level = self._measure_unseen_level(tm, list(task.heldout))
 
         layers = tm.unlearning_layers()
         name = task.name
@@ -233,7 +237,21 @@ class EUL:
     @property
     def level(self) -> float:
         """Log-probability below which a forget token counts as forgotten."""
-        return math.log(self.config.threshold) if self.config.reference != "none" else -math.inf
+        if self.config.reference == "none":
+            return -math.inf
+        return min(math.log(self.config.threshold), getattr(self, "_unseen_level", 0.0))
+
+    @torch.no_grad()
+    def _measure_unseen_level(self, tm: TextModel, heldout: list[Record]) -> float:
+        """Median log-probability of content tokens of rows the model never saw.
+
+        Where the model is unsure of unseen rows (long free-text targets), a memorised row
+        stands out by being more likely than that, not by passing 0.5: forget tokens are then
+        pushed down to what unseen rows get.
+        """
+        rows = heldout[: self.config.unseen_sample]
+        values = sorted(v for row in tm.score(rows) for v in row) if rows else []
+        return values[len(values) // 2] if values else 0.0
 
     def _teacher_logits(self, tm: TextModel, name: str, batch: dict) -> torch.Tensor:
         layers = tm.unlearning_layers()
