@@ -410,7 +410,9 @@ def _bench_sequential(args: argparse.Namespace, bench: object) -> None:
     from eul.bench import save_report_as
     from eul.sequential import SequentialConfig, format_sequential, run_sequential
 
-    config = SequentialConfig(bench=bench, fusion=args.fusion, anchor_weight=args.anchor_weight)
+    config = SequentialConfig(
+        bench=bench, fusion=args.fusion, anchor_weight=args.anchor_weight, variants=args.variants
+    )
     result = run_sequential(config, progress=not args.quiet)
     table = format_sequential(result)
     print()

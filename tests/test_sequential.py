@@ -106,3 +106,22 @@ def test_bench_cli_rejects_a_missing_samsum_folder(tmp_path, capsys) -> None:
     code = main(["bench", "--task", "generation", "--data", str(tmp_path / "empty")])
     assert code == 2
     assert "val.csv" in capsys.readouterr().err
+
+
+def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path) -> None:
+    import eul.sequential
+
+    seen = {}
+
+    def record(config, progress):
+        seen["config"] = config
+        return {"steps": [], "setup": {}}
+
+    monkeypatch.setattr(eul.sequential, "run_sequential", record)
+    out = tmp_path / "seq.json"
+    argv = ["--quiet", "bench", "--sequential", "--quick", "--variants", "--anchor-weight", "0.5"]
+    assert main([*argv, "--fusion", "fit", "--out", str(out)]) == 0
+    config = seen["config"]
+    assert config.variants and config.fusion == "fit" and config.anchor_weight == 0.5
+    assert config.bench.quick
+    assert json.loads(out.read_text())["sequential"] == []
