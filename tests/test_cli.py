@@ -170,7 +170,15 @@ def test_unlearn_then_evaluate_with_the_layer(capsys, workspace) -> None:
         )
         == 0
     )
-    assert (workspace / "layers" / "req-1" / "layer.safetensors").is_file()
+    layer_dir = workspace / "layers" / "req-1"
+    assert (layer_dir / "layer.safetensors").is_file()
+    # and the sums that fusing it needs lie beside the weights, in both spaces
+    from eul.fusion import FEATURE_STATS, FusionStats
+
+    features = FusionStats.load(layer_dir, stem=FEATURE_STATS)
+    hidden = FusionStats.load(layer_dir)
+    assert features.d_in == 64 and hidden.d_in == hidden.d_model
+    assert all(count > 0 for count in features.count.values())
     out = workspace / "metrics.json"
     assert (
         main(
