@@ -562,6 +562,60 @@ def set_alias(settings: TrackingSettings, alias: str, version: int) -> None:
                 client.set_model_version_tag(name, str(previous), f"{alias}_until", now)
 
 
+def set_version_tags(settings: TrackingSettings, version: int, tags: Mapping[str, str]) -> None:
+    """Add or overwrite tags of a version (who promoted it, a reviewer's override reason)."""
+    with _mlflow(settings) as client:
+        for key, value in tags.items():
+            client.set_model_version_tag(settings.model_name, str(version), key, value)
+
+
+def find_versions(settings: TrackingSettings, tag: str, value: str) -> list[int]:
+    """Versions of the model whose tag `tag` equals `value`, oldest first; [] if none.
+
+    The pipeline tags each version with a key of what it was built from, so that a rerun
+    finds the version an interrupted run already registered instead of adding another.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if "'" in value or "`" in tag:
+        raise ValueError("tag names and values searched for may not hold quotes")
+    query = f"name='{settings.model_name}' and tags.`{tag}`='{value}'"
+    with _mlflow(settings) as client:
+        try:
+            found = client.search_model_versions(query)
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return []
+            raise
+    return sorted(int(v.version) for v in found)
+
+
+def version_run_id(settings: TrackingSettings, version: int) -> str:
+    """The run a version was logged from (the batch run, with the fusion state)."""
+    with _mlflow(settings) as client:
+        run_id = client.get_model_version(settings.model_name, str(version)).run_id
+    if not run_id:
+        raise RegistryError(f"version {version} of {settings.model_name!r} names no run")
+    return run_id
+
+
+def download_run_artifacts(
+    settings: TrackingSettings, run_id: str, artifact_path: str, dst: str | Path
+) -> Path:
+    """Download one artifact folder of a run (e.g. `fusion_state`) into `dst`."""
+    import mlflow
+
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    with _mlflow(settings):
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=artifact_path,
+            dst_path=str(dst),
+            tracking_uri=settings.tracking_uri,
+        )
+    return Path(local)
+
+
 def _model_uri(settings: TrackingSettings, version: int) -> str:
     return f"models:/{settings.model_name}/{version}"
 
