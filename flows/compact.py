@@ -26,7 +26,7 @@ from tasks.pipeline import (
 NAME = "compact"
 
 
-@flow(name=NAME, log_prints=True)
+@flow(name=NAME)
 def compact(
     project_dir: str = ".",
     params_file: str = "params.yaml",

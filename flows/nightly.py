@@ -14,7 +14,7 @@ from flows.batch import open_project, run_batch
 NAME = "nightly-deletion-batch"
 
 
-@flow(name=NAME, task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+@flow(name=NAME, task_runner=ThreadPoolTaskRunner(max_workers=8))
 def nightly_deletion_batch(
     project_dir: str = ".",
     params_file: str = "params.yaml",

@@ -17,7 +17,7 @@ from tasks.pipeline import production_model, promote
 NAME = "promote"
 
 
-@flow(name=NAME, log_prints=True)
+@flow(name=NAME)
 def promote_version(
     reviewer: str,
     version: int | None = None,

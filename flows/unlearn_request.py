@@ -12,7 +12,7 @@ from flows.batch import open_project, run_batch
 NAME = "unlearn-request"
 
 
-@flow(name=NAME, flow_run_name="unlearn-{request_id}", log_prints=True)
+@flow(name=NAME, flow_run_name="unlearn-{request_id}")
 def unlearn_request(
     request_id: str,
     project_dir: str = ".",
