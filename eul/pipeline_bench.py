@@ -145,9 +145,11 @@ def run(project: Path, requests: int, workers: int | None, scratch: Path) -> dic
         for i, subject in enumerate(subjects):
             ledger.submit(subject_id=subject, request_id=f"bench-{i + 1}")
     server, api = _start_server(scratch / "prefect-home")
-    os.environ.update({k: v for k, v in _env().items() if k != "PYTHONPATH"})
+    os.environ.update(_env())
     os.environ["PREFECT_API_URL"] = api
     torch.set_num_threads(1)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # flows/ and tasks/ sit next to eul/
     try:
         from flows.nightly import nightly_deletion_batch
 

@@ -7,7 +7,10 @@ promotion, after-promote between promotion and purge; a rerun finishes the batch
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
+
+from prefect.concurrency.sync import concurrency
 
 from eul.gates import failure_reasons
 from eul.pipeline import (
@@ -34,6 +37,17 @@ from tasks.pipeline import (
     train_layer,
 )
 from tasks.report import report
+
+# A global concurrency limit every flow that may move the production alias holds while it
+# runs (`prefect global-concurrency-limit create eul-model --limit 1`): a nightly batch and
+# an urgent request then never build on the same production version at once. Without the
+# limit the flows run unguarded, and promotion's compare-and-set still refuses the loser.
+MODEL_LIMIT = "eul-model"
+
+
+def model_slot() -> AbstractContextManager[None]:
+    """Hold the `eul-model` slot (a no-op, with a warning, where no such limit exists)."""
+    return concurrency(MODEL_LIMIT, occupy=1)
 
 
 def open_project(project_dir: str, params_file: str) -> Context:

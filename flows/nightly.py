@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.batch import open_project, run_batch
+from flows.batch import model_slot, open_project, run_batch
 
 NAME = "nightly-deletion-batch"
 
@@ -26,7 +26,8 @@ def nightly_deletion_batch(
     passing candidate for the `promote` flow.
     """
     ctx = open_project(project_dir, params_file)
-    return run_batch(ctx, "nightly", NAME, auto_promote=auto_promote)
+    with model_slot():
+        return run_batch(ctx, "nightly", NAME, auto_promote=auto_promote)
 
 
 if __name__ == "__main__":

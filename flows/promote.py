@@ -11,7 +11,7 @@ from prefect import flow
 
 from eul.pipeline import Clock, PipelineError
 from eul.registry import CANDIDATE, get_alias_version
-from flows.batch import finish, open_project
+from flows.batch import finish, model_slot, open_project
 from tasks.pipeline import production_model, promote
 
 NAME = "promote"
@@ -30,23 +30,24 @@ def promote_version(
     if not reviewer.strip():
         raise PipelineError("name the reviewer who decides the promotion")
     ctx = open_project(project_dir, params_file)
-    clock = Clock()
-    inner: dict[str, float] = {}
-    if version is None:
-        version = get_alias_version(ctx.settings, CANDIDATE)
+    with model_slot():
+        clock = Clock()
+        inner: dict[str, float] = {}
         if version is None:
-            raise PipelineError("no version has the `candidate` alias; name a version")
-    with clock("promote"):
-        before = production_model(ctx)
-        promoted = promote(ctx, version, f"reviewer {reviewer}", override_reason)
-    summary: dict[str, Any] = {
-        "flow": NAME,
-        "kind": "promote",
-        "version": version,
-        "production_before": before.version,
-        "production_after": version,
-        "promoted": True,
-        "new_requests": promoted["deployed"],
-        "outcome": f"version {version} promoted to production by reviewer {reviewer}",
-    }
-    return finish(ctx, summary, clock, inner, before, None, False, "", NAME)
+            version = get_alias_version(ctx.settings, CANDIDATE)
+            if version is None:
+                raise PipelineError("no version has the `candidate` alias; name a version")
+        with clock("promote"):
+            before = production_model(ctx)
+            promoted = promote(ctx, version, f"reviewer {reviewer}", override_reason)
+        summary: dict[str, Any] = {
+            "flow": NAME,
+            "kind": "promote",
+            "version": version,
+            "production_before": before.version,
+            "production_after": version,
+            "promoted": True,
+            "new_requests": promoted["deployed"],
+            "outcome": f"version {version} promoted to production by reviewer {reviewer}",
+        }
+        return finish(ctx, summary, clock, inner, before, None, False, "", NAME)

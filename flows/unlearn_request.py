@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.batch import open_project, run_batch
+from flows.batch import model_slot, open_project, run_batch
 
 NAME = "unlearn-request"
 
@@ -25,7 +25,10 @@ def unlearn_request(
     is; the summary's `not_pending` says so.
     """
     ctx = open_project(project_dir, params_file)
-    return run_batch(ctx, "request", NAME, only=[request_id], auto_promote=auto_promote)
+    with ctx.ledger() as ledger:
+        ledger.get(request_id)  # an id that is not in the log is an error, not a no-op
+    with model_slot():
+        return run_batch(ctx, "request", NAME, only=[request_id], auto_promote=auto_promote)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ for _name, _value in (
 
 from eul.cli import main  # noqa: E402
 from eul.fusion import FusionState  # noqa: E402
-from eul.ledger import Ledger  # noqa: E402
+from eul.ledger import Ledger, LedgerError  # noqa: E402
 from eul.pipeline import FAIL_ENV, PipelineError, load_context  # noqa: E402
 from eul.registry import (  # noqa: E402
     CANDIDATE,
@@ -296,6 +296,9 @@ def test_unlearn_request_handles_one_request_now(project):
     # and asking again changes nothing: it is already honoured
     again = unlearn_request("urgent", project_dir=str(project))
     assert again["not_pending"] == ["urgent"] and again["outcome"] == "nothing to do"
+    # while an id the log does not know is an error, not a silent no-op
+    with pytest.raises(LedgerError, match="no request 'urgnet'"):
+        unlearn_request("urgnet", project_dir=str(project))
 
 
 def test_compaction_replaces_the_stack_and_keeps_every_request_honoured(project):
