@@ -770,6 +770,31 @@ _KIND_LINES = {
 }
 
 
+def plot_metrics(evaluation: dict[str, Any], path: Path) -> Path:
+    """A bar chart of candidate against production on every shared metric (a reviewer's
+    first look, logged with the batch run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    candidate = _metrics(evaluation["candidate"])
+    production = _metrics(evaluation["production"])
+    names = [k for k in candidate if k in production]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.2))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [production[k] for k in names], 0.4, label="production")
+    ax.bar([x + 0.2 for x in xs], [candidate[k] for k in names], 0.4, label="candidate")
+    ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def register_candidate(
     ctx: Context,
     production: Production,
@@ -820,6 +845,7 @@ def register_candidate(
         layer_dir=layer_dir,
         state_dir=state_dir,
         evaluation=document,
+        plots=[plot_metrics(evaluation, folder / "metrics.png")],
     )
     dvc_file = ctx.root / ctx.params.data.dvc_file
     data_md5 = dvcstore.tracked_md5(dvc_file) if dvc_file.is_file() else None

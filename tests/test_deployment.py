@@ -99,7 +99,11 @@ def test_nightly_deployment_runs_on_a_local_server(tmp_path, flow_template, pref
             ledger.submit(subject_id=subject, request_id=f"dep-{i}")
     env = {**prefect_server, "EUL_PROJECT_DIR": str(project)}
     _prefect(env, project, "work-pool", "create", "eul-process", "--type", "process")
-    _prefect(env, project, "--no-prompt", "deploy", "--name", "nightly")
+    _prefect(env, project, "--no-prompt", "deploy", "--all")
+    listed = _prefect({**env, "COLUMNS": "250"}, project, "deployment", "ls")
+    for name in ("nightly-deletion-batch/nightly", "unlearn-request/urgent", "promote/review",
+                 "compact/weekly"):  # fmt: skip
+        assert name in listed
     # when the deployment is run and a process worker picks the run up
     out = _prefect(env, project, "deployment", "run", "nightly-deletion-batch/nightly")
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
@@ -118,3 +122,13 @@ def test_nightly_deployment_runs_on_a_local_server(tmp_path, flow_template, pref
             "dep-0": "purged",
             "dep-1": "purged",
         }
+
+
+def test_serve_offers_the_same_four_deployments(tmp_path):
+    from flows.serve import COMPACT_CRON, NIGHTLY_CRON, deployments
+
+    found = {d.name: d for d in deployments(str(tmp_path))}
+    assert sorted(found) == ["nightly", "review", "urgent", "weekly"]
+    assert found["nightly"].schedules[0].schedule.cron == NIGHTLY_CRON
+    assert found["weekly"].schedules[0].schedule.cron == COMPACT_CRON
+    assert found["urgent"].parameters == {"project_dir": str(tmp_path.resolve())}

@@ -169,6 +169,13 @@ def test_nightly_batch_end_to_end(project):
     assert sorted(r.data.tags["eul.request_id"] for r in request_runs(project)) == [
         "req-a", "req-b", "ticket.7"]  # fmt: skip
     assert load_production(ctx.settings).unlearning_layers().active == ["_fused"]
+    # the batch run holds the fused layer, the fusion state, the evaluation and a plot
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ctx.settings.tracking_uri, registry_uri=ctx.settings.tracking_uri)
+    batch_run = client.get_model_version(ctx.settings.model_name, "1").run_id
+    artifacts = {a.path for a in client.list_artifacts(batch_run)}
+    assert {"fused_layer", "fusion_state", "evaluation.json", "plots"} <= artifacts
     # and no forgotten row's text is in MLflow, the working folder or the data any more
     stores = [project / "state", project / "data", project / ".dvc", project / ".dvc-remote"]
     for text in [t for request in texts.values() for t in request]:
