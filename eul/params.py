@@ -173,7 +173,10 @@ class PipelineParams(_Section):
 
     `workdir` holds per-request layers with their statistics, fused batches and downloaded
     production versions (files, never forget text); reruns read it to skip finished work.
-    `train_workers` bounds the training tasks that run at once in one flow run (threads).
+    `stack_layers`: each request's layer is trained on top of the batch's earlier ones, one
+    after the other, so that their sum is the model that was trained; off, they train side
+    by side against production alone, `train_workers` at a time (threads), and their sum was
+    never trained as such (measured: it loses utility, see README).
     """
 
     workdir: str = "state/pipeline"
@@ -181,6 +184,7 @@ class PipelineParams(_Section):
     purge: bool = True
     remotes: list[str] | None = None
     scan: bool = True
+    stack_layers: bool = True
     train_workers: int = Field(2, ge=1)
     eval_retained: int = Field(500, ge=1)
 

@@ -455,11 +455,19 @@ def _forget_side(tm: TextModel, forget: list[Record], unseen: list[Record], task
 
 
 def train_request(
-    ctx: Context, production: Production, request_id: str, partition: dict[str, Any]
+    ctx: Context,
+    production: Production,
+    request_id: str,
+    partition: dict[str, Any],
+    below: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Train (or find on disk) the unlearning layer of one request, log its MLflow run and
-    mark it `unlearned`. The layer is trained on top of the production model: its teacher
-    is the production model itself (the new layer switched off)."""
+    mark it `unlearned`.
+
+    The layer is trained on top of the production model and of the layers in `below` (the
+    batch's earlier requests, when the batch stacks its layers): its teacher is that model
+    with the new layer switched off, so the fused sum is exactly what was trained.
+    """
     folder = layer_folder(ctx, request_id)
     done_file = folder / DONE_FILE
     if done_file.is_file():
@@ -474,6 +482,7 @@ def train_request(
         "request_id": request_id,
         "rows": entry["rows"],
         "production_version": production.version,
+        "trained_on": [b["request_id"] for b in below if b.get("layer_dir")],
     }
     if entry["rows"] == 0:
         # the request's rows are not in the training split: nothing to unlearn, only to purge
@@ -496,6 +505,9 @@ def train_request(
         retained = _load(partition["retained_file"], task)
         unseen = _load(ctx.prepared("heldout.jsonl"), task)
         tm = load_serving(production.base_dir, production.layer_dir)
+        layers = tm.unlearning_layers()
+        underneath = [layers.load_layer(b["layer_dir"]) for b in below if b.get("layer_dir")]
+        layers.set_active([*layers.active, *underneath])
     with clock("layer_evaluate"):
         before = _forget_side(tm, forget, unseen, task)
     name = layer_key(request_id)

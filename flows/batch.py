@@ -65,10 +65,16 @@ def add_seconds(total: dict[str, float], part: dict[str, Any] | None) -> None:
 def train_all(
     ctx: Context, production: Production, request_ids: list[str], split: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Submit the training tasks to the flow's task runner, `pipeline.train_workers` at a
-    time; the `gpu` tag limit on the server bounds them further."""
-    width = ctx.params.pipeline.train_workers
+    """The batch's layers. Stacked (`pipeline.stack_layers`): one after the other, each on
+    top of the earlier ones. Side by side: submitted to the flow's task runner
+    `pipeline.train_workers` at a time, each against production alone. Either way the
+    `gpu` tag limit on the server bounds how many run at once."""
     results: list[dict[str, Any]] = []
+    if ctx.params.pipeline.stack_layers:
+        for request_id in request_ids:
+            results.append(train_layer(ctx, production, request_id, split, list(results)))
+        return results
+    width = ctx.params.pipeline.train_workers
     for start in range(0, len(request_ids), width):
         wave = [
             train_layer.submit(ctx, production, request_id, split)

@@ -51,10 +51,14 @@ def find_registered(ctx: Context, plan: Plan) -> dict[str, Any] | None:
     cache_policy=NO_CACHE,
 )
 def train_layer(
-    ctx: Context, production: Production, request_id: str, partition: dict[str, Any]
+    ctx: Context,
+    production: Production,
+    request_id: str,
+    partition: dict[str, Any],
+    below: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One request's unlearning layer (skipped when it is already on disk)."""
-    return pipeline.train_request(ctx, production, request_id, partition)
+    """One request's unlearning layer, on top of `below` (skipped when already on disk)."""
+    return pipeline.train_request(ctx, production, request_id, partition, below or [])
 
 
 @task(name="fuse-layers", cache_policy=NO_CACHE)

@@ -68,9 +68,11 @@ def test_a_batch_step_by_step(project):
     assert snapshot["validated"] == ["req.a", "req-b"] == snapshot["pending"]
     split = partition_data(ctx, snapshot)
     assert split["via"] == "dvc" and split["requests"]["req.a"]["rows"] >= 3
-    # and each request's layer is trained
-    trained = [train_request(ctx, production, rid, split) for rid in ("req.a", "req-b")]
+    # and each request's layer is trained, the second on top of the first
+    first = train_request(ctx, production, "req.a", split)
+    trained = [first, train_request(ctx, production, "req-b", split, [first])]
     assert [t["skipped"] for t in trained] == [False, False]
+    assert [t["trained_on"] for t in trained] == [[], ["req.a"]]
     with ctx.ledger() as ledger:
         assert {s.request_id: s.status for s in ledger.list()} == {
             "req.a": "unlearned",
