@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-LAYER = ("layer_load", "layer_train", "layer_statistics", "layer_evaluate", "layer_mlflow")
+LAYER = (
+    "layer_load",
+    "layer_train",
+    "layer_statistics",
+    "layer_evaluate",
+    "layer_mlflow",
+    "layer_other",
+)
 
 
 def _env() -> dict[str, str]:
@@ -148,8 +155,8 @@ def run(
     shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns("state"))
     params = yaml.safe_load((copy / "params.yaml").read_text())
     if workers is not None:
-        params["pipeline"]["train_workers"] = workers
-    params["pipeline"]["stack_layers"] = not side_by_side
+        params.setdefault("pipeline", {})["train_workers"] = workers
+    params.setdefault("pipeline", {})["stack_layers"] = not side_by_side
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     from eul.ledger import Ledger
 
@@ -191,7 +198,7 @@ def run(
         "requests": requests,
         "request_rows": rows,
         "stack_layers": not side_by_side,
-        "train_workers": params["pipeline"]["train_workers"],
+        "train_workers": params["pipeline"].get("train_workers", 2),
         "wall_s": wall,
         "outcome": summary["outcome"],
         "gates": summary.get("gates"),
