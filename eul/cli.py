@@ -451,6 +451,38 @@ def _bench_generation(args: argparse.Namespace) -> None:
 # -- parser -------------------------------------------------------------------------------
 
 
+def _moment(text: str | None):
+    """A timezone-aware datetime from ISO text (UTC when no offset is given), or None."""
+    from datetime import datetime, timezone
+
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--at takes an ISO date or time such as 2026-12-31, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from eul.audit import audit, format_markdown
+    from eul.ledger import Ledger
+    from eul.pipeline import PipelineError, load_context
+    from eul.registry import RegistryError
+
+    try:
+        ctx = load_context(args.project, args.params)
+        with Ledger(args.log_url or ctx.log_url, params_path=ctx.params_path) as ledger:
+            report = audit(ledger, ctx.settings, now=_moment(args.at))
+    except (PipelineError, RegistryError) as err:
+        raise CliError(str(err)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_markdown(report), end="")
+    return 0 if report["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The EULConfig defaults, read from their mirror in eul.params so that building the
     # parser does not import torch.
@@ -502,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     part.add_argument("--data", required=True, help=".jsonl records with record_id, subject_id")
     part.add_argument("--out", required=True, help="output folder")
     part.add_argument(
-        "--status", default="validated", help="requests acted on (default %(default)s)"
+        "--status",
+        default="validated",
+        help="requests acted on, comma-separated statuses (default %(default)s)",
     )
     part.set_defaults(func=cmd_data_partition, needs_ml=False)
 
@@ -699,6 +733,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(func=cmd_bench)
+
+    aud = sub.add_parser(
+        "audit",
+        help="which deletion requests the production model honours; exit 1 if any is overdue",
+        description="For the production version in the MLflow registry: the requests it "
+        "honours (version, deployment, purge hashes), those pending or overdue, and the "
+        "deletion log's chain check. Exit status 1 when a request is overdue, deployed in the "
+        "log but not honoured by production, or the chain is broken.",
+    )
+    aud.add_argument("--project", default=".", help="the project folder (default: here)")
+    aud.add_argument("--params", default="params.yaml", help="params file inside the project")
+    aud.add_argument("--log-url", help="SQLAlchemy URL of the log (default: as `eul requests`)")
+    aud.add_argument(
+        "--at", help="judge deadlines at this ISO date or time instead of now (e.g. 2026-12-31)"
+    )
+    aud.add_argument("--json", action="store_true", help="print the report as JSON")
+    aud.set_defaults(func=cmd_audit, needs_ml=False)
 
     from eul.cli_requests import register
 

@@ -835,6 +835,23 @@ class Ledger:
             ).all()
         return RequestHistory(_state(row), [_entry(h) for h in history])
 
+    def entry_at(self, seq: int) -> Entry | None:
+        """The entry with sequence number `seq`, or None (a model version names the log entry
+        its batch was cut at; this checks that entry still has the hash the version records)."""
+        with self._read() as conn:
+            row = conn.execute(select(entries_table).where(entries_table.c.seq == seq)).first()
+        return None if row is None else _entry(row)
+
+    def entries(self, statuses: Sequence[str] | None = None) -> list[Entry]:
+        """Every entry in sequence order, optionally only those that set one of `statuses`
+        (the audit reads the `deployed` and `purged` entries of every request at once)."""
+        wanted = self._statuses(statuses)
+        query = select(entries_table).order_by(entries_table.c.seq)
+        if wanted is not None:
+            query = query.where(entries_table.c.status.in_(wanted))
+        with self._read() as conn:
+            return [_entry(row) for row in conn.execute(query)]
+
     def list(
         self,
         status: str | Sequence[str] | None = None,

@@ -155,6 +155,60 @@ class LogParams(_Section):
     deadline_days: int = Field(30, ge=1)
 
 
+class GateParams(_Section):
+    """What a candidate version must show before it may replace production.
+
+    No oracle is available each night, so the gates compare only what needs none: test
+    accuracy against the production model, membership inference of the batch's forget rows
+    against held-out rows, and forget accuracy against test accuracy (`eul.gates`). A
+    negative margin asks for forget accuracy that far below test accuracy.
+    """
+
+    max_test_acc_drop: float = Field(0.02, ge=0.0, le=1.0)
+    max_mia_auc: float = Field(0.6, ge=0.0, le=1.0)
+    forget_acc_margin: float = Field(0.05, ge=-1.0, le=1.0)
+
+
+class PipelineParams(_Section):
+    """The nightly batch: where it works, whether it promotes and purges by itself.
+
+    `workdir` holds per-request layers with their statistics, fused batches and downloaded
+    production versions (files, never forget text); reruns read it to skip finished work.
+    `stack_layers`: each request's layer is trained on top of the batch's earlier ones, one
+    after the other, so that their sum is the model that was trained; off, they train side
+    by side against production alone, `train_workers` at a time (threads), and their sum was
+    never trained as such (measured: it loses utility, see README).
+    """
+
+    workdir: str = "state/pipeline"
+    auto_promote: bool = True
+    purge: bool = True
+    remotes: list[str] | None = None
+    scan: bool = True
+    stack_layers: bool = True
+    train_workers: int = Field(2, ge=1)
+    eval_retained: int = Field(500, ge=1)
+
+
+class RegistryParams(_Section):
+    """MLflow: where runs, versions and artifacts go. MLFLOW_TRACKING_URI,
+    EUL_MLFLOW_ARTIFACTS, EUL_MLFLOW_MODEL and EUL_MLFLOW_EXPERIMENT override these."""
+
+    tracking_uri: str = "sqlite:///state/mlflow.db"
+    artifact_location: str = "state/mlartifacts"
+    model_name: str = "eul-model"
+    experiment: str = "eul"
+
+
+class CompactionParams(_Section):
+    """When the stack of fused layers is replaced by a full retrain on the retained data:
+    the share of training rows forgotten since the base was trained, or the number of
+    requests fused on top of it, passes its threshold."""
+
+    max_forget_share: float = Field(0.05, gt=0.0, le=1.0)
+    max_requests: int = Field(50, ge=1)
+
+
 class Params(_Section):
     """All of params.yaml."""
 
@@ -166,6 +220,10 @@ class Params(_Section):
     partition: PartitionParams = Field(default_factory=PartitionParams)
     purge: PurgeParams = Field(default_factory=PurgeParams)
     log: LogParams = Field(default_factory=LogParams)
+    gates: GateParams = Field(default_factory=GateParams)
+    pipeline: PipelineParams = Field(default_factory=PipelineParams)
+    registry: RegistryParams = Field(default_factory=RegistryParams)
+    compaction: CompactionParams = Field(default_factory=CompactionParams)
 
     def model_spec(self) -> ModelSpec:
         """The `eul.model.ModelSpec` of the base model."""

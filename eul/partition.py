@@ -236,13 +236,16 @@ def partition(
     (An id with characters other than letters, digits and '._-~' is percent-encoded in the
     file name; the manifest's `file` gives the name.)
 
-    Only requests with `status` are acted on; the others are listed in the manifest as
-    skipped. A row named by two requests is in both forget files and not retained.
+    Only requests with `status` are acted on (several statuses: comma-separated, e.g.
+    "validated,unlearned,fused", every request not yet deployed); the others are listed in
+    the manifest as skipped. A row named by two requests is in both forget files and not
+    retained.
     """
     data = Path(data)
     out = Path(out)
     rows = read_rows(data)
-    chosen = snapshot.with_status(status)
+    wanted = {s.strip() for s in status.split(",") if s.strip()}
+    chosen = [r for r in snapshot.requests if r.status in wanted]
     matches = match_requests(rows, chosen)
 
     forget_dir = out / FORGET_DIR
@@ -283,7 +286,7 @@ def partition(
         "skipped": [
             {"request_id": r.request_id, "status": r.status}
             for r in snapshot.requests
-            if r.status != status
+            if r.status not in wanted
         ],
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -21,6 +21,7 @@ import numbers
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -104,33 +105,45 @@ def _sqlite_folder(tracking_uri: str) -> None:
         Path(tracking_uri[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
 
 
+# MLflow's tracking URI and the env variables are process-wide: blocks that overlap (tasks
+# in threads) set them on entry, and the last block to leave puts back what the first found.
+_STATE_LOCK = threading.Lock()
+_state: dict[str, Any] = {"depth": 0, "saved_env": {}, "saved_uris": ("", "")}
+
+
 @contextmanager
 def _mlflow(settings: TrackingSettings) -> Iterator[MlflowClient]:
     """A client on `settings`; MLflow's fluent calls inside (log_model, load_model) use them too.
 
     MLflow keeps the tracking URI in a process global and in MLFLOW_TRACKING_URI, and reads the
-    S3 endpoint from MLFLOW_S3_ENDPOINT_URL: all are set for the block and put back after it.
-    Not for two threads using different settings at the same time.
+    S3 endpoint from MLFLOW_S3_ENDPOINT_URL: all are set for the block and put back after the
+    last overlapping block. Threads may overlap with the same settings, not with different ones.
     """
     import mlflow
 
     _sqlite_folder(settings.tracking_uri)
-    saved_env = {name: os.environ.get(name) for name in MLFLOW_ENV}
-    saved_uris = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    if settings.s3_endpoint_url:
-        os.environ["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    with _STATE_LOCK:
+        if _state["depth"] == 0:
+            _state["saved_env"] = {name: os.environ.get(name) for name in MLFLOW_ENV}
+            _state["saved_uris"] = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        _state["depth"] += 1
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_registry_uri(settings.tracking_uri)
+        if settings.s3_endpoint_url:
+            os.environ["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     try:
         yield mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
     finally:
-        mlflow.set_tracking_uri(saved_uris[0])
-        mlflow.set_registry_uri(saved_uris[1])
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        with _STATE_LOCK:
+            _state["depth"] -= 1
+            if _state["depth"] == 0:
+                mlflow.set_tracking_uri(_state["saved_uris"][0])
+                mlflow.set_registry_uri(_state["saved_uris"][1])
+                for name, value in _state["saved_env"].items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
 
 
 # -- experiments and runs -------------------------------------------------------------------
@@ -560,6 +573,60 @@ def set_alias(settings: TrackingSettings, alias: str, version: int) -> None:
             client.set_model_version_tag(name, str(version), f"{alias}_since", now)
             if previous is not None:
                 client.set_model_version_tag(name, str(previous), f"{alias}_until", now)
+
+
+def set_version_tags(settings: TrackingSettings, version: int, tags: Mapping[str, str]) -> None:
+    """Add or overwrite tags of a version (who promoted it, a reviewer's override reason)."""
+    with _mlflow(settings) as client:
+        for key, value in tags.items():
+            client.set_model_version_tag(settings.model_name, str(version), key, value)
+
+
+def find_versions(settings: TrackingSettings, tag: str, value: str) -> list[int]:
+    """Versions of the model whose tag `tag` equals `value`, oldest first; [] if none.
+
+    The pipeline tags each version with a key of what it was built from, so that a rerun
+    finds the version an interrupted run already registered instead of adding another.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if "'" in value or "`" in tag:
+        raise ValueError("tag names and values searched for may not hold quotes")
+    query = f"name='{settings.model_name}' and tags.`{tag}`='{value}'"
+    with _mlflow(settings) as client:
+        try:
+            found = client.search_model_versions(query)
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return []
+            raise
+    return sorted(int(v.version) for v in found)
+
+
+def version_run_id(settings: TrackingSettings, version: int) -> str:
+    """The run a version was logged from (the batch run, with the fusion state)."""
+    with _mlflow(settings) as client:
+        run_id = client.get_model_version(settings.model_name, str(version)).run_id
+    if not run_id:
+        raise RegistryError(f"version {version} of {settings.model_name!r} names no run")
+    return run_id
+
+
+def download_run_artifacts(
+    settings: TrackingSettings, run_id: str, artifact_path: str, dst: str | Path
+) -> Path:
+    """Download one artifact folder of a run (e.g. `fusion_state`) into `dst`."""
+    import mlflow
+
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    with _mlflow(settings):
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=artifact_path,
+            dst_path=str(dst),
+            tracking_uri=settings.tracking_uri,
+        )
+    return Path(local)
 
 
 def _model_uri(settings: TrackingSettings, version: int) -> str:

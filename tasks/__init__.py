@@ -1,1 +1,1 @@
-"""Prefect tasks: thin wrappers over `eul` (filled in by the pipeline work)."""
+"""Prefect tasks: thin wrappers over the plain functions of `eul` (see tasks/pipeline.py)."""

@@ -180,3 +180,52 @@ def s3_server(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+# -- a project the Prefect flows run on -----------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough that `dvc repro` and a whole batch take seconds; every gate passes.
+FLOW_PARAMS = {
+    "data": {"n_subjects": 30, "records_per_subject": [3, 6], "memorised_share": 0.04},
+    "model": {"vocab_size": 300, "d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32},
+    "train": {"epochs": 2, "batch_size": 32},
+    "unlearn": {"epochs": 2, "retained_sample": 64, "retained_per_epoch": 32},
+    "gates": {"max_test_acc_drop": 1.0, "max_mia_auc": 1.0, "forget_acc_margin": 1.0},
+    "pipeline": {"eval_retained": 50, "train_workers": 2},
+}
+
+
+def build_flow_project(root: Path) -> Path:
+    """A git + DVC project holding this checkout's code, dvc.yaml and prefect.yaml, with tiny
+    params, every stage run (`eul data init`, `dvc repro`) and MLflow's schema created."""
+    import mlflow
+    import yaml
+
+    make_dvc_project(root)
+    for name in ("eul", "tasks", "flows"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "prefect.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in FLOW_PARAMS.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["eul", "data", "init"], cwd=root, check=True, capture_output=True)
+    dvcstore.add(root, "data/raw", "data.dvc")
+    dvcstore.run_dvc(["repro"], root)
+    (root / "state").mkdir(exist_ok=True)
+    mlflow.MlflowClient(f"sqlite:///{root / 'state/mlflow.db'}").search_experiments()
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "project"], cwd=root, check=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def flow_template(tmp_path_factory) -> Path:
+    """One built flow project per session; tests work on copies (`flow_project`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in _tool_env().items():
+            mp.setenv(key, value)
+        return build_flow_project(tmp_path_factory.mktemp("flows") / "project")

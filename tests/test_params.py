@@ -122,3 +122,16 @@ def test_cli_train_defaults_equal_params_defaults():
 def test_parse_params_accepts_ints_for_floats():
     params = parse_params({"train": {"lr": 1}})
     assert params.train.lr == 1.0
+
+
+def test_registry_defaults_match_the_tracking_settings():
+    # the `registry` section and eul.registry.TrackingSettings name the same stores
+    from eul.registry import TrackingSettings
+
+    section, settings = Params().registry, TrackingSettings()
+    assert (section.tracking_uri, section.model_name, section.experiment) == (
+        settings.tracking_uri,
+        settings.model_name,
+        settings.experiment,
+    )
+    assert TrackingSettings(artifact_location=section.artifact_location) == settings

@@ -488,3 +488,38 @@ def test_s3_artifacts_register_and_load(store, folders, s3_server, monkeypatch):
     assert loaded.generate(PROMPTS) == _direct(folders.base, folders.layer)
     assert version_tags(settings, version)["covered_request_ids"] == "req-1"
     assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == endpoint  # restored, not cleared
+
+
+def test_overlapping_blocks_in_threads_leave_no_tracking_uri_behind(tmp_path, monkeypatch):
+    # given no tracking URI in the environment, and two tasks in threads using MLflow at once
+    import threading
+
+    from eul.registry import _mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = TrackingSettings(f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "art"))
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with _mlflow(settings):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second():
+        first_in.wait(10)
+        with _mlflow(settings):
+            second_in.set()
+            first_out.wait(10)
+            # when the first block has left, the second still works on its settings
+            seen.append(os.environ.get("MLFLOW_TRACKING_URI"))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen == [settings.tracking_uri]
+    # then, both blocks done, the environment is as it was: nothing leaks to later calls
+    assert "MLFLOW_TRACKING_URI" not in os.environ

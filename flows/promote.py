@@ -1,0 +1,53 @@
+"""`promote`: a reviewer's decision. The version (default: the `candidate` alias) becomes
+production only if it passes the compliance checks: gates passed (or the reviewer gives a
+reason to override them), every request production honours still honoured, and the log
+entry it was cut at unchanged. Its requests are then marked deployed and purged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from eul.pipeline import Clock, PipelineError
+from eul.registry import CANDIDATE, get_alias_version
+from flows.batch import finish, model_slot, open_project
+from tasks.pipeline import production_model, promote
+
+NAME = "promote"
+
+
+@flow(name=NAME)
+def promote_version(
+    reviewer: str,
+    version: int | None = None,
+    override_reason: str | None = None,
+    project_dir: str = ".",
+    params_file: str = "params.yaml",
+) -> dict[str, Any]:
+    """Move `production` to `version` (or the candidate) for `reviewer`; a version that
+    failed its gates needs `override_reason`, which is recorded on the version."""
+    if not reviewer.strip():
+        raise PipelineError("name the reviewer who decides the promotion")
+    ctx = open_project(project_dir, params_file)
+    with model_slot():
+        clock = Clock()
+        inner: dict[str, float] = {}
+        if version is None:
+            version = get_alias_version(ctx.settings, CANDIDATE)
+            if version is None:
+                raise PipelineError("no version has the `candidate` alias; name a version")
+        with clock("promote"):
+            before = production_model(ctx)
+            promoted = promote(ctx, version, f"reviewer {reviewer}", override_reason)
+        summary: dict[str, Any] = {
+            "flow": NAME,
+            "kind": "promote",
+            "version": version,
+            "production_before": before.version,
+            "production_after": version,
+            "promoted": True,
+            "new_requests": promoted["deployed"],
+            "outcome": f"version {version} promoted to production by reviewer {reviewer}",
+        }
+        return finish(ctx, summary, clock, inner, before, None, False, "", NAME)

@@ -1,0 +1,155 @@
+"""Prefect tasks of the deletion pipeline: each one calls one plain function of `eul`.
+
+Training is tagged `gpu`: a tag concurrency limit on the Prefect server
+(`prefect concurrency-limit create gpu 1`) lets one training run at a time per GPU, while
+the flow's task runner submits them all. Tasks that touch a store (log, MLflow, DVC) retry
+once; the functions they call are idempotent, so a retry repeats nothing. No caching: every
+run must look at the log and the registry as they are now.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from eul import compaction, pipeline
+from eul.pipeline import Context, Plan, Production
+
+
+@task(name="production-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def production_model(ctx: Context) -> Production:
+    """The production version (downloaded once), or the DVC-trained base before any."""
+    return pipeline.current_production(ctx)
+
+
+@task(name="snapshot-log", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def snapshot_log(ctx: Context, production: Production) -> dict[str, Any]:
+    """Validate received requests, reconcile with production, snapshot the pending ones."""
+    return pipeline.snapshot_log(ctx, production)
+
+
+@task(name="partition", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def partition(ctx: Context, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """Forget sets per request and the retained set (the DVC `partition` stage)."""
+    return pipeline.partition_data(ctx, snapshot)
+
+
+@task(name="find-registered", cache_policy=NO_CACHE)
+def find_registered(ctx: Context, plan: Plan) -> dict[str, Any] | None:
+    """The version an earlier run of this very batch registered, if any."""
+    return pipeline.find_registered(ctx, plan)
+
+
+@task(
+    name="train-layer",
+    task_run_name="train-layer-{request_id}",
+    tags=["gpu"],
+    retries=2,
+    retry_delay_seconds=10,
+    cache_policy=NO_CACHE,
+)
+def train_layer(
+    ctx: Context,
+    production: Production,
+    request_id: str,
+    partition: dict[str, Any],
+    below: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One request's unlearning layer, on top of `below` (skipped when already on disk)."""
+    return pipeline.train_request(ctx, production, request_id, partition, below or [])
+
+
+@task(name="fuse-layers", cache_policy=NO_CACHE)
+def fuse_layers(
+    ctx: Context, production: Production, trained: list[dict[str, Any]], plan: Plan
+) -> dict[str, Any]:
+    """Production's fusion state plus the new layers, solved into one layer."""
+    return pipeline.fuse_batch(ctx, production, trained, plan)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(
+    ctx: Context,
+    production: Production,
+    base_dir: str,
+    layer_dir: str,
+    partition: dict[str, Any] | None,
+    request_ids: list[str],
+) -> dict[str, Any]:
+    """The candidate and the production model on the same rows."""
+    return pipeline.evaluate_batch(ctx, production, base_dir, layer_dir, partition, request_ids)
+
+
+@task(name="check-gates", cache_policy=NO_CACHE)
+def check_gates(ctx: Context, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Utility, membership-inference and forget-vs-test gates (thresholds in params.yaml)."""
+    return pipeline.check_batch_gates(ctx, evaluation)
+
+
+@task(name="register-candidate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def register_candidate(
+    ctx: Context,
+    production: Production,
+    plan: Plan,
+    fused: dict[str, Any],
+    evaluation: dict[str, Any],
+    verdict: dict[str, Any],
+) -> dict[str, Any]:
+    """Batch run, registered version tagged with the log, alias `candidate`."""
+    found = pipeline.find_registered(ctx, plan)  # a retry after a half-finished attempt
+    if found is not None:
+        return found
+    return pipeline.register_candidate(
+        ctx,
+        production,
+        plan,
+        base_dir=fused["base_dir"],
+        layer_dir=fused["layer_dir"],
+        state_dir=fused["state_dir"],
+        evaluation=evaluation,
+        verdict=verdict,
+    )
+
+
+@task(name="mark-fused", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def mark_fused(ctx: Context, request_ids: list[str], version: int, batch_id: str) -> list[str]:
+    """The batch's requests become `fused` into the registered version."""
+    return pipeline.mark_fused(ctx, request_ids, version, batch_id)
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote(
+    ctx: Context,
+    version: int,
+    promoted_by: str,
+    override_reason: str | None = None,
+    expected_production: int | None | str = "any",
+) -> dict[str, Any]:
+    """Compliance checks, then alias `production` and the log's `deployed` marks."""
+    return pipeline.promote_version(
+        ctx,
+        version,
+        promoted_by=promoted_by,
+        override_reason=override_reason,
+        expected_production=expected_production,
+    )
+
+
+@task(name="purge", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def purge(ctx: Context) -> dict[str, Any]:
+    """Deployed requests' rows out of data, DVC cache and remotes; `purged` with hashes."""
+    return pipeline.purge_deployed(ctx)
+
+
+@task(name="compaction-status", cache_policy=NO_CACHE)
+def compaction_status(ctx: Context, production: Production) -> dict[str, Any]:
+    """Forget share and stacked requests of the production base against the thresholds."""
+    return compaction.compaction_status(ctx, production)
+
+
+@task(name="retrain", tags=["gpu"], retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
+    """The base recipe trained again on the retained rows (skipped when on disk)."""
+    return compaction.retrain(ctx, plan)

@@ -1,0 +1,339 @@
+"""The Prefect flows end to end on a tiny project: a real git + DVC project built by
+`eul data init` and `dvc repro`, a real SQLite MLflow store inside it, and Prefect's test
+harness (a temporary Prefect server for the session)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+for _name, _value in (
+    ("DO_NOT_TRACK", "1"),
+    ("MLFLOW_DISABLE_TELEMETRY", "true"),
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60"),
+):
+    os.environ.setdefault(_name, _value)
+
+from eul.cli import main  # noqa: E402
+from eul.fusion import FusionState  # noqa: E402
+from eul.ledger import Ledger, LedgerError  # noqa: E402
+from eul.pipeline import FAIL_ENV, PipelineError, load_context  # noqa: E402
+from eul.registry import (  # noqa: E402
+    CANDIDATE,
+    PRODUCTION,
+    covered_request_ids,
+    get_alias_version,
+    load_production,
+    version_tags,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy"),
+]
+
+CLEARED = (
+    "EUL_LOG_URL",
+    "MLFLOW_TRACKING_URI",
+    "EUL_MLFLOW_ARTIFACTS",
+    "EUL_MLFLOW_MODEL",
+    "EUL_MLFLOW_EXPERIMENT",
+    FAIL_ENV,
+)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def set_params(root: Path, **sections: dict) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (SQLite) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def project(tmp_path, flow_template, tool_env, prefect_harness, monkeypatch) -> Path:
+    """A private copy of the built project; the log, MLflow and DVC all live inside it."""
+    for name in CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "project"
+    shutil.copytree(flow_template, root, symlinks=True)
+    return root
+
+
+def unique_subjects(root: Path, n: int) -> list[str]:
+    """Subjects in the training split whose texts appear in no other row."""
+    rows = _rows(root / "data/prepared/train.jsonl")
+    subjects = []
+    for subject in sorted({r["subject_id"] for r in rows}):
+        own = [r["text"] for r in rows if r["subject_id"] == subject]
+        others = [r["text"] for r in rows if r["subject_id"] != subject]
+        if len(own) >= 2 and not any(t in o for t in own for o in others):
+            subjects.append(subject)
+    return subjects[:n]
+
+
+def submit(root: Path, **requests: str) -> dict[str, list[str]]:
+    """Submit one request per subject (request id -> subject); returns their row texts."""
+    rows = _rows(root / "data/prepared/train.jsonl")
+    with Ledger(f"sqlite:///{root / 'state/deletion-log.sqlite'}") as ledger:
+        for request_id, subject in requests.items():
+            ledger.submit(subject_id=subject, request_id=request_id)
+    return {rid: [r["text"] for r in rows if r["subject_id"] == s] for rid, s in requests.items()}
+
+
+def statuses(root: Path) -> dict[str, str]:
+    with Ledger(f"sqlite:///{root / 'state/deletion-log.sqlite'}") as ledger:
+        return {s.request_id: s.status for s in ledger.list()}
+
+
+def histories(root: Path) -> dict[str, list[str]]:
+    with Ledger(f"sqlite:///{root / 'state/deletion-log.sqlite'}") as ledger:
+        return {s.request_id: [e.status for e in ledger.get(s.request_id).history]
+                for s in ledger.list()}  # fmt: skip
+
+
+def request_runs(root: Path) -> list:
+    import mlflow
+
+    settings = load_context(root).settings
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    return client.search_runs([experiment.experiment_id], "tags.`eul.kind` = 'request'")
+
+
+def audit_cli(*args: str) -> tuple[int, str]:
+    """`eul audit ARGS`: exit status and output. (Not capsys: Prefect's log handler would
+    keep writing to the stream capsys closes after the test.)"""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["audit", *args])
+    return code, out.getvalue()
+
+
+def holders(tops: list[Path], needle: str) -> list[Path]:
+    found = []
+    for top in tops:
+        for path in sorted(p for p in top.rglob("*") if p.is_file()):
+            if needle.encode() in path.read_bytes():
+                found.append(path)
+    return found
+
+
+def test_nightly_batch_end_to_end(project):
+    from prefect.artifacts import Artifact
+
+    from flows.nightly import nightly_deletion_batch
+
+    # given three requests for subjects of the training data, and one for nobody
+    a, b, c = unique_subjects(project, 3)
+    texts = submit(project, **{"req-a": a, "req-b": b, "ticket.7": c, "req-nobody": "s9999"})
+    # when the nightly batch runs
+    summary = nightly_deletion_batch(project_dir=str(project))
+    # then the three requests were trained, fused, registered, promoted and purged
+    assert summary["outcome"] == "version 1 promoted to production"
+    assert sorted(summary["new_requests"]) == ["req-a", "req-b", "ticket.7"]
+    assert summary["rejected"] == ["req-nobody"] and summary["trained"] == 3
+    assert statuses(project) == {"req-a": "purged", "req-b": "purged", "ticket.7": "purged",
+                                 "req-nobody": "rejected"}  # fmt: skip
+    assert histories(project)["req-a"] == [
+        "received", "validated", "unlearned", "fused", "deployed", "purged"]  # fmt: skip
+    # and the production version is tied to the log it was cut from
+    ctx = load_context(project)
+    assert get_alias_version(ctx.settings, PRODUCTION) == 1
+    tags = version_tags(ctx.settings, 1)
+    assert covered_request_ids(tags) == ["req-a", "req-b", "ticket.7"]
+    assert tags["gates_passed"] == "true" and tags["eul.kind"] == "nightly"
+    with Ledger(ctx.log_url) as ledger:
+        assert ledger.entry_at(int(tags["log_seq"])).hash == tags["log_hash"]
+    # one MLflow run per request and `models:/...@production` loads base + fused layer
+    assert sorted(r.data.tags["eul.request_id"] for r in request_runs(project)) == [
+        "req-a", "req-b", "ticket.7"]  # fmt: skip
+    assert load_production(ctx.settings).unlearning_layers().active == ["_fused"]
+    # the batch run holds the fused layer, the fusion state, the evaluation and a plot
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ctx.settings.tracking_uri, registry_uri=ctx.settings.tracking_uri)
+    batch_run = client.get_model_version(ctx.settings.model_name, "1").run_id
+    artifacts = {a.path for a in client.list_artifacts(batch_run)}
+    assert {"fused_layer", "fusion_state", "evaluation.json", "plots"} <= artifacts
+    # and no forgotten row's text is in MLflow, the working folder or the data any more
+    stores = [project / "state", project / "data", project / ".dvc", project / ".dvc-remote"]
+    for text in [t for request in texts.values() for t in request]:
+        assert holders(stores, text) == [], text
+    # the batch published its report as Prefect artifacts
+    markdown = Artifact.get("nightly-deletion-batch-report")
+    assert "version 1 promoted to production" in markdown.data
+    assert "| req-a | honoured | purged | 1 |" in markdown.data
+    # and `eul audit` says every request is honoured, with the purge hashes as evidence
+    code, out = audit_cli("--project", str(project), "--json")
+    assert code == 0
+    report = json.loads(out)
+    purged = {r["request_id"]: r["purge_evidence"] for r in report["honoured"]}
+    assert sorted(purged) == ["req-a", "req-b", "ticket.7"]
+    assert len(purged["req-a"]["row_sha256"]) == len(texts["req-a"])
+
+    # when a new request arrives and the next batch runs
+    [d] = [s for s in unique_subjects(project, 5) if s not in (a, b, c)][:1]
+    submit(project, **{"req-d": d})
+    second = nightly_deletion_batch(project_dir=str(project))
+    # then only the new request was trained, on top of version 1, and version 2 covers all
+    assert second["production_before"] == 1 and second["trained"] == 1
+    assert get_alias_version(ctx.settings, PRODUCTION) == 2
+    assert covered_request_ids(version_tags(ctx.settings, 2)) == [
+        "req-a", "req-b", "req-d", "ticket.7"]  # fmt: skip
+    state = FusionState.load(ctx.workdir / "batches" / second["batch_id"] / "state")
+    assert state.requests == ["req-a", "req-b", "ticket.7", "req-d"]
+
+
+def test_a_failed_gate_registers_without_promoting_until_a_reviewer_decides(project):
+    from flows.nightly import nightly_deletion_batch
+    from flows.promote import promote_version
+
+    # given gates no model can pass: forget accuracy must be 100 points below test accuracy
+    set_params(project, gates={"forget_acc_margin": -1.0}, pipeline={"purge": False})
+    a, b = unique_subjects(project, 2)
+    submit(project, **{"req-a": a, "req-b": b})
+    # when the nightly batch runs
+    summary = nightly_deletion_batch(project_dir=str(project))
+    # then the version is registered with the reasons, as candidate only
+    assert summary["outcome"] == "version 1 failed its gates"
+    ctx = load_context(project)
+    assert get_alias_version(ctx.settings, CANDIDATE) == 1
+    assert get_alias_version(ctx.settings, PRODUCTION) is None
+    tags = version_tags(ctx.settings, 1)
+    assert tags["gates_passed"] == "false"
+    assert tags["eul.gate_reasons"].startswith("forget_vs_test: forget accuracy")
+    # and the requests stay pending in the log, where the audit shows them
+    assert statuses(project) == {"req-a": "fused", "req-b": "fused"}
+    code, out = audit_cli("--project", str(project))
+    assert code == 0 and "| req-a | pending | fused |" in out
+    # and in a month they are overdue: the audit fails
+    assert audit_cli("--project", str(project), "--at", "2099-01-01")[0] == 1
+
+    # when a rerun finds nothing new, it registers nothing new
+    again = nightly_deletion_batch(project_dir=str(project))
+    assert again["version"] == 1 and again["reused"] is True
+
+    # when a reviewer promotes it without a reason, it is refused
+    with pytest.raises(PipelineError, match="gates failed"):
+        promote_version(reviewer="dana", project_dir=str(project))
+    assert get_alias_version(ctx.settings, PRODUCTION) is None
+    # with a reason, it becomes production and the requests are deployed
+    result = promote_version(
+        reviewer="dana", override_reason="margin set too strict", project_dir=str(project)
+    )
+    assert result["production_after"] == 1
+    assert get_alias_version(ctx.settings, PRODUCTION) == 1
+    assert statuses(project) == {"req-a": "deployed", "req-b": "deployed"}
+    tags = version_tags(ctx.settings, 1)
+    assert tags["eul.override_reason"] == "margin set too strict"
+    assert tags["eul.promoted_by"] == "reviewer dana"
+
+
+def test_rerun_after_a_failure_between_registration_and_promotion(project, monkeypatch):
+    from flows.nightly import nightly_deletion_batch
+
+    a, b = unique_subjects(project, 2)
+    submit(project, **{"req-a": a, "req-b": b})
+    # given a batch that stops right after registering its version
+    monkeypatch.setenv(FAIL_ENV, "after-register")
+    with pytest.raises(PipelineError, match="after-register"):
+        nightly_deletion_batch(project_dir=str(project))
+    ctx = load_context(project)
+    assert get_alias_version(ctx.settings, CANDIDATE) == 1
+    assert get_alias_version(ctx.settings, PRODUCTION) is None
+    assert statuses(project) == {"req-a": "fused", "req-b": "fused"}
+    layer = ctx.workdir / "layers" / "req-a" / "layer.safetensors"
+    trained_at = layer.stat().st_mtime_ns
+    # when it is run again
+    monkeypatch.delenv(FAIL_ENV)
+    summary = nightly_deletion_batch(project_dir=str(project))
+    # then it finishes the same batch: the same version promoted, nothing trained again
+    assert summary["version"] == 1 and summary["reused"] is True
+    assert summary["outcome"] == "version 1 promoted to production"
+    assert "trained" not in summary and layer.stat().st_mtime_ns == trained_at
+    assert get_alias_version(ctx.settings, PRODUCTION) == 1
+    assert len(list((ctx.workdir / "batches").iterdir())) == 1
+    # and each request went through each status exactly once, with one MLflow run each
+    for history in histories(project).values():
+        assert history == ["received", "validated", "unlearned", "fused", "deployed", "purged"]
+    assert len(request_runs(project)) == 2
+    from mlflow import MlflowClient
+
+    uri = ctx.settings.tracking_uri
+    versions = MlflowClient(uri, registry_uri=uri).search_model_versions(
+        f"name='{ctx.settings.model_name}'"
+    )
+    assert [int(v.version) for v in versions] == [1]
+
+
+def test_unlearn_request_handles_one_request_now(project):
+    from flows.unlearn_request import unlearn_request
+
+    set_params(project, pipeline={"purge": False})
+    a, b = unique_subjects(project, 2)
+    submit(project, **{"urgent": a, "later": b})
+    # when one request is unlearned on its own
+    summary = unlearn_request("urgent", project_dir=str(project))
+    # then only that request is deployed; the other waits for the nightly batch
+    assert summary["new_requests"] == ["urgent"] and summary["promoted"] is True
+    assert statuses(project) == {"urgent": "deployed", "later": "validated"}
+    ctx = load_context(project)
+    assert covered_request_ids(version_tags(ctx.settings, 1)) == ["urgent"]
+    # and asking again changes nothing: it is already honoured
+    again = unlearn_request("urgent", project_dir=str(project))
+    assert again["not_pending"] == ["urgent"] and again["outcome"] == "nothing to do"
+    # while an id the log does not know is an error, not a silent no-op
+    with pytest.raises(LedgerError, match="no request 'urgnet'"):
+        unlearn_request("urgnet", project_dir=str(project))
+
+
+def test_compaction_replaces_the_stack_and_keeps_every_request_honoured(project):
+    from flows.compact import compact
+    from flows.nightly import nightly_deletion_batch
+
+    # given a production model with two requests fused on its base, over the threshold of 1
+    set_params(project, compaction={"max_requests": 1}, pipeline={"purge": False})
+    a, b, c = unique_subjects(project, 3)
+    submit(project, **{"req-a": a, "req-b": b})
+    nightly_deletion_batch(project_dir=str(project))
+    # when the compact flow runs
+    summary = compact(project_dir=str(project))
+    # then a retrained base with an empty stack is production, honouring the same requests
+    assert summary["compaction"]["due"] and summary["compaction"]["stacked_requests"] == 2
+    assert summary["outcome"] == "version 2 promoted to production"
+    ctx = load_context(project)
+    tags = version_tags(ctx.settings, 2)
+    assert tags["eul.kind"] == "compaction"
+    assert covered_request_ids(tags) == ["req-a", "req-b"]
+    assert FusionState.load(ctx.workdir / "batches" / summary["batch_id"] / "retrain" /
+                            "state").requests == []  # fmt: skip
+    # and the next request is fused on the new base alone
+    submit(project, **{"req-c": c})
+    after = nightly_deletion_batch(project_dir=str(project))
+    assert after["production_before"] == 2 and after["production_after"] == 3
+    state = FusionState.load(ctx.workdir / "batches" / after["batch_id"] / "state")
+    assert state.requests == ["req-c"]
+    assert covered_request_ids(version_tags(ctx.settings, 3)) == ["req-a", "req-b", "req-c"]
+    # and with nothing stacked beyond the threshold, no compaction is due
+    assert compact(project_dir=str(project))["outcome"] == "no compaction due"

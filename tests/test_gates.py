@@ -1,0 +1,66 @@
+"""The gates a candidate version must pass: utility, membership inference, forget vs test."""
+
+from __future__ import annotations
+
+import math
+
+from eul.gates import check_gates, failure_reasons, passed
+from eul.params import GateParams
+
+LIMITS = GateParams(max_test_acc_drop=0.02, max_mia_auc=0.6, forget_acc_margin=0.05)
+PRODUCTION = {"test_acc": 0.85, "forget_acc": 0.97, "mia_auc": 0.7}
+
+
+def test_a_candidate_within_every_threshold_passes():
+    # given a candidate that kept test accuracy and forgot the batch's rows
+    candidate = {"test_acc": 0.84, "forget_acc": 0.5, "mia_auc": 0.3}
+    # when the gates are checked
+    gates = check_gates(candidate, PRODUCTION, forget_rows=12, params=LIMITS)
+    # then every gate passes and no reason is given
+    assert passed(gates)
+    assert failure_reasons(gates) == []
+    assert math.isclose(gates["utility"]["drop"], 0.01)
+
+
+def test_each_gate_fails_on_its_own_threshold():
+    # a 3-point drop in test accuracy
+    gates = check_gates({"test_acc": 0.82, "forget_acc": 0.5, "mia_auc": 0.3}, PRODUCTION, 12,
+                        LIMITS)  # fmt: skip
+    assert [n for n, g in gates.items() if not g["passed"]] == ["utility"]
+    assert "fell 0.030 (0.850 -> 0.820)" in failure_reasons(gates)[0]
+    # forget rows still told apart from held-out rows
+    gates = check_gates({"test_acc": 0.85, "forget_acc": 0.5, "mia_auc": 0.61}, PRODUCTION, 12,
+                        LIMITS)  # fmt: skip
+    assert [n for n, g in gates.items() if not g["passed"]] == ["mia_auc"]
+    assert "AUC 0.610" in failure_reasons(gates)[0]
+    # the forget rows still answered better than unseen test rows
+    gates = check_gates({"test_acc": 0.85, "forget_acc": 0.91, "mia_auc": 0.5}, PRODUCTION, 12,
+                        LIMITS)  # fmt: skip
+    assert [n for n, g in gates.items() if not g["passed"]] == ["forget_vs_test"]
+    assert "forget accuracy 0.910 is above test accuracy 0.850" in failure_reasons(gates)[0]
+
+
+def test_a_negative_margin_asks_for_forget_accuracy_below_test_accuracy():
+    strict = GateParams(forget_acc_margin=-0.1)
+    gates = check_gates({"test_acc": 0.85, "forget_acc": 0.8, "mia_auc": 0.5}, PRODUCTION, 5,
+                        strict)  # fmt: skip
+    assert gates["forget_vs_test"]["passed"] is False
+
+
+def test_missing_measurements_fail_but_no_forget_rows_is_nothing_to_measure():
+    # given a batch whose forget metrics could not be measured although it had rows
+    nan = float("nan")
+    gates = check_gates({"test_acc": 0.85, "forget_acc": nan, "mia_auc": nan}, PRODUCTION, 4,
+                        LIMITS)  # fmt: skip
+    # then those gates fail: a gate that cannot be checked is not passed
+    assert not gates["mia_auc"]["passed"] and not gates["forget_vs_test"]["passed"]
+    assert not passed(gates)
+    # but a batch with no rows in the training data (a compaction) has nothing to forget
+    gates = check_gates({"test_acc": 0.85, "forget_acc": nan, "mia_auc": nan}, PRODUCTION, 0,
+                        LIMITS)  # fmt: skip
+    assert passed(gates)
+    assert gates["mia_auc"]["note"] == "no forget rows to measure"
+
+
+def test_no_gate_at_all_is_not_a_pass():
+    assert passed({}) is False

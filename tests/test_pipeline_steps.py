@@ -1,0 +1,170 @@
+"""The pipeline's steps as plain functions, without Prefect: a built project (real DVC), a
+real SQLite MLflow store and deletion log inside it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from eul.compaction import compaction_status
+from eul.fusion import FusionState
+from eul.ledger import Ledger
+from eul.pipeline import (
+    FUSED_LAYER,
+    Production,
+    current_production,
+    fuse_batch,
+    layer_key,
+    load_context,
+    load_serving,
+    partition_data,
+    plan_batch,
+    promotion_problems,
+    snapshot_log,
+    train_request,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")
+
+
+@pytest.fixture
+def project(tmp_path, flow_template, tool_env, monkeypatch) -> Path:
+    for name in ("EUL_LOG_URL", "MLFLOW_TRACKING_URI", "EUL_MLFLOW_ARTIFACTS"):
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "project"
+    shutil.copytree(flow_template, root, symlinks=True)
+    return root
+
+
+def _subjects(root: Path, n: int) -> list[str]:
+    rows = [json.loads(x) for x in (root / "data/prepared/train.jsonl").read_text().splitlines()]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["subject_id"]] = counts.get(row["subject_id"], 0) + 1
+    return [s for s, c in sorted(counts.items()) if c >= 3][:n]
+
+
+def test_layer_names_hold_no_dots_and_stay_distinct():
+    assert layer_key("ticket.7") == "ticket%2E7"
+    assert layer_key("a/b:c@d") == "a%2Fb%3Ac%40d"
+    assert layer_key("a.b") != layer_key("a_b")
+
+
+def test_a_batch_step_by_step(project):
+    # given two requests in the log and no production version yet
+    ctx = load_context(project)
+    a, b = _subjects(project, 2)
+    with ctx.ledger() as ledger:
+        ledger.submit(subject_id=a, request_id="req.a")
+        ledger.submit(subject_id=b, request_id="req-b")
+    production = current_production(ctx)
+    assert production.version is None and production.base_dir == project / "models/base"
+    # when the log is snapshotted and partitioned through DVC
+    snapshot = snapshot_log(ctx, production)
+    assert snapshot["validated"] == ["req.a", "req-b"] == snapshot["pending"]
+    split = partition_data(ctx, snapshot)
+    assert split["via"] == "dvc" and split["requests"]["req.a"]["rows"] >= 3
+    # and each request's layer is trained, the second on top of the first
+    first = train_request(ctx, production, "req.a", split)
+    trained = [first, train_request(ctx, production, "req-b", split, [first])]
+    assert [t["skipped"] for t in trained] == [False, False]
+    assert [t["trained_on"] for t in trained] == [[], ["req.a"]]
+    with ctx.ledger() as ledger:
+        assert {s.request_id: s.status for s in ledger.list()} == {
+            "req.a": "unlearned",
+            "req-b": "unlearned",
+        }
+    # then asking again finds the layer on disk: nothing is retrained or logged twice
+    again = train_request(ctx, production, "req.a", split)
+    assert again["skipped"] is True and again["mlflow_run_id"] == trained[0]["mlflow_run_id"]
+
+    # when the layers are fused
+    plan = plan_batch(ctx, production, ["req.a", "req-b"], snapshot, "nightly")
+    fused = fuse_batch(ctx, production, trained, plan)
+    assert fused["added"] == ["req.a", "req-b"] and fused["requests_in_state"] == 2
+    # then the one fused layer is exactly the two layers stacked
+    stacked = load_serving(production.base_dir, None)
+    layers = stacked.unlearning_layers()
+    names = [layers.load_layer(t["layer_dir"]) for t in trained]
+    layers.set_active(names)
+    one = load_serving(production.base_dir, Path(fused["layer_dir"]))
+    rows = [json.loads(x) for x in Path(split["requests"]["req.a"]["file"]).read_text().split("\n")
+            if x]  # fmt: skip
+    batch = stacked.batch([r["text"] for r in rows], [r["target"] for r in rows])
+    with torch.no_grad():
+        assert torch.allclose(stacked.logits(batch), one.logits(batch), atol=1e-5)
+
+    # and a production state that already holds a request does not take it twice
+    on_top = Production(1, production.base_dir, Path(fused["layer_dir"]),
+                        Path(fused["state_dir"]), ("req.a", "req-b"))  # fmt: skip
+    plan_again = plan_batch(ctx, on_top, ["req.a"], snapshot, "nightly")
+    assert plan_again.key != plan.key
+    refused = fuse_batch(ctx, on_top, trained[:1], plan_again)
+    assert refused["already_fused"] == ["req.a"] and refused["added"] == []
+    assert FusionState.load(refused["state_dir"]).requests == ["req.a", "req-b"]
+
+    # and the stacked requests count towards compaction
+    status = compaction_status(ctx, on_top)
+    assert status["stacked_requests"] == 2 and status["forgotten_rows"] > 0
+    assert status["due"] is (status["forget_share"] > ctx.params.compaction.max_forget_share)
+
+
+def test_the_same_batch_gets_the_same_key(project):
+    ctx = load_context(project)
+    production = Production(3, project, None, None, ("old",))
+    snapshot = {"log_seq": 9, "log_hash": "h"}
+    first = plan_batch(ctx, production, ["b", "a"], snapshot, "nightly")
+    # the same requests on the same production version, from either flow: the same key
+    assert plan_batch(ctx, production, ["a", "b"], snapshot, "request").key == first.key
+    assert first.covered == ("a", "b", "old")
+    # another production version, or other requests: another key
+    other = Production(4, project, None, None, ("old",))
+    assert plan_batch(ctx, other, ["a", "b"], snapshot, "nightly").key != first.key
+    assert plan_batch(ctx, production, ["a"], snapshot, "nightly").key != first.key
+
+
+def test_promotion_checks_compliance(tmp_path):
+    with Ledger(f"sqlite:///{tmp_path / 'log.sqlite'}") as ledger:
+        for rid in ("r1", "r2", "r3"):
+            ledger.submit(record_ids=[f"x-{rid}"], request_id=rid)
+        ledger.validate({"s": ["x-r1", "x-r2"]})  # r3 names no known record: rejected
+        seq, head = ledger.head()
+        production = Production(1, tmp_path, None, None, ("r1",))
+        good = {"covered_request_ids": "r1,r2", "gates_passed": "true", "log_seq": str(seq),
+                "log_hash": head}  # fmt: skip
+        # a version that passed its gates and honours what production honours may go
+        assert promotion_problems(good, production, ledger) == []
+        # failed gates need a reviewer's reason
+        failed = {**good, "gates_passed": "false", "eul.gate_reasons": "utility: fell"}
+        assert "gates failed (utility: fell)" in promotion_problems(failed, production, ledger)[0]
+        assert promotion_problems(failed, production, ledger, "accepted by the DPO") == []
+        # a version that drops a request production honours may never go
+        dropped = {**good, "covered_request_ids": "r2"}
+        assert "does not honour 1 request(s)" in promotion_problems(dropped, production, ledger)[0]
+        # nor one whose log entry changed, or that covers a rejected request
+        moved = {**good, "log_hash": "0" * 64}
+        assert "hash differs" in promotion_problems(moved, production, ledger)[0]
+        bad = {**good, "covered_request_ids": "r1,r2,r3"}
+        assert "rejected requests: r3" in promotion_problems(bad, production, ledger)[0]
+
+
+def test_a_production_layer_is_switched_on_when_served(project):
+    # given a fused layer saved as the pipeline saves it
+    from eul.fusion import add_shared_fused_layer, fuse_shared
+    from eul.layers import LayerConfig
+
+    ctx = load_context(project)
+    base = project / "models/base"
+    tm = load_serving(base, None)
+    config = LayerConfig(**ctx.params.unlearn.layer.model_dump())
+    state = FusionState.empty(tm.unlearning_layers(), config)
+    add_shared_fused_layer(tm.unlearning_layers(), FUSED_LAYER, config, fuse_shared(state))
+    tm.unlearning_layers().save_layer(FUSED_LAYER, project / "layer")
+    # when it is served
+    served = load_serving(base, project / "layer")
+    # then it is on, under the production name
+    assert served.unlearning_layers().active == ["_production"]
