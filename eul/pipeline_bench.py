@@ -181,6 +181,9 @@ def run(
         started = time.perf_counter()
         summary = nightly_deletion_batch(project_dir=str(copy))
         wall = time.perf_counter() - started
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)  # the run's last logs reach the server first
     finally:
         server.terminate()
         try:

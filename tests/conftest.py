@@ -224,7 +224,7 @@ def build_flow_project(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def flow_template(tmp_path_factory) -> Path:
-    """One built flow project per session; tests work on copies (`flow_project`)."""
+    """One built flow project per test session; tests work on copies of it."""
     with pytest.MonkeyPatch.context() as mp:
         for key, value in _tool_env().items():
             mp.setenv(key, value)
