@@ -27,7 +27,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,17 +335,19 @@ def reconcile(ledger: Ledger, production: Production) -> list[str]:
     after moving the alias, before writing the log): mark them deployed now."""
     if production.version is None:
         return []
-    covered = set(production.covered)
+    return _mark_deployed(ledger, production.covered, production.version, reconciled=True)
+
+
+def _mark_deployed(
+    ledger: Ledger, covered: Iterable[str], version: int, **details: Any
+) -> list[str]:
+    """Move every pending request that `version` covers to deployed; returns their ids."""
+    covered = set(covered)
     done = []
     for state in ledger.list(status=PENDING):
         if state.request_id in covered:
             _advance(
-                ledger,
-                state.request_id,
-                state.status,
-                "deployed",
-                model_version=production.version,
-                reconciled=True,
+                ledger, state.request_id, state.status, "deployed", model_version=version, **details
             )
             done.append(state.request_id)
     return done
@@ -995,18 +997,7 @@ def promote_version(
         set_version_tags(ctx.settings, version, audit_tags)
         fail_point("before-alias")
         set_alias(ctx.settings, PRODUCTION, version)
-        covered = set(covered_request_ids(tags))
-        deployed = []
-        for state in ledger.list(status=PENDING):
-            if state.request_id in covered:
-                _advance(
-                    ledger,
-                    state.request_id,
-                    state.status,
-                    "deployed",
-                    model_version=version,
-                )
-                deployed.append(state.request_id)
+        deployed = _mark_deployed(ledger, covered_request_ids(tags), version)
     return {
         "version": version,
         "previous": production.version,
