@@ -53,7 +53,8 @@ class GenerationBenchConfig:
     samsum_rows: int | None = None
     seed: int = 0
     spec: ModelSpec = field(default_factory=lambda: GENERATION_SPEC)
-    eul: EULConfig = field(default_factory=EULConfig)
+    # a secret can sit below one half and still be greedy decoding's pick: push while on top
+    eul: EULConfig = field(default_factory=lambda: EULConfig(push_while_top=True))
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides: object) -> GenerationBenchConfig:

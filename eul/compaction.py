@@ -83,8 +83,9 @@ def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
     from eul.data import load_records
     from eul.fusion import FusionState, add_shared_fused_layer, fuse_shared
     from eul.layers import LayerConfig
-    from eul.model import TextModel, build_model, seed_everything, train_full, train_tokenizer
+    from eul.model import TextModel, build_model, seed_everything, train_full
     from eul.stages import _tokenizer_texts
+    from eul.tokenizer import train_tokenizer
 
     folder = batch_folder(ctx, plan) / "retrain"
     if (folder / DONE_FILE).is_file():

@@ -418,6 +418,17 @@ def load_fused(folder: str | Path) -> dict[str, torch.Tensor]:
 FUSION_MODES = ("sum", "fit")
 
 
+def keep_grams(stats: FusionStats) -> dict[str, torch.Tensor]:
+    """Per position, the mean feature Gram of the tokens in `stats` (`ForgetTask.keep`).
+
+    A new shared-basis layer trained with these is held to no output on the earlier
+    requests' forget tokens, so adding it leaves those requests forgotten.
+    """
+    if any(stats.count[p] == 0 for p in stats.positions):
+        raise ValueError("no tokens in these statistics: nothing to keep")
+    return {p: (stats.gram[p] / stats.count[p]).float() for p in stats.positions}
+
+
 def up_matrix(layer: nn.Module) -> torch.Tensor:
     """A layer's up projection as one (width+1)xd float64 matrix: [up.weight^T; up.bias]."""
     return torch.cat([layer.up.weight.detach().T, layer.up.bias.detach()[None]]).double().cpu()

@@ -15,7 +15,8 @@ import random
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from eul.model import IGNORE, SENTINELS, TextModel
+from eul.model import IGNORE, TextModel
+from eul.tokenizer import SENTINELS
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,26 @@ def topk_kl_to_teacher(
     t_rest, s_rest = rest(teacher), rest(student)
     kl = (teacher.exp() * (teacher - student)).sum(-1) + t_rest.exp() * (t_rest - s_rest)
     return _masked_mean(kl, labels != IGNORE)
+
+
+def forget_gate(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    token_logp: torch.Tensor,
+    content_mask: torch.Tensor,
+    level: float,
+    while_top: bool,
+) -> torch.Tensor:
+    """Which forget tokens to push: content tokens still more likely than `level`, and with
+    `while_top` also those still ranked first.
+
+    With a vocabulary-sized output a token well below one half can still be the one greedy
+    decoding picks; a memorised secret then comes back out although it "passed" the level.
+    """
+    gate = content_mask & (token_logp.detach() > level)
+    if while_top:
+        gate = gate | (content_mask & (student_logits.detach().argmax(-1) == labels))
+    return gate
 
 
 def bounded_negative_kl(

@@ -125,6 +125,8 @@ class UnlearnParams(_Section):
     unseen_sample: int = Field(500, ge=0)
     stop_share: float = Field(0.05, ge=0.0, le=1.0)
     stop_tolerance: float = Field(0.1, ge=0.0)
+    push_while_top: bool = False
+    keep_weight: float = Field(1.0, ge=0.0)
     layer: LayerParams = Field(default_factory=LayerParams)
     seed: int = 0
 

@@ -515,9 +515,10 @@ def train_request(
         before = _forget_side(tm, forget, unseen, task)
     name = layer_key(request_id)
     config = params.eul_config()
+    keep = _earlier_requests(production, below) if config.keep_weight > 0 else None
     with clock("layer_train"):
         outcome = get_method("eul", config=config).run(
-            tm, ForgetTask(forget, retained, unseen, name=name), progress=False
+            tm, ForgetTask(forget, retained, unseen, name=name, keep=keep), progress=False
         )
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
@@ -563,6 +564,29 @@ def train_request(
     # the rest: files, hashes, the log's `unlearned` entry
     clock.seconds["layer_other"] = time.perf_counter() - started - sum(clock.seconds.values())
     return {**result, "skipped": False, "seconds": clock.seconds}
+
+
+def _earlier_requests(production: Production, below: Sequence[dict[str, Any]]):
+    """Mean feature Grams of the requests already served (production's fused ones and the
+    batch's layers underneath), for `ForgetTask.keep`; None where there are none or the
+    layers have no shared basis (no feature statistics)."""
+    from eul.fusion import FEATURE_STATS, STATE_FILE, FusionState, FusionStats, keep_grams
+
+    parts = []
+    if production.state_dir is not None and (production.state_dir / STATE_FILE).is_file():
+        state = FusionState.load(production.state_dir)
+        if state.requests:
+            parts.append(state.stats)
+    for layer in below:
+        folder = Path(layer["layer_dir"]) if layer.get("layer_dir") else None
+        if folder is not None and (folder / f"{FEATURE_STATS}.safetensors").is_file():
+            parts.append(FusionStats.load(folder, stem=FEATURE_STATS))
+    if not parts:
+        return None
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return keep_grams(total)
 
 
 def _mark_unlearned(ctx: Context, request_id: str, result: dict[str, Any]) -> None:

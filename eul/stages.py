@@ -124,7 +124,7 @@ def _tokenizer_texts(records: list[Record]) -> list[str]:
 
 def prepare(params: Params, root: str | Path = ".") -> dict[str, int]:
     """Split the raw records by subject and train the tokenizer on the train split."""
-    from eul.model import train_tokenizer
+    from eul.tokenizer import train_tokenizer
 
     root = Path(root)
     records = load_records(raw_records_path(params, root), task=params.data.task)

@@ -129,3 +129,31 @@ def test_the_forget_level_drops_to_what_unseen_rows_get_when_that_is_below_one_h
     assert method.level == method._unseen_level
     # and without the gate there is no level at all
     assert get_method("eul", reference="none").level == -math.inf
+
+
+def test_keeping_earlier_requests_holds_a_new_layer_off_their_tokens(tiny_trained, forget_task):
+    # given a first request forgotten by a shared-basis layer, and its feature statistics
+    from eul.fusion import capture_statistics, keep_grams
+
+    task, _ = forget_task
+    subjects = sorted({r.subject_id for r in task.forget})
+    first = [r for r in task.forget if r.subject_id in subjects[:5]]
+    second = [r for r in task.forget if r.subject_id in subjects[5:]]
+    config = EULConfig(epochs=2, keep_weight=100.0)
+
+    def second_layer_output_on_first(keep: bool) -> float:
+        tm = tiny_trained.copy()
+        get_method("eul", config=config).run(
+            tm, ForgetTask(first, task.retained, task.heldout, name="first"), progress=False
+        )
+        earlier = capture_statistics(tm, "first", first, space="features")
+        # when a second request's layer trains on top, with or without keeping the first
+        task2 = ForgetTask(
+            second, task.retained, task.heldout, "second", keep_grams(earlier) if keep else None
+        )
+        get_method("eul", config=config).run(tm, task2, progress=False)
+        on_first = capture_statistics(tm, "second", first, space="features")
+        return sum(on_first.target_sq.values()) / sum(on_first.count.values())
+
+    # then kept, the second layer changes the first request's hidden states far less
+    assert second_layer_output_on_first(True) < 0.2 * second_layer_output_on_first(False)

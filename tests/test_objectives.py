@@ -84,3 +84,25 @@ def test_top_k_kl_matches_the_full_kl_when_k_covers_the_vocabulary() -> None:
     assert 0 <= coarse.item() <= full.item() + 1e-6
     same = objectives.topk_kl_to_teacher(small.indices, small.values, teacher, labels)
     assert abs(same.item()) < 1e-5
+
+
+def test_the_forget_gate_keeps_pushing_a_token_greedy_decoding_still_picks() -> None:
+    # given two target positions over a 4-token vocabulary, both at p(label) = 0.4:
+    # at the first the label is still the most likely token, at the second it is not
+    probs = torch.tensor([[[0.4, 0.2, 0.2, 0.2], [0.4, 0.6, 0.0, 0.0]]])
+    logits = probs.clamp(min=1e-6).log()
+    labels = torch.tensor([[0, 0]])
+    logp = torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    content = torch.ones(1, 2, dtype=torch.bool)
+    level = torch.log(torch.tensor(0.5)).item()
+    # when gated by the level alone, neither is pushed (both are below one half)
+    by_level = objectives.forget_gate(logits, labels, logp, content, level, while_top=False)
+    assert by_level.tolist() == [[False, False]]
+    # and when also gated while ranked first, only the first is
+    by_rank = objectives.forget_gate(logits, labels, logp, content, level, while_top=True)
+    assert by_rank.tolist() == [[True, False]]
+    # and a padding position is never pushed
+    padded = objectives.forget_gate(
+        logits, labels, logp, torch.tensor([[False, True]]), level, while_top=True
+    )
+    assert padded.tolist() == [[False, False]]

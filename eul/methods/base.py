@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import torch
 
 from eul.data import Record
 from eul.model import TextModel
@@ -15,13 +17,16 @@ class ForgetTask:
     """One unlearning problem: what to forget, what to keep, and unseen rows for reference.
 
     `heldout` rows were never trained on; they tell an oracle-free stopping rule what
-    "unseen" looks like to the model.
+    "unseen" looks like to the model. `keep` holds, per layer position, the mean feature Gram
+    of earlier requests' forget tokens (`eul.fusion.keep_grams`): a new shared-basis layer is
+    held to no output there, so training it does not bring those requests back.
     """
 
     forget: Sequence[Record]
     retained: Sequence[Record]
     heldout: Sequence[Record] = ()
     name: str = "request"
+    keep: Mapping[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not self.forget:

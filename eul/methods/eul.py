@@ -20,7 +20,14 @@ once all but `stop_share` (5%) of the forget tokens are below it, training stops
 retained epochs in between restore what the retained data supports, so forget rows whose
 answer follows from the rest of the data stay answered (as they would be by a model that
 never saw them).
-`reference="none"` removes the gate, as the paper has it.
+With `push_while_top` a token is also pushed while it is still the most likely next token:
+with a vocabulary-sized output a memorised secret can sit below one half and still be what
+greedy decoding writes (generation tasks). `reference="none"` removes the gate, as the paper
+has it.
+
+A request's layer can be held to no output on earlier requests' forget tokens
+(`ForgetTask.keep`, `keep_weight`): stacked on top of their layers, it then does not bring
+them back, which training against the retained data alone does.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -75,6 +82,8 @@ class EULConfig:
     unseen_sample: int = 500
     stop_share: float = 0.05
     stop_tolerance: float = 0.1
+    push_while_top: bool = False
+    keep_weight: float = 1.0
     layer: LayerConfig = field(default_factory=LayerConfig)
     seed: int = 0
 
@@ -176,6 +185,8 @@ class EUL:
 
         def step(loss: torch.Tensor) -> None:
             nonlocal steps
+            if task.keep is not None and cfg.keep_weight > 0:
+                loss = loss + cfg.keep_weight * self._keep_penalty(layers, name, task.keep)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -288,7 +299,9 @@ class EUL:
         labels = batch["labels"]
         logp = torch.log_softmax(student.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1))
         logp = logp.squeeze(-1).masked_fill(labels == IGNORE, 0.0)
-        gate = batch["content_mask"] & (logp.detach() > self.level)
+        gate = objectives.forget_gate(
+            student, labels, logp, batch["content_mask"], self.level, cfg.push_while_top
+        )
         if not gate.any():
             return logp.sum() * 0.0
         if cfg.objective == "unlikelihood":
@@ -307,6 +320,20 @@ class EUL:
             lm = tm.task_loss(lm_batch).clamp(max=cfg.lm_bound)
             loss = loss - cfg.gamma * lm
         return loss
+
+    @staticmethod
+    def _keep_penalty(layers, name: str, keep: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Mean squared output per hidden dimension of the new layer on earlier forget tokens.
+
+        With a shared basis the layer's output is features @ U, so over tokens whose mean
+        feature Gram is G this is trace(U^T G U) / d: exact, and no earlier text is needed.
+        """
+        total = torch.zeros(())
+        for position, gram in keep.items():
+            layer = layers.layers[name][position]
+            up = torch.cat([layer.up.weight.T, layer.up.bias[None]])
+            total = total + (up * (gram.to(up) @ up)).sum() / up.shape[1]
+        return total
 
     @torch.no_grad()
     def _share_above_level(self, tm: TextModel, forget: list[Record]) -> float:
