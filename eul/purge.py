@@ -152,9 +152,11 @@ def _workspace_md5(path: Path, tracked: str) -> str | None:
 
 
 def _sweep(root: Path, names: Sequence[str], targets: Sequence[str]) -> None:
-    """Drop unused objects from the cache, then push the new version to each remote and
-    drop the unused objects there."""
-    dvcstore.gc_workspace(root)
+    """Push the new version to each remote and drop the unused objects there and from the
+    cache (`dvc gc --cloud` sweeps both, so the cache needs its own sweep only without a
+    remote)."""
+    if not names:
+        dvcstore.gc_workspace(root)
     for name in names:
         try:
             dvcstore.push(root, name, targets)
