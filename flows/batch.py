@@ -35,6 +35,7 @@ from tasks.pipeline import (
     register_candidate,
     snapshot_log,
     train_layer,
+    train_stack,
 )
 from tasks.report import report
 
@@ -66,14 +67,12 @@ def train_all(
     ctx: Context, production: Production, request_ids: list[str], split: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """The batch's layers. Stacked (`pipeline.stack_layers`): one after the other, each on
-    top of the earlier ones. Side by side: submitted to the flow's task runner
+    top of the earlier ones, in one task. Side by side: submitted to the flow's task runner
     `pipeline.train_workers` at a time, each against production alone. Either way the
     `gpu` tag limit on the server bounds how many run at once."""
-    results: list[dict[str, Any]] = []
     if ctx.params.pipeline.stack_layers:
-        for request_id in request_ids:
-            results.append(train_layer(ctx, production, request_id, split, list(results)))
-        return results
+        return train_stack(ctx, production, request_ids, split)
+    results: list[dict[str, Any]] = []
     width = ctx.params.pipeline.train_workers
     for start in range(0, len(request_ids), width):
         wave = [

@@ -61,6 +61,24 @@ def train_layer(
     return pipeline.train_request(ctx, production, request_id, partition, below or [])
 
 
+@task(name="train-stack", tags=["gpu"], retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def train_stack(
+    ctx: Context, production: Production, request_ids: list[str], partition: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The batch's layers one after the other, each on top of the earlier ones.
+
+    One task holds the GPU slot for the whole stack: the layers cannot run side by side
+    anyway, and each slot request costs a round trip (seconds on a SQLite server). A retry
+    finds the layers already on disk and trains only the rest.
+    """
+    results: list[dict[str, Any]] = []
+    for request_id in request_ids:
+        results.append(
+            pipeline.train_request(ctx, production, request_id, partition, list(results))
+        )
+    return results
+
+
 @task(name="fuse-layers", cache_policy=NO_CACHE)
 def fuse_layers(
     ctx: Context, production: Production, trained: list[dict[str, Any]], plan: Plan
