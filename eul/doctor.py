@@ -121,14 +121,18 @@ def mlflow_problem(tracking_uri: str, timeout: float = TIMEOUT_S) -> tuple[str, 
 
 
 def prefect_api_url() -> tuple[str | None, str | None]:
-    """Prefect's API URL and key as Prefect itself resolves them (PREFECT_API_URL, the
-    active profile, a test harness); (None, None) when no API is configured."""
+    """Prefect's API URL and key: PREFECT_API_URL and PREFECT_API_KEY when set, else as
+    Prefect resolves them (the active profile, a test harness); None when there is none."""
+    url, key = os.environ.get("PREFECT_API_URL"), os.environ.get("PREFECT_API_KEY")
+    if url:
+        return url, key
     try:
         from prefect.settings import get_current_settings
     except ImportError:
-        return os.environ.get("PREFECT_API_URL") or None, os.environ.get("PREFECT_API_KEY")
+        return None, None
     settings = get_current_settings()
-    key = settings.api.key.get_secret_value() if settings.api.key else None
+    if key is None and settings.api.key is not None:
+        key = settings.api.key.get_secret_value()
     return settings.api.url or None, key
 
 
@@ -183,9 +187,8 @@ def check_log(ctx: Context) -> Check:
             f"{shown}: chain broken at entry {report.broken_seq}: {report.reason}",
             "the log was changed outside eul; restore it from a backup, then `eul requests verify`",
         )
-    return Check(
-        name, OK, f"{shown}: {report.entries} entries, hash chain verifies (head {report.head_seq})"
-    )
+    entries = f"{report.entries} entr{'y' if report.entries == 1 else 'ies'}"
+    return Check(name, OK, f"{shown}: {entries}, hash chain verifies (head {report.head_seq})")
 
 
 def check_mlflow(ctx: Context) -> tuple[Check, int | None]:
@@ -240,7 +243,7 @@ def check_prefect() -> Check:
         return Check(name, SKIP, "PREFECT_API_URL is not set: flows start a temporary server")
     problem = http_problem(url.rstrip("/") + "/health", token=key)
     if problem:
-        hint = "start `prefect server start` or fix PREFECT_API_URL (`prefect config view`)"
+        hint = "run `prefect server start` or fix PREFECT_API_URL (`prefect config view`)"
         return Check(name, FAIL, f"the API at {url} {problem}", hint)
     return Check(name, OK, f"the API at {url} answers")
 
@@ -292,9 +295,9 @@ def _check_remote(remote: str, section: Mapping[str, Any]) -> Check:
 def _s3_credentials(section: Mapping[str, Any]) -> str | None:
     """Where an S3 remote's keys come from, in the order DVC looks; None: nowhere."""
     if section.get("access_key_id") and section.get("secret_access_key"):
-        return "in the DVC config"
+        return "from the DVC config"
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-        return "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        return "from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     import boto3
 
     profile = section.get("profile")
@@ -302,7 +305,7 @@ def _s3_credentials(section: Mapping[str, Any]) -> str | None:
         found = boto3.Session(profile_name=profile).get_credentials()
     except Exception:  # noqa: BLE001 - an unknown profile means no credentials
         found = None
-    return f"AWS profile {profile or 'default'}" if found is not None else None
+    return f"from the AWS profile {profile or 'default'}" if found is not None else None
 
 
 def _check_s3_remote(name: str, url: str, section: Mapping[str, Any]) -> Check:
