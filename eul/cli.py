@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eul.cli_args import (
     EXIT_BAD_INPUT,
@@ -31,6 +32,10 @@ from eul.cli_args import (
     share,
     writable_path,
 )
+
+if TYPE_CHECKING:
+    from eul.doctor import Check
+    from eul.pipeline import Context
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "CliError", "RunError", "build_parser", "main"]
 
@@ -543,7 +548,7 @@ def _moment(text: str | None):
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _project(args: argparse.Namespace):
+def _project(args: argparse.Namespace) -> Context:
     """The project `--project` names (eul.pipeline.Context), its inputs checked first."""
     from eul.pipeline import load_context
 
@@ -578,7 +583,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     existing_dir(args.project, "--project", "give the project folder (with params.yaml)")
     width = 18
 
-    def show(check) -> None:
+    def show(check: Check) -> None:
         if not args.json:
             print(check.line(width), flush=True)
 
