@@ -1,7 +1,8 @@
-"""The `eul` command line: data, base model, unlearning, evaluation, benchmark.
+"""The `eul` command line: data, base model, unlearning, evaluation, benchmark, audit, doctor.
 
-Bad input ends with one line on stderr naming the problem and exit status 2; set
-EUL_DEBUG=1 to see the full traceback of an unexpected error.
+Bad input ends with one line on stderr that names the fix and exit status 2; a store that
+does not answer, or work that fails, ends the same way with exit status 1 (`eul.cli_args`).
+Set EUL_DEBUG=1 to see the full traceback.
 """
 
 from __future__ import annotations
@@ -13,13 +14,30 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-EXIT_BAD_INPUT = 2
+from eul.cli_args import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    CliError,
+    EulParser,
+    RunError,
+    existing_dir,
+    existing_file,
+    layer_dir,
+    model_dir,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    share,
+    writable_path,
+)
 
+if TYPE_CHECKING:
+    from eul.doctor import Check
+    from eul.pipeline import Context
 
-class CliError(Exception):
-    """An error the user can fix; printed as one line."""
-
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "CliError", "RunError", "build_parser", "main"]
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -40,15 +58,15 @@ def _quiet_libraries() -> None:
 def _ids(values: Sequence[str] | None, file: str | None) -> list[str]:
     ids = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
     if file:
-        path = Path(file)
-        if not path.is_file():
-            raise CliError(f"no id file at {path}")
+        path = existing_file(file, "--ids-file", "give a file with one record id per line")
         ids += [line.strip() for line in path.read_text().splitlines() if line.strip()]
     return ids
 
 
-def _load(path: str, args: argparse.Namespace) -> list:
+def _load(path: str, args: argparse.Namespace, option: str = "--data") -> list:
     from eul.data import ColumnMap, load_records
+
+    existing_file(path, option, "give a .jsonl, .csv, .tsv or .parquet file of records")
 
     columns = None
     if any(getattr(args, k, None) for k in ("text_col", "label_col", "target_col")):
@@ -65,7 +83,12 @@ def _load(path: str, args: argparse.Namespace) -> list:
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data columns (defaults match files written by `eul data generate`)")
-    g.add_argument("--task", choices=("classification", "generation"), default="classification")
+    g.add_argument(
+        "--task",
+        choices=("classification", "generation"),
+        default="classification",
+        help="classification: text -> label word; generation: text -> target text",
+    )
     g.add_argument("--text-col", help="column with the input text (default: text)")
     g.add_argument("--label-col", help="column with the label, classification (default: label)")
     g.add_argument("--target-col", help="column with the target text, generation (default: target)")
@@ -88,6 +111,18 @@ def _add_forget_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ids-file", help="file with one record id per line")
 
 
+def _statuses(text: str, option: str) -> list[str]:
+    """Comma-separated log statuses, each one the log knows."""
+    from eul.ledger import STATUSES
+
+    statuses = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in statuses if s not in STATUSES]
+    if not statuses or unknown:
+        shown = repr(unknown[0]) if unknown else "nothing"
+        raise CliError(f"{option} got {shown}; use one or more of {', '.join(STATUSES)}")
+    return statuses
+
+
 def _forget_split(records: list, args: argparse.Namespace) -> tuple[list, list]:
     from eul.data import select_forget
 
@@ -107,7 +142,7 @@ def _print_metrics(metrics: dict) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from eul.data import SyntheticConfig, generate, save_records, split_records
 
-    out = Path(args.out)
+    out = writable_path(args.out, "--out", folder=True)
     config = SyntheticConfig(
         task=args.task,
         n_subjects=args.subjects,
@@ -166,9 +201,14 @@ def cmd_data_init(args: argparse.Namespace) -> None:
 
 
 def cmd_stage_prepare(args: argparse.Namespace) -> None:
-    from eul.stages import prepare
+    from eul.stages import prepare, raw_records_path
 
     params = _params(args)
+    raw = raw_records_path(params, ".")
+    if not raw.is_file():
+        raise CliError(
+            f"no raw data at {raw}; run `eul data init` (the embedded data set) or `dvc pull`"
+        )
     counts = prepare(params, ".")
     print(
         f"split by subject into {params.prepare.out}/: train {counts['train']}, "
@@ -180,6 +220,11 @@ def cmd_stage_train(args: argparse.Namespace) -> None:
     from eul.stages import train_base
 
     params = _params(args)
+    train_file = Path(params.prepare.out) / "train.jsonl"
+    if not train_file.is_file():
+        raise CliError(
+            f"no prepared data at {train_file}; run `eul stage prepare` (or `dvc repro prepare`)"
+        )
     stats = train_base(params, ".", progress=not args.quiet)
     print(
         f"trained the base model ({stats['parameters']:,} parameters) on {stats['records']} "
@@ -191,8 +236,12 @@ def cmd_stage_train(args: argparse.Namespace) -> None:
 def cmd_data_partition(args: argparse.Namespace) -> None:
     from eul.partition import load_snapshot, partition
 
+    existing_file(args.snapshot, "--snapshot", "write one with `eul requests snapshot`")
+    existing_file(args.data, "--data", "give the .jsonl records the snapshot refers to")
+    status = ",".join(_statuses(args.status, "--status"))
+    writable_path(args.out, "--out", folder=True)
     snapshot = load_snapshot(args.snapshot)
-    manifest = partition(snapshot, args.data, args.out, status=args.status)
+    manifest = partition(snapshot, args.data, args.out, status=status)
     print(
         f"log seq {manifest['log_seq']}: {len(manifest['requests'])} {args.status} requests, "
         f"{manifest['rows_forgotten']} of {manifest['rows_total']} rows to forget, "
@@ -207,6 +256,7 @@ def _purge_requests(args: argparse.Namespace) -> list:
 
     requests = []
     if args.snapshot:
+        existing_file(args.snapshot, "--snapshot", "write one with `eul requests snapshot`")
         requests += requests_from_snapshot(load_snapshot(args.snapshot), status=args.status)
     for value in args.request or []:
         request_id, _, ids = value.partition("=")
@@ -225,14 +275,20 @@ def _purge_requests(args: argparse.Namespace) -> list:
 
 
 def cmd_data_purge(args: argparse.Namespace) -> None:
-    from eul.purge import PurgeError, purge
+    from eul import dvcstore
+    from eul.purge import purge
 
     params = _params(args)
     requests = _purge_requests(args)
-    try:
-        evidence = purge(requests, ".", params, remotes=args.remote, scan=not args.no_scan)
-    except PurgeError as err:
-        raise CliError(str(err)) from None
+    if args.evidence:
+        writable_path(args.evidence, "--evidence")
+    if args.remote:
+        known = dvcstore.remotes(".") if Path(".dvc").is_dir() else {}
+        unknown = [name for name in args.remote if name not in known]
+        if unknown:
+            names = ", ".join(known) or "none"
+            raise CliError(f"--remote {unknown[0]} is not a DVC remote here (known: {names})")
+    evidence = purge(requests, ".", params, remotes=args.remote, scan=not args.no_scan)
     if args.evidence:
         Path(args.evidence).write_text(json.dumps(evidence, indent=2) + "\n")
     print(
@@ -249,6 +305,15 @@ def cmd_data_purge(args: argparse.Namespace) -> None:
 def cmd_data_remote(args: argparse.Namespace) -> None:
     from eul import dvcstore
 
+    if not args.url.startswith("s3://"):
+        raise CliError(
+            f"an S3 remote URL starts with s3://, got {args.url!r}; e.g. s3://bucket/dvc"
+        )
+    if not Path(".dvc").is_dir():
+        raise CliError(
+            "this folder is not a DVC project (no .dvc/); run `eul data remote` in the "
+            "project's root, or `dvc init` first"
+        )
     key_id = secret = None
     if args.store_credentials:
         key_id = os.environ.get("AWS_ACCESS_KEY_ID")
@@ -273,6 +338,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     from eul.data import LABEL_WORDS
     from eul.model import ModelSpec, TextModel, TrainConfig, train_full
 
+    if args.init:
+        model_dir(args.init, "--init")
+    elif args.d_model % args.heads:
+        raise CliError(
+            f"--d-model {args.d_model} is not a multiple of --heads {args.heads}; "
+            "each head gets d_model / heads dimensions"
+        )
+    writable_path(args.out, "--out", folder=True)
     records = _load(args.data, args)
     if args.init:
         tm = TextModel.load(args.init)
@@ -309,9 +382,11 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     from eul.methods import EULConfig, ForgetTask, get_method
     from eul.model import TextModel
 
+    model_dir(args.model)
+    writable_path(args.out, "--out", folder=True)
     records = _load(args.data, args)
     forget, retained = _forget_split(records, args)
-    heldout = _load(args.heldout, args) if args.heldout else []
+    heldout = _load(args.heldout, args, "--heldout") if args.heldout else []
     if not retained:
         raise DataError("nothing would be retained: the request names every record")
     tm = TextModel.load(args.model)
@@ -346,10 +421,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from eul.evaluate import EvalSets, evaluate, write_json
     from eul.model import TextModel
 
+    model_dir(args.model)
+    if args.oracle:
+        model_dir(args.oracle, "--oracle")
+    for folder in args.layer or []:
+        layer_dir(folder)
+    if args.out:
+        writable_path(args.out, "--out")
     records = _load(args.data, args)
     forget, retained = _forget_split(records, args)
-    test = _load(args.test, args)
-    unseen = _load(args.heldout, args) if args.heldout else test
+    test = _load(args.test, args, "--test")
+    unseen = _load(args.heldout, args, "--heldout") if args.heldout else test
     sets = EvalSets(test=test, retained=retained, forget=forget, unseen=unseen)
     oracle_losses = None
     if args.oracle:
@@ -372,6 +454,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from eul.bench import BenchConfig, format_table, run_bench, save_report
 
+    if args.out:
+        writable_path(args.out, "--out")
     if args.fusion_scale:
         from eul.bench import clean_for_json
         from eul.evaluate import write_json
@@ -464,39 +548,137 @@ def _moment(text: str | None):
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _project(args: argparse.Namespace) -> Context:
+    """The project `--project` names (eul.pipeline.Context), its inputs checked first."""
+    from eul.pipeline import load_context
+
+    root = existing_dir(args.project, "--project", "give the project folder (with params.yaml)")
+    if args.params != "params.yaml" and not (root / args.params).is_file():
+        raise CliError(f"--params: no {args.params} in {root}; check the file name")
+    return load_context(root, args.params)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from eul.audit import audit, format_markdown
+    from eul.doctor import mlflow_problem
     from eul.ledger import Ledger
-    from eul.pipeline import PipelineError, load_context
-    from eul.registry import RegistryError
 
-    try:
-        ctx = load_context(args.project, args.params)
-        with Ledger(args.log_url or ctx.log_url, params_path=ctx.params_path) as ledger:
-            report = audit(ledger, ctx.settings, now=_moment(args.at))
-    except (PipelineError, RegistryError) as err:
-        raise CliError(str(err)) from None
+    moment = _moment(args.at)
+    ctx = _project(args)
+    problem = mlflow_problem(ctx.settings.tracking_uri)
+    if problem:
+        raise RunError("; ".join(problem))
+    with Ledger(args.log_url or ctx.log_url, params_path=ctx.params_path) as ledger:
+        report = audit(ledger, ctx.settings, now=moment)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_markdown(report), end="")
-    return 0 if report["ok"] else 1
+    return 0 if report["ok"] else EXIT_FAILURE
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from eul.doctor import run_doctor
+
+    existing_dir(args.project, "--project", "give the project folder (with params.yaml)")
+    width = 18
+
+    def show(check: Check) -> None:
+        if not args.json:
+            print(check.line(width), flush=True)
+
+    checks = run_doctor(args.project, args.params, report=show, models=not args.no_models)
+    failed = [c for c in checks if c.failed]
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": [c.to_dict() for c in checks]}, indent=2))
+    elif failed:
+        print(f"\n{len(failed)} of {len(checks)} checks failed")
+    else:
+        print(f"\nall {len(checks)} checks passed")
+    return EXIT_FAILURE if failed else 0
+
+
+# The top-level help lists the commands by job; a command missing here is listed under
+# "Other" (and a test fails), so a new command cannot vanish from `eul --help`.
+COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Deletion requests", ("requests",)),
+    ("Data (DVC)", ("data", "stage")),
+    ("Models and unlearning", ("train", "unlearn", "evaluate")),
+    ("Pipeline and compliance", ("audit",)),
+    ("Benchmarks", ("bench",)),
+    ("Set-up", ("doctor",)),
+)
+
+FLOWS_NOTE = (
+    "(the batch itself runs as Prefect flows: `python -m flows.serve`, then\n"
+    " `prefect deployment run 'nightly-deletion-batch/nightly'`; see the README)"
+)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
+    """(name, one-line help, parser) of each subcommand of `parser`, in the order added."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return [
+                (choice.dest, choice.help or "", action.choices[choice.dest])
+                for choice in action._choices_actions
+            ]
+    return []
+
+
+def command_overview(parser: argparse.ArgumentParser) -> str:
+    """The commands grouped by job, one line each (sub-actions spelled out)."""
+    commands = {name: (text, sub) for name, text, sub in _subcommands(parser)}
+    grouped = [(title, [n for n in names if n in commands]) for title, names in COMMAND_GROUPS]
+    known = {n for _, names in grouped for n in names}
+    grouped.append(("Other", [n for n in commands if n not in known]))
+    rows: list[tuple[str, list[tuple[str, str]]]] = []
+    for title, names in grouped:
+        lines = []
+        for name in names:
+            text, sub = commands[name]
+            children = _subcommands(sub)
+            lines += [(f"{name} {child}", help_) for child, help_, _ in children] or [(name, text)]
+        if lines:
+            rows.append((title, lines))
+    width = max(len(command) for _, lines in rows for command, _ in lines)
+    parts = []
+    for title, lines in rows:
+        parts.append(f"{title}:")
+        parts += [f"  {command:<{width}}  {text}" for command, text in lines]
+        if title == "Pipeline and compliance":
+            parts += ["  " + line for line in FLOWS_NOTE.splitlines()]
+        parts.append("")
+    return "\n".join(parts).rstrip()
 
 
 def build_parser() -> argparse.ArgumentParser:
     # The EULConfig defaults, read from their mirror in eul.params so that building the
     # parser does not import torch.
+    from eul.ledger import STATUSES
     from eul.params import UnlearnParams
 
-    parser = argparse.ArgumentParser(
+    parser = EulParser(
         prog="eul",
+        usage="eul [--quiet] COMMAND [ACTION] [OPTIONS]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Forget data in a deployed text-to-text model with Efficient Unlearning "
-        "Layers, and measure it against a model retrained without that data.",
+        "Layers,\nand measure it against a model retrained without that data.",
+        epilog="Run `eul COMMAND --help` for a command's options and their defaults.\n"
+        "New here? `eul doctor` checks the set-up; `make demo` runs the whole loop.\n"
+        "Exit status: 0 done, 1 a check or a store failed, 2 bad input.",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, help=argparse.SUPPRESS, prog="eul"
+    )
 
-    data = sub.add_parser("data", help="make data sets")
+    data = sub.add_parser(
+        "data",
+        help="make, version and purge the data set",
+        description="The data set: generate the synthetic one, write the embedded raw data on "
+        "a fresh clone, partition forget sets, purge forgotten rows, add an S3 remote.",
+    )
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     gen = data_sub.add_parser(
         "generate",
@@ -506,12 +688,17 @@ def build_parser() -> argparse.ArgumentParser:
         "memorisable (flipped labels, planted secrets).",
     )
     gen.add_argument("--out", required=True, help="folder to write train/heldout/test.jsonl to")
-    gen.add_argument("--task", choices=("classification", "generation"), default="classification")
-    gen.add_argument("--subjects", type=int, default=400, help="number of people (default 400)")
     gen.add_argument(
-        "--memorised-share", type=float, default=0.02, help="share of memorisable rows"
+        "--task",
+        choices=("classification", "generation"),
+        default="classification",
+        help="reviews with labels, or dialogues with summaries",
     )
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--subjects", type=positive_int, default=400, help="number of people")
+    gen.add_argument(
+        "--memorised-share", type=share, default=0.02, help="share of memorisable rows (0 to 1)"
+    )
+    gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same data")
     gen.set_defaults(func=cmd_generate)
 
     init = data_sub.add_parser(
@@ -521,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the rows in the purge ledger, so that it matches data.dvc on a fresh clone; also "
         "write an empty log snapshot where none exists.",
     )
-    init.add_argument("--params", default="params.yaml")
+    _add_params_option(init)
     init.set_defaults(func=cmd_data_init, needs_ml=False)
 
     part = data_sub.add_parser(
@@ -530,37 +717,43 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read a deletion-log snapshot and a .jsonl data file; write "
         "forget/<request_id>.jsonl, retained.jsonl and manifest.json (hashes only) to --out.",
     )
-    part.add_argument("--snapshot", required=True, help="log snapshot JSON")
+    part.add_argument(
+        "--snapshot", required=True, help="log snapshot JSON (`eul requests snapshot`)"
+    )
     part.add_argument("--data", required=True, help=".jsonl records with record_id, subject_id")
     part.add_argument("--out", required=True, help="output folder")
     part.add_argument(
         "--status",
         default="validated",
-        help="requests acted on, comma-separated statuses (default %(default)s)",
+        help="requests acted on, comma-separated statuses (default: %(default)s)",
     )
     part.set_defaults(func=cmd_data_partition, needs_ml=False)
 
     pur = data_sub.add_parser(
         "purge",
-        help="remove deployed requests' rows from the data, the DVC cache and every remote",
+        help="remove deployed requests' rows from the data, DVC cache and remotes",
         description="Remove the rows of deployed requests from the raw data, record a new "
         "data.dvc, rebuild the stages that copy rows, and delete the old objects from the "
         "cache and every remote; prints hashes, never content.",
     )
     pur.add_argument("--snapshot", help="log snapshot JSON; its requests with --status are purged")
-    pur.add_argument("--status", default="deployed", help="with --snapshot (default %(default)s)")
+    pur.add_argument(
+        "--status", default="deployed", choices=STATUSES, help="with --snapshot: requests purged"
+    )
     pur.add_argument(
         "--request", action="append", help="REQUEST_ID=RECORD_ID[,RECORD_ID...] (repeatable)"
     )
     pur.add_argument(
         "--subject-request", action="append", help="REQUEST_ID=SUBJECT_ID (repeatable)"
     )
-    pur.add_argument("--remote", action="append", help="remote to sweep (default: all remotes)")
+    pur.add_argument(
+        "--remote", action="append", help="remote to sweep (repeatable; default: all remotes)"
+    )
     pur.add_argument(
         "--no-scan", action="store_true", help="skip reading every stored object for purged rows"
     )
     pur.add_argument("--evidence", help="also write the evidence JSON here")
-    pur.add_argument("--params", default="params.yaml")
+    _add_params_option(pur)
     pur.set_defaults(func=cmd_data_purge, needs_ml=False)
 
     rem = data_sub.add_parser(
@@ -570,10 +763,10 @@ def build_parser() -> argparse.ArgumentParser:
         "from AWS_* variables at push time, or with --store-credentials go to "
         ".dvc/config.local (never committed).",
     )
-    rem.add_argument("name")
+    rem.add_argument("name", help="the remote's name in .dvc/config")
     rem.add_argument("url", help="s3://bucket/path")
     rem.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:9000 for a local server")
-    rem.add_argument("--region")
+    rem.add_argument("--region", help="the bucket's region (default: the AWS configuration's)")
     rem.add_argument("--default", action="store_true", help="make it the default remote")
     rem.add_argument(
         "--store-credentials",
@@ -589,34 +782,52 @@ def build_parser() -> argparse.ArgumentParser:
         "train (the base model).",
     )
     stage_sub = stage.add_subparsers(dest="stage_command", metavar="STAGE", required=True)
-    prep = stage_sub.add_parser("prepare", help="split the raw data by subject; tokenizer")
-    prep.add_argument("--params", default="params.yaml")
+    prep = stage_sub.add_parser(
+        "prepare",
+        help="split the raw data by subject; train the tokenizer",
+        description="Split data/raw by subject into train, heldout and test "
+        "(params.yaml `prepare`) and train the tokenizer on train.",
+    )
+    _add_params_option(prep)
     prep.set_defaults(func=cmd_stage_prepare)
-    st_train = stage_sub.add_parser("train", help="train the base model")
-    st_train.add_argument("--params", default="params.yaml")
+    st_train = stage_sub.add_parser(
+        "train",
+        help="train the base model",
+        description="Train the base model on the prepared train split (params.yaml `model` "
+        "and `train`); saved to `train.out`.",
+    )
+    _add_params_option(st_train)
     st_train.set_defaults(func=cmd_stage_train)
 
     train = sub.add_parser(
         "train",
-        help="train the base model",
+        help="train the base model (or continue a checkpoint with --init)",
         description="Train a small model from scratch (tokenizer trained on the data), or "
         "continue training a Hugging Face checkpoint folder given with --init.",
     )
     train.add_argument("--data", required=True, help="training records (.jsonl/.csv/.tsv/.parquet)")
     train.add_argument("--out", required=True, help="folder to save the model to")
     train.add_argument("--init", help="start from this checkpoint folder instead of a new model")
-    train.add_argument("--family", choices=("t5", "gpt2"), default="t5")
-    train.add_argument("--d-model", type=int, default=128)
-    train.add_argument("--layers", type=int, default=2, help="blocks per stack")
-    train.add_argument("--heads", type=int, default=4)
-    train.add_argument("--d-ff", type=int, default=512)
-    train.add_argument("--vocab", type=int, default=4000)
-    train.add_argument("--max-input-len", type=int, help="tokens (default 64; 160 generation)")
-    train.add_argument("--max-target-len", type=int, help="tokens (default 8; 48 generation)")
-    train.add_argument("--epochs", type=int, default=12)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--family", choices=("t5", "gpt2"), default="t5", help="encoder-decoder or decoder-only"
+    )
+    train.add_argument("--d-model", type=positive_int, default=128, help="hidden size")
+    train.add_argument("--layers", type=positive_int, default=2, help="blocks per stack")
+    train.add_argument(
+        "--heads", type=positive_int, default=4, help="attention heads (must divide --d-model)"
+    )
+    train.add_argument("--d-ff", type=positive_int, default=512, help="feed-forward size")
+    train.add_argument("--vocab", type=positive_int, default=4000, help="tokenizer vocabulary")
+    train.add_argument(
+        "--max-input-len", type=positive_int, help="tokens (default: 64; 160 for generation)"
+    )
+    train.add_argument(
+        "--max-target-len", type=positive_int, help="tokens (default: 8; 48 for generation)"
+    )
+    train.add_argument("--epochs", type=positive_int, default=12, help="passes over the data")
+    train.add_argument("--batch-size", type=positive_int, default=64, help="records per step")
+    train.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
+    train.add_argument("--seed", type=int, default=0, help="random seed")
     _add_data_options(train)
     train.set_defaults(func=cmd_train)
 
@@ -632,22 +843,27 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--heldout", help="records never trained on (used for references)")
     unlearn.add_argument("--name", help="layer name (default: the --out folder's name)")
     unlearn.add_argument(
-        "--objective", default="unlikelihood", choices=("paper", "unlikelihood", "npo")
+        "--objective",
+        default="unlikelihood",
+        choices=("paper", "unlikelihood", "npo"),
+        help="the forgetting loss",
     )
     defaults = UnlearnParams()
-    unlearn.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs")
-    unlearn.add_argument("--lr", type=float, default=defaults.lr)
+    unlearn.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="most epochs")
+    unlearn.add_argument(
+        "--lr", type=positive_float, default=defaults.lr, help="learning rate of the layer"
+    )
     unlearn.add_argument(
         "--retained-sample",
-        type=int,
+        type=positive_int,
         default=defaults.retained_sample,
-        help="retained rows sampled to keep the model's behaviour (default %(default)s)",
+        help="retained rows sampled to keep the model's behaviour",
     )
     unlearn.add_argument(
         "--width",
-        type=int,
+        type=positive_int,
         default=defaults.layer.width,
-        help="bottleneck width of the layer (default %(default)s)",
+        help="bottleneck width of the layer",
     )
     unlearn.add_argument(
         "--basis",
@@ -656,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="shared: a fixed down projection common to all requests, so layers fuse exactly "
         "(default); trained: both projections trained, as in the paper",
     )
-    unlearn.add_argument("--seed", type=int, default=0)
+    unlearn.add_argument("--seed", type=int, default=0, help="random seed")
     _add_forget_options(unlearn)
     _add_data_options(unlearn)
     unlearn.set_defaults(func=cmd_unlearn)
@@ -682,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="benchmark EUL against the oracle and baselines",
+        help="benchmark EUL against the oracle (retraining) and baselines",
         description="Original, oracle (retrain), fine-tune, reverse gradient and EUL on the "
         "embedded synthetic data (or SST-2 with --data), forget set 1%% of rows. "
         "--sequential: three requests in turn, served by one retrained layer, stacked layers, "
@@ -700,7 +916,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--data",
         help="an SST-2 folder with train.tsv (classification) or a SAMSum folder with val.csv "
-        "(generation), e.g. ../shared/data/sst2 or ../shared/data/samsum",
+        "(generation), e.g. ../shared/data/sst2 or ../shared/data/samsum (default: the "
+        "embedded synthetic data)",
     )
     bench.add_argument("--out", help="write the JSON report here (and a .md table beside it)")
     bench.add_argument(
@@ -722,7 +939,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--anchor-weight",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="with --sequential: weight of the retained anchor in the fusion (0: none)",
     )
@@ -731,51 +948,138 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: time and memory of fusing 1, 10, 100 and 1,000 requests' statistics",
     )
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--seed", type=int, default=0, help="random seed")
     bench.set_defaults(func=cmd_bench)
 
     aud = sub.add_parser(
         "audit",
-        help="which deletion requests the production model honours; exit 1 if any is overdue",
+        help="requests the production model honours; exit 1 if any is overdue",
         description="For the production version in the MLflow registry: the requests it "
         "honours (version, deployment, purge hashes), those pending or overdue, and the "
         "deletion log's chain check. Exit status 1 when a request is overdue, deployed in the "
         "log but not honoured by production, or the chain is broken.",
     )
-    aud.add_argument("--project", default=".", help="the project folder (default: here)")
-    aud.add_argument("--params", default="params.yaml", help="params file inside the project")
-    aud.add_argument("--log-url", help="SQLAlchemy URL of the log (default: as `eul requests`)")
+    _add_project_options(aud)
+    aud.add_argument(
+        "--log-url", help="SQLAlchemy URL of the log (default: as `eul requests` finds it)"
+    )
     aud.add_argument(
         "--at", help="judge deadlines at this ISO date or time instead of now (e.g. 2026-12-31)"
     )
     aud.add_argument("--json", action="store_true", help="print the report as JSON")
     aud.set_defaults(func=cmd_audit, needs_ml=False)
 
+    doc = sub.add_parser(
+        "doctor",
+        help="check the set-up: params.yaml, log, MLflow, Prefect, DVC remotes, models",
+        description="One line per check, OK, FAIL (with the fix) or SKIP: params.yaml loads "
+        "with known keys; the deletion log opens and its hash chain verifies; the MLflow "
+        "tracking store answers; the Prefect API answers (when PREFECT_API_URL is set); the "
+        "DVC repository and each remote are reachable, with credentials for S3 (shown as set "
+        "or not, never printed); the base model and the production version load. Exit "
+        "status 1 when any check fails.",
+    )
+    _add_project_options(doc)
+    doc.add_argument(
+        "--no-models", action="store_true", help="skip loading the base and production models"
+    )
+    doc.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doc.set_defaults(func=cmd_doctor)
+
     from eul.cli_requests import register
 
     register(sub)
+    parser.description += "\n\n" + command_overview(parser)
     return parser
+
+
+def _add_params_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--params",
+        default="params.yaml",
+        help="the params file (default: params.yaml; when absent, the built-in defaults)",
+    )
+
+
+def _add_project_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project", default=".", help="the project folder (default: here)")
+    p.add_argument(
+        "--params",
+        default="params.yaml",
+        help="params file inside the project (default: "
+        "params.yaml; when absent, the built-in defaults)",
+    )
+
+
+def _failure_types() -> tuple[type[BaseException], ...]:
+    """Errors of the stores and of the work itself: exit status 1, one line."""
+    from eul.dvcstore import DvcError
+    from eul.ledger import LedgerUnavailable
+    from eul.pipeline import PipelineError
+    from eul.purge import PurgeError
+    from eul.registry import RegistryError
+
+    types: list[type[BaseException]] = [
+        RunError,
+        LedgerUnavailable,
+        DvcError,
+        PipelineError,
+        PurgeError,
+        RegistryError,
+        ConnectionError,
+        TimeoutError,
+    ]
+    if "mlflow" in sys.modules:
+        from mlflow.exceptions import MlflowException
+
+        types.append(MlflowException)
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        types.append(SQLAlchemyError)
+    return tuple(types)
+
+
+def _message(err: BaseException) -> str:
+    """The error as one line that ends with what to do."""
+    if isinstance(err, KeyError) and err.args:
+        text = str(err.args[0])
+    elif isinstance(err, OSError) and err.filename is not None:
+        text = f"{err.strerror or type(err).__name__}: {err.filename}; check the path"
+    else:
+        text = str(err)
+    text = text.strip()
+    return text.splitlines()[0].strip() if text else type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    if not argv:
+        parser.print_help()
+        return EXIT_BAD_INPUT
     args = parser.parse_args(argv)
     if getattr(args, "needs_ml", True):
         _quiet_libraries()
     from eul.data import DataError
-    from eul.dvcstore import DvcError
 
     try:
         code = args.func(args)
-    except (CliError, DataError, DvcError, FileNotFoundError, KeyError, ValueError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"eul: error: {message.strip(chr(39))}", file=sys.stderr)
-        if os.environ.get("EUL_DEBUG"):
-            traceback.print_exc()
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("eul: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        failure = _failure_types()
+        usage = (CliError, DataError, ValueError, KeyError, OSError)
+        if not isinstance(err, failure + usage):
+            raise
+        print(f"eul: error: {_message(err)}", file=sys.stderr)
+        if os.environ.get("EUL_DEBUG"):
+            traceback.print_exc()
+        if isinstance(err, CliError):
+            return err.exit_code
+        return EXIT_FAILURE if isinstance(err, failure) else EXIT_BAD_INPUT
     return code or 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eul.cli import _add_data_options, _load
+from eul.cli_args import writable_path
 from eul.ledger import (
     STATUSES,
     URL_ENV,
@@ -68,6 +69,8 @@ def _print_json(value: Any) -> None:
 
 
 def _ledger(args: argparse.Namespace) -> Ledger:
+    if args.params != "params.yaml" and not Path(args.params).is_file():
+        raise UsageError(f"--params: no file at {args.params}; check the path")
     return Ledger(args.log_url, params_path=args.params)
 
 
@@ -312,6 +315,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> None:
+    writable_path(args.out, "--out")
     with _ledger(args) as ledger:
         snap = ledger.write_snapshot(args.out, statuses=args.status or ["validated"])
     if args.json:
@@ -334,7 +338,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "else sqlite:///state/deletion-log.sqlite)",
     )
     g.add_argument(
-        "--params", default="params.yaml", help="params file with a `log` section (may be absent)"
+        "--params",
+        default="params.yaml",
+        help="params file with a `log` section (default: params.yaml; may be absent)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

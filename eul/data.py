@@ -1052,7 +1052,10 @@ def select_forget(
     missing += [r for r in record_ids if r not in known_records]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise DataError(f"{len(missing)} forget id(s) not in the data: {shown}")
+        raise DataError(
+            f"{len(missing)} forget id(s) not in the data: {shown}; check them against the "
+            "subject_id and record_id columns of the data file"
+        )
     subjects, ids = set(subject_ids), set(record_ids)
     forget = [r for r in records if r.subject_id in subjects or r.record_id in ids]
     retained = [r for r in records if not (r.subject_id in subjects or r.record_id in ids)]

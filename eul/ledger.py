@@ -48,7 +48,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 DEFAULT_URL = "sqlite:///state/deletion-log.sqlite"
@@ -77,6 +77,12 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
 
 class LedgerError(ValueError):
     """A misuse of the log (bad id, illegal transition, unreadable config); one line."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The log's database cannot be used right now (a server that does not answer, a missing
+    driver, a file that is not a database, a lock held too long): a failure of the store,
+    not of the request, so the command line exits 1 rather than 2."""
 
 
 # -- schema -------------------------------------------------------------------------------
@@ -275,6 +281,10 @@ def _check_id(value: Any, what: str) -> str:
     return value
 
 
+def _unknown_request(request_id: str) -> str:
+    return f"no request {request_id!r} in the log; check the id (`eul requests list`)"
+
+
 def _shown_ids(ids: Sequence[str], limit: int = 10) -> str:
     shown = ", ".join(ids[:limit])
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
@@ -467,8 +477,13 @@ class Ledger:
         if not self.is_sqlite:
             try:
                 return create_engine(parsed, pool_pre_ping=True)
-            except Exception as err:  # a missing driver, a bad option
-                raise LedgerError(f"cannot open the log at {self.url}: {err}") from err
+            except ModuleNotFoundError as err:
+                raise LedgerUnavailable(
+                    f"cannot open the log at {self.url}: its driver {err.name!r} is not "
+                    f"installed; install it (pip install {err.name})"
+                ) from err
+            except Exception as err:  # a bad option
+                raise LedgerUnavailable(f"cannot open the log at {self.url}: {err}") from err
         database = parsed.database or ""
         in_memory = database in ("", ":memory:") or "mode=memory" in database
         if in_memory:
@@ -506,7 +521,9 @@ class Ledger:
                 conn.execution_options(eul_begin="IMMEDIATE")
                 with conn.begin():
                     yield conn
-        except OperationalError as err:
+        except IntegrityError:
+            raise
+        except DatabaseError as err:  # locked, unreachable, or not a database at all
             raise self._db_error(err) from err
 
     @contextmanager
@@ -519,14 +536,18 @@ class Ledger:
                     conn.execution_options(isolation_level="REPEATABLE READ")
                 with conn.begin():
                     yield conn
-        except OperationalError as err:
+        except IntegrityError:
+            raise
+        except DatabaseError as err:  # locked, unreachable, or not a database at all
             raise self._db_error(err) from err
 
-    def _db_error(self, err: OperationalError) -> LedgerError:
+    def _db_error(self, err: DatabaseError) -> LedgerError:
         message = str(err.orig).splitlines()[0] if err.orig else str(err).splitlines()[0]
         if "locked" in message or "busy" in message:
-            return LedgerError(f"the log at {self.url} stayed locked by another writer; retry")
-        return LedgerError(f"cannot use the log at {self.url}: {message}")
+            return LedgerUnavailable(
+                f"the log at {self.url} stayed locked by another writer; retry"
+            )
+        return LedgerUnavailable(f"cannot use the log at {self.url}: {message}")
 
     def _create_schema(self) -> None:
         with self._write() as conn:
@@ -756,7 +777,7 @@ class Ledger:
             }
             for request_id in request_ids:
                 if request_id not in current:
-                    raise LedgerError(f"no request {request_id!r} in the log; check the id")
+                    raise LedgerError(_unknown_request(request_id))
                 before = current[request_id]
                 if status not in TRANSITIONS[before]:
                     allowed = " or ".join(TRANSITIONS[before]) or "nothing (it is final)"
@@ -827,7 +848,7 @@ class Ledger:
                 select(requests_table).where(requests_table.c.request_id == request_id)
             ).first()
             if row is None:
-                raise LedgerError(f"no request {request_id!r} in the log; check the id")
+                raise LedgerError(_unknown_request(request_id))
             history = conn.execute(
                 select(entries_table)
                 .where(entries_table.c.request_id == request_id)

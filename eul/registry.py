@@ -603,6 +603,20 @@ def find_versions(settings: TrackingSettings, tag: str, value: str) -> list[int]
     return sorted(int(v.version) for v in found)
 
 
+def version_exists(settings: TrackingSettings, version: int) -> bool:
+    """Whether the registered model has this version (checked before a flow starts work)."""
+    from mlflow.exceptions import MlflowException
+
+    with _mlflow(settings) as client:
+        try:
+            client.get_model_version(settings.model_name, str(version))
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+    return True
+
+
 def version_run_id(settings: TrackingSettings, version: int) -> str:
     """The run a version was logged from (the batch run, with the fusion state)."""
     with _mlflow(settings) as client:

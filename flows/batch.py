@@ -12,13 +12,13 @@ from typing import Any
 
 from prefect.concurrency.sync import concurrency
 
+from eul.flow_checks import check_project
 from eul.gates import failure_reasons
 from eul.pipeline import (
     Clock,
     Context,
     Production,
     fail_point,
-    load_context,
     plan_batch,
     quiet_libraries,
 )
@@ -52,8 +52,9 @@ def model_slot() -> AbstractContextManager[None]:
 
 
 def open_project(project_dir: str, params_file: str) -> Context:
-    """The project a flow run works on, with the libraries' progress bars off."""
-    ctx = load_context(project_dir, params_file)
+    """The project a flow run works on, its parameters checked before any work (one-line
+    errors: `eul.flow_checks`), with the libraries' progress bars off."""
+    ctx = check_project(project_dir, params_file)
     quiet_libraries()
     return ctx
 

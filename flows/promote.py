@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow
 
+from eul.flow_checks import check_promotion, check_version
 from eul.pipeline import Clock, PipelineError
 from eul.registry import CANDIDATE, get_alias_version
 from flows.batch import finish, model_slot, open_project
@@ -27,8 +28,7 @@ def promote_version(
 ) -> dict[str, Any]:
     """Move `production` to `version` (or the candidate) for `reviewer`; a version that
     failed its gates needs `override_reason`, which is recorded on the version."""
-    if not reviewer.strip():
-        raise PipelineError("name the reviewer who decides the promotion")
+    check_promotion(reviewer, version, override_reason)
     ctx = open_project(project_dir, params_file)
     with model_slot():
         clock = Clock()
@@ -37,6 +37,7 @@ def promote_version(
             version = get_alias_version(ctx.settings, CANDIDATE)
             if version is None:
                 raise PipelineError("no version has the `candidate` alias; name a version")
+        check_version(ctx, version)
         with clock("promote"):
             before = production_model(ctx)
             promoted = promote(ctx, version, f"reviewer {reviewer}", override_reason)

@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow
 
+from eul.flow_checks import check_request_id
 from flows.batch import model_slot, open_project, run_batch
 
 NAME = "unlearn-request"
@@ -25,8 +26,7 @@ def unlearn_request(
     is; the summary's `not_pending` says so.
     """
     ctx = open_project(project_dir, params_file)
-    with ctx.ledger() as ledger:
-        ledger.get(request_id)  # an id that is not in the log is an error, not a no-op
+    check_request_id(ctx, request_id)  # an id that is not in the log is an error, not a no-op
     with model_slot():
         return run_batch(ctx, "request", NAME, only=[request_id], auto_promote=auto_promote)
 
@@ -34,4 +34,6 @@ def unlearn_request(
 if __name__ == "__main__":
     import sys
 
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m flows.unlearn_request REQUEST_ID")
     unlearn_request(sys.argv[1])

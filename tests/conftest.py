@@ -229,3 +229,18 @@ def flow_template(tmp_path_factory) -> Path:
         for key, value in _tool_env().items():
             mp.setenv(key, value)
         return build_flow_project(tmp_path_factory.mktemp("flows") / "project")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (SQLite) for every test of the session that runs flows."""
+    for name, value in (
+        ("DO_NOT_TRACK", "1"),
+        ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+        ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60"),
+    ):
+        os.environ.setdefault(name, value)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

@@ -134,7 +134,7 @@ def test_missing_model_is_one_line(capsys, workspace) -> None:
             "s0001",
         ],
     )
-    assert "config.json" in err
+    assert "nomodel is not there" in err and "eul train" in err
 
 
 def test_bench_without_the_sst2_folder_says_so(capsys) -> None:

@@ -23,8 +23,9 @@ for _name, _value in (
     os.environ.setdefault(_name, _value)
 
 from eul.cli import main  # noqa: E402
+from eul.flow_checks import ParameterError  # noqa: E402
 from eul.fusion import FusionState  # noqa: E402
-from eul.ledger import Ledger, LedgerError  # noqa: E402
+from eul.ledger import Ledger  # noqa: E402
 from eul.pipeline import FAIL_ENV, PipelineError, load_context  # noqa: E402
 from eul.registry import (  # noqa: E402
     CANDIDATE,
@@ -59,15 +60,6 @@ def set_params(root: Path, **sections: dict) -> None:
     for section, values in sections.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """One temporary Prefect server (SQLite) for every flow test of the session."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @pytest.fixture
@@ -304,7 +296,7 @@ def test_unlearn_request_handles_one_request_now(project):
     again = unlearn_request("urgent", project_dir=str(project))
     assert again["not_pending"] == ["urgent"] and again["outcome"] == "nothing to do"
     # while an id the log does not know is an error, not a silent no-op
-    with pytest.raises(LedgerError, match="no request 'urgnet'"):
+    with pytest.raises(ParameterError, match="no request 'urgnet'"):
         unlearn_request("urgnet", project_dir=str(project))
 
 
