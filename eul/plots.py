@@ -135,8 +135,18 @@ def metrics_figure(
     """Grouped bars of `metrics` for each model ({model: {metric: value}}), with the targets
     ({metric: (low, high)}) as dashed lines; then, when `per_request` is given
     ({request id: {model: {metric: value}}}), one panel per metric of `request_metrics` with a
-    group of bars per request (the first MAX_REQUESTS)."""
-    requests = list(per_request or {})[:MAX_REQUESTS] if request_metrics else []
+    group of bars per request (the first MAX_REQUESTS); a metric measured on no request (no
+    memorised rows, say) gets no panel."""
+    requests = list(per_request or {})[:MAX_REQUESTS]
+    request_metrics = [
+        metric
+        for metric in request_metrics
+        if any(
+            not math.isnan(_number(values.get(metric)))
+            for rid in requests
+            for values in per_request[rid].values()
+        )
+    ]
     panels = 1 + (len(request_metrics) if requests else 0)
     bars_wide = 0.32 * max(len(models), 1)
     width = 1.5 + bars_wide * len(metrics)

@@ -65,17 +65,22 @@ def test_metric_bars_are_grouped_per_model_with_a_line_per_target_bound(tmp_path
 
 
 def test_per_request_panels_have_a_group_of_bars_per_request():
+    # given five requests, measured on forget accuracy but without memorised rows
     per_request = {
         f"req-{i}": {
-            "production": {"forget_acc": 1.0},
-            "candidate": {"forget_acc": 0.1 * i},
+            "production": {"forget_acc": 1.0, "forget_memorised_acc": None},
+            "candidate": {"forget_acc": 0.1 * i, "forget_memorised_acc": None},
         }
         for i in range(5)
     }
     models = {"production": {"test_acc": 0.8}, "candidate": {"test_acc": 0.79}}
     fig = metrics_figure(
-        models, ["test_acc"], per_request=per_request, request_metrics=["forget_acc"]
+        models,
+        ["test_acc"],
+        per_request=per_request,
+        request_metrics=["forget_acc", "forget_memorised_acc"],
     )
+    # then a panel for all rows, one for forget accuracy, none for what was not measured
     overall, by_request = fig.axes
     assert [len(c.patches) for c in by_request.containers] == [5, 5]
     heights = [p.get_height() for p in by_request.containers[1].patches]
