@@ -94,7 +94,9 @@ def _bars(ax: Axes, series: Mapping[str, Metrics], xs: Sequence[str]) -> float:
         offset = (i - (len(series) - 1) / 2) * width
         heights = [_number(values.get(x)) for x in xs]
         positions = [k + offset for k in range(len(xs))]
-        ax.bar(positions, heights, width, label=name, color=colors[name])
+        # a missing value is a flat bar marked n/a (NaN bars would break the layout)
+        flat = [0.0 if math.isnan(h) else h for h in heights]
+        ax.bar(positions, flat, width, label=name, color=colors[name])
         for position, height in zip(positions, heights, strict=True):
             if math.isnan(height):
                 ax.text(position, 0.02, "n/a", rotation=90, ha="center", fontsize=6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -154,9 +155,19 @@ def test_batch_plots_draw_metrics_and_roc_only_where_there_are_forget_rows(tmp_p
     written = batch_plots(evaluation, {"mia_auc": (None, 0.6)}, tmp_path / "batch")
     assert [p.name for p in written] == ["metrics.png", "mia-roc.png"]
     assert all(_is_png(p) for p in written)
-    # a compaction batch (no request, no forget row) has only the metrics to show
-    retrain = {**evaluation, "per_request": {}, "mia_roc": {"candidate": None, "production": None}}
-    assert [p.name for p in batch_plots(retrain, {}, tmp_path / "retrain")] == ["metrics.png"]
+    # a compaction batch (no request, no forget row) has only the metrics to show, the
+    # forget side unmeasured (NaN), and is drawn without a layout warning
+    unmeasured = {"test_acc": 0.8, "forget_acc": float("nan"), "mia_auc": float("nan")}
+    retrain = {
+        "candidate": unmeasured,
+        "production": dict(unmeasured),
+        "per_request": {},
+        "mia_roc": {"candidate": None, "production": None},
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = batch_plots(retrain, {"test_acc": (0.78, None)}, tmp_path / "retrain")
+    assert [p.name for p in written] == ["metrics.png"] and _is_png(written[0])
 
 
 def test_plots_markdown_links_each_file():
