@@ -27,13 +27,22 @@ from eul.data import (
     load_sst2,
     split_records,
 )
-from eul.evaluate import EvalSets, evaluate, write_json
+from eul.evaluate import EvalSets, evaluate_with_scores, membership_roc, write_json
 from eul.memory import measure_peak_mb
 from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model import ModelSpec, TextModel, TrainConfig, train_full
 
 METHOD_ORDER = ("original", "oracle", "finetune", "reverse_gradient", "eul")
 MEMORY_PROBE_STEPS = 30
+# The targets' tolerances: utility may fall 1 point below the original, forget metrics and
+# the MIA AUC may stray 5 points from the oracle's.
+UTILITY_DROP = 0.01
+ORACLE_GAP = 0.05
+# What the metrics plot draws, in this order (all shares or AUCs, on one 0-1 scale).
+PLOTTED = ("test_acc", "retained_acc", "forget_acc", "forget_memorised_acc", "mia_auc")
+# Report keys kept in memory for the plots but not written to the JSON: the ROC curves of
+# every model would outweigh the rest of a file people read and compare; the PNG keeps them.
+IN_MEMORY = ("mia_roc",)
 
 
 @dataclass(frozen=True)
@@ -196,8 +205,14 @@ def run_bench(
     log(f"oracle retrained in {oracle.update_s:.1f} s")
 
     results: dict[str, dict[str, float | None]] = {}
-    oracle_metrics, oracle_losses = evaluate(oracle.model, sets)
-    original_metrics, _ = evaluate(original, sets, oracle_forget_losses=oracle_losses)
+    oracle_metrics, oracle_losses, oracle_scores = evaluate_with_scores(oracle.model, sets)
+    original_metrics, _, original_scores = evaluate_with_scores(
+        original, sets, oracle_forget_losses=oracle_losses
+    )
+    mia_roc = {
+        "original": membership_roc(**original_scores),
+        "oracle": membership_roc(**oracle_scores),
+    }
     oracle_metrics["ks_p"] = 1.0
     memory = {
         "oracle": _peak(oracle_method, original, task),
@@ -238,7 +253,11 @@ def run_bench(
         )
     for name, method in runs:
         result = method.run(original.copy(), task, progress)
-        metrics, _ = evaluate(result.model, sets, oracle_forget_losses=oracle_losses)
+        metrics, _, scores = evaluate_with_scores(
+            result.model, sets, oracle_forget_losses=oracle_losses
+        )
+        if name == "eul":
+            mia_roc["eul"] = membership_roc(**scores)
         results[name] = {
             **metrics,
             "update_s": result.update_s,
@@ -259,6 +278,7 @@ def run_bench(
         "variants": variants,
         "memory": {**memory, "eul_over_task_only": memory["eul"] / memory["layers_task_only"]},
         "targets": check_targets(methods, memory),
+        "mia_roc": mia_roc,
         "setup": {
             "data": data.source,
             "train_rows": len(data.train),
@@ -300,27 +320,27 @@ def check_targets(methods: dict, memory: dict) -> list[dict[str, object]]:
         (
             "test acc >= original - 1 pt",
             eul["test_acc"] - original["test_acc"],
-            lambda v: v >= -0.01,
+            lambda v: v >= -UTILITY_DROP,
         ),
         (
             "retained acc >= original - 1 pt",
             eul["retained_acc"] - original["retained_acc"],
-            lambda v: v >= -0.01,
+            lambda v: v >= -UTILITY_DROP,
         ),
         (
             "forget acc within 5 pts of oracle",
             eul["forget_acc"] - oracle["forget_acc"],
-            lambda v: abs(v) <= 0.05,
+            lambda v: abs(v) <= ORACLE_GAP,
         ),
         (
             "memorised acc within 5 pts of oracle",
             eul["forget_memorised_acc"] - oracle["forget_memorised_acc"],
-            lambda v: abs(v) <= 0.05,
+            lambda v: abs(v) <= ORACLE_GAP,
         ),
         (
             "MIA AUC within 0.05 of oracle",
             eul["mia_auc"] - oracle["mia_auc"],
-            lambda v: abs(v) <= 0.05,
+            lambda v: abs(v) <= ORACLE_GAP,
         ),
         (
             "peak memory <= 1.25x task-only layers",
@@ -329,6 +349,42 @@ def check_targets(methods: dict, memory: dict) -> list[dict[str, object]]:
         ),
     ]
     return [{"target": t, "value": round(v, 4), "met": bool(ok(v))} for t, v, ok in rows]
+
+
+def target_bands(methods: dict) -> dict[str, tuple[float | None, float | None]]:
+    """Where EUL's value of each metric must fall to meet its target, as (low, high) on the
+    metric's own scale: the lines the metrics plot draws."""
+    oracle, original = methods["oracle"], methods["original"]
+    bands: dict[str, tuple[float | None, float | None]] = {}
+    for key in ("test_acc", "retained_acc"):
+        bands[key] = (original[key] - UTILITY_DROP, None)
+    for key in ("forget_acc", "forget_memorised_acc", "mia_auc"):
+        if oracle.get(key) is not None and not _nan(oracle[key]):
+            bands[key] = (oracle[key] - ORACLE_GAP, oracle[key] + ORACLE_GAP)
+    return bands
+
+
+def draw_report(report: dict, path: str | Path) -> list[Path]:
+    """The benchmark's figures beside its JSON at `path`: every method's metrics with EUL's
+    targets, and the MIA ROC curves of the original, EUL and the oracle (when in memory)."""
+    from eul.plots import plot_metrics, plot_roc, sibling
+
+    methods = report["methods"]
+    written = [
+        plot_metrics(
+            methods,
+            PLOTTED,
+            sibling(path, "metrics"),
+            targets=target_bands(methods),
+            title="every method against the oracle (dashed: EUL's targets)",
+            target_label="EUL target",
+        )
+    ]
+    curves = report.get("mia_roc") or {}
+    if any(curves.values()):
+        title = "membership inference: forget rows against held-out rows"
+        written.append(plot_roc(curves, sibling(path, "mia-roc"), title))
+    return written
 
 
 COLUMNS = (
@@ -378,11 +434,21 @@ def clean_for_json(data: object) -> object:
     return None if _nan(data) else data
 
 
-def save_report(report: dict, path: str | Path) -> None:
-    save_report_as(report, format_table(report), path)
+def save_report(report: dict, path: str | Path) -> list[Path]:
+    """The benchmark's JSON, Markdown table and figures; returns every file written."""
+    return save_report_as(report, format_table(report), path, draw_report)
 
 
-def save_report_as(report: dict, table: str, path: str | Path) -> None:
-    """The report as JSON at `path`, and its table as Markdown beside it."""
-    write_json(clean_for_json(report), path)
-    Path(path).with_suffix(".md").write_text(table + "\n")
+def save_report_as(
+    report: dict,
+    table: str,
+    path: str | Path,
+    draw: Callable[[dict, Path], list[Path]] | None = None,
+) -> list[Path]:
+    """The report as JSON at `path` (less the IN_MEMORY keys), its table as Markdown beside
+    it, and the figures `draw` makes of it; returns every file written."""
+    path = Path(path)
+    write_json(clean_for_json({k: v for k, v in report.items() if k not in IN_MEMORY}), path)
+    table_path = path.with_suffix(".md")
+    table_path.write_text(table + "\n")
+    return [path, table_path, *(draw(report, path) if draw else [])]

@@ -22,7 +22,7 @@ import torch
 from eul.bench import subject_groups, without_subjects
 from eul.data import DataError, Record, SyntheticConfig, generate, load_samsum, plant_secrets
 from eul.data import split_records as split_by_subject
-from eul.evaluate import EvalSets, evaluate
+from eul.evaluate import EvalSets, evaluate_with_scores, membership_roc
 from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model import ModelSpec, TextModel, TrainConfig, train_full
 
@@ -36,6 +36,16 @@ METRICS = (
     "forget_rouge2",
     "forget_rougeL",
     "forget_memorised_acc",
+    "mia_auc",
+)
+# The target: EUL may leave at most this much more secret extraction than the oracle.
+SECRET_MARGIN = 0.05
+PLOTTED = (
+    "test_rouge1",
+    "test_rougeL",
+    "forget_rouge1",
+    "forget_rougeL",
+    "secret_extraction",
     "mia_auc",
 )
 
@@ -124,14 +134,16 @@ def run_generation_bench(
     eul = get_method("eul", config=config.eul).run(original.copy(), task, progress)
     log(f"eul done in {eul.update_s:.1f} s")
     methods: dict[str, dict] = {}
+    mia_roc: dict[str, dict | None] = {}
     for name, tm, update_s in (
         ("original", original, None),
         ("oracle", oracle.model, oracle.update_s),
         ("eul", eul.model, eul.update_s),
     ):
-        metrics, _ = evaluate(tm, sets, task="generation")
+        metrics, _, scores = evaluate_with_scores(tm, sets, task="generation")
         methods[name] = {key: metrics[key] for key in METRICS} | {"update_s": update_s}
         methods[name]["secret_extraction"] = methods[name].pop("forget_memorised_acc")
+        mia_roc[name] = membership_roc(**scores)
     gap = methods["eul"]["secret_extraction"] - methods["oracle"]["secret_extraction"]
     return {
         "methods": methods,
@@ -139,9 +151,10 @@ def run_generation_bench(
             {
                 "target": "secret extraction after EUL <= oracle + 5 pts",
                 "value": round(gap, 4),
-                "met": bool(gap <= 0.05),
+                "met": bool(gap <= SECRET_MARGIN),
             }
         ],
+        "mia_roc": mia_roc,
         "setup": {
             "data": source,
             "train_rows": len(train),
@@ -183,3 +196,30 @@ def format_generation(report: dict) -> str:
             f"- {target['target']}: {target['value']} ({'met' if target['met'] else 'MISSED'})"
         )
     return "\n".join(lines)
+
+
+def draw_generation(report: dict, path: str | Path) -> list[Path]:
+    """The generation benchmark's figures beside its JSON at `path`: ROUGE, secret extraction
+    and MIA AUC per model (with EUL's target), and the MIA ROC curves (when in memory)."""
+    from eul.plots import plot_metrics, plot_roc, sibling
+
+    methods = report["methods"]
+    oracle_secrets = methods["oracle"]["secret_extraction"]
+    targets = {}
+    if oracle_secrets is not None:
+        targets["secret_extraction"] = (None, oracle_secrets + SECRET_MARGIN)
+    written = [
+        plot_metrics(
+            methods,
+            PLOTTED,
+            sibling(path, "metrics"),
+            targets=targets,
+            title="summarisation with planted secrets (dashed: EUL's target)",
+            target_label="EUL target",
+        )
+    ]
+    curves = report.get("mia_roc") or {}
+    if any(curves.values()):
+        title = "membership inference: forget dialogues against held-out dialogues"
+        written.append(plot_roc(curves, sibling(path, "mia-roc"), title))
+    return written

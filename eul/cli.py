@@ -451,6 +451,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"written to {args.out}")
 
 
+def _print_written(paths: list[Path]) -> None:
+    """The files a benchmark wrote, one a line: its JSON, its table, its figures."""
+    print("\nwritten:")
+    for path in paths:
+        print(f"  {path}")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from eul.bench import BenchConfig, format_table, run_bench, save_report
 
@@ -459,13 +466,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.fusion_scale:
         from eul.bench import clean_for_json
         from eul.evaluate import write_json
-        from eul.fusion_scale import format_fusion_scale, run_fusion_scale
+        from eul.fusion_scale import draw_fusion_scale, format_fusion_scale, run_fusion_scale
 
         rows = run_fusion_scale(seed=args.seed)
         print(format_fusion_scale(rows))
         if args.out:
-            write_json(clean_for_json({"fusion_scale": rows}), args.out)
-            print(f"\nwritten to {args.out}")
+            report = {"fusion_scale": rows}
+            write_json(clean_for_json(report), args.out)
+            _print_written([Path(args.out), *draw_fusion_scale(report, Path(args.out))])
         return
 
     if args.task == "generation":
@@ -486,13 +494,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print()
     print(format_table(report))
     if args.out:
-        save_report(report, args.out)
-        print(f"\nwritten to {args.out} (and {Path(args.out).with_suffix('.md')})")
+        _print_written(save_report(report, args.out))
 
 
 def _bench_sequential(args: argparse.Namespace, bench: object) -> None:
     from eul.bench import save_report_as
-    from eul.sequential import SequentialConfig, format_sequential, run_sequential
+    from eul.sequential import (
+        SequentialConfig,
+        draw_sequential,
+        format_sequential,
+        run_sequential,
+    )
 
     config = SequentialConfig(
         bench=bench, fusion=args.fusion, anchor_weight=args.anchor_weight, variants=args.variants
@@ -502,14 +514,15 @@ def _bench_sequential(args: argparse.Namespace, bench: object) -> None:
     print()
     print(table)
     if args.out:
-        save_report_as({"sequential": result["steps"], "setup": result["setup"]}, table, args.out)
-        print(f"\nwritten to {args.out} (and {Path(args.out).with_suffix('.md')})")
+        report = {"sequential": result["steps"], "setup": result["setup"]}
+        _print_written(save_report_as(report, table, args.out, draw_sequential))
 
 
 def _bench_generation(args: argparse.Namespace) -> None:
     from eul.bench import save_report_as
     from eul.bench_generation import (
         GenerationBenchConfig,
+        draw_generation,
         format_generation,
         run_generation_bench,
         samsum_file,
@@ -528,8 +541,7 @@ def _bench_generation(args: argparse.Namespace) -> None:
     print()
     print(table)
     if args.out:
-        save_report_as(report, table, args.out)
-        print(f"\nwritten to {args.out} (and {Path(args.out).with_suffix('.md')})")
+        _print_written(save_report_as(report, table, args.out, draw_generation))
 
 
 # -- parser -------------------------------------------------------------------------------

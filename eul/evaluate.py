@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,9 @@ from eul.data import LABEL_WORDS, Record
 from eul.model import TextModel
 
 MIN_K_SHARE = 0.2
+# Each membership signal of `membership_scores` and the metric of its AUC.
+MIA_SIGNALS = {"loss": "mia_auc", "zlib": "mia_auc_zlib", "min_k": "mia_auc_min_k"}
+ROC_POINTS = 101
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,43 @@ def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float:
     ranks = stats.rankdata(np.concatenate([pos, neg]))
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
+
+
+def roc_curve(
+    positive: Sequence[float], negative: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """The ROC curve as (false positive rates, true positive rates), from (0, 0) to (1, 1).
+
+    One point per distinct score, highest first; a score shared by a positive and a negative
+    gives a diagonal step, so the area under the curve (trapezoids) is `roc_auc` exactly.
+    """
+    if not positive or not negative:
+        return [], []
+    pos, neg = np.asarray(positive, float), np.asarray(negative, float)
+    thresholds = np.unique(np.concatenate([pos, neg]))[::-1]
+    pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
+    above_pos = len(pos) - np.searchsorted(pos_sorted, thresholds, side="left")
+    above_neg = len(neg) - np.searchsorted(neg_sorted, thresholds, side="left")
+    fpr = np.concatenate([[0.0], above_neg / len(neg)])
+    tpr = np.concatenate([[0.0], above_pos / len(pos)])
+    return fpr.tolist(), tpr.tolist()
+
+
+def roc_at(fpr: Sequence[float], tpr: Sequence[float], grid: Sequence[float]) -> list[float]:
+    """The true positive rate of a `roc_curve` at each false positive rate of `grid`.
+
+    Where the curve rises straight up at one rate, the top of the rise is taken.
+    """
+    xs, ys = np.asarray(fpr, float), np.asarray(tpr, float)
+    values = []
+    for x in grid:
+        j = int(np.searchsorted(xs, x, side="right")) - 1
+        if j >= len(xs) - 1:
+            values.append(float(ys[-1]))
+        else:
+            share = (x - xs[j]) / (xs[j + 1] - xs[j])
+            values.append(float(ys[j] + share * (ys[j + 1] - ys[j])))
+    return values
 
 
 def ks_pvalue(a: Sequence[float], b: Sequence[float]) -> float:
@@ -137,6 +177,53 @@ def generation_scores(tm: TextModel, records: Sequence[Record]) -> dict[str, flo
     return result
 
 
+def forget_metrics(
+    tm: TextModel,
+    records: Sequence[Record],
+    task: str = "classification",
+    label_words: Sequence[str] = LABEL_WORDS,
+) -> dict[str, float]:
+    """The forget-side metrics of `evaluate` on one set of rows (one request's, say):
+    accuracy (ROUGE for generation) and how much memorised content comes back out."""
+    if task == "classification":
+        memorised = [r for r in records if r.memorised]
+        return {
+            "forget_acc": accuracy(tm, records, label_words),
+            "forget_memorised_acc": accuracy(tm, memorised, label_words),
+        }
+    scores = generation_scores(tm, records)
+    return {
+        "forget_rouge1": scores["rouge1"],
+        "forget_rougeL": scores["rougeL"],
+        "forget_memorised_acc": scores.get("secret_extraction", float("nan")),
+    }
+
+
+def membership_roc(
+    forget: Mapping[str, Sequence[float]],
+    unseen: Mapping[str, Sequence[float]],
+    points: int = ROC_POINTS,
+) -> dict[str, object] | None:
+    """Each membership signal's ROC curve (forget rows against unseen rows) at `points`
+    evenly spaced false positive rates, with its AUC: {"fpr": [...], "tpr": {signal: [...]},
+    "auc": {signal: float}}.
+
+    Sampled on a fixed grid, the curve is an aggregate of the rows like the AUC itself: no
+    row's own score and no row order is in it, so it may be stored and logged. None when
+    there are no forget or no unseen rows.
+    """
+    if not forget.get("loss") or not unseen.get("loss"):
+        return None
+    grid = np.linspace(0.0, 1.0, points).tolist()
+    tpr: dict[str, list[float]] = {}
+    auc: dict[str, float] = {}
+    for signal in MIA_SIGNALS:
+        curve = roc_curve(forget[signal], unseen[signal])
+        tpr[signal] = [round(v, 4) for v in roc_at(*curve, grid)]
+        auc[signal] = roc_auc(forget[signal], unseen[signal])
+    return {"fpr": [round(x, 4) for x in grid], "tpr": tpr, "auc": auc}
+
+
 def evaluate(
     tm: TextModel,
     sets: EvalSets,
@@ -149,6 +236,26 @@ def evaluate(
 
     The forget losses are what the KS-test compares against the oracle's; pass the oracle's
     own as `oracle_forget_losses` to get `ks_p`.
+    """
+    metrics, forget_losses, _ = evaluate_with_scores(
+        tm, sets, task, label_words, oracle_forget_losses, retained_limit
+    )
+    return metrics, forget_losses
+
+
+def evaluate_with_scores(
+    tm: TextModel,
+    sets: EvalSets,
+    task: str = "classification",
+    label_words: Sequence[str] = LABEL_WORDS,
+    oracle_forget_losses: Sequence[float] | None = None,
+    retained_limit: int = 1000,
+) -> tuple[dict[str, float], list[float], dict[str, dict[str, list[float]]]]:
+    """`evaluate`, plus the membership scores the MIA AUCs were computed from:
+    {"forget": {signal: [...]}, "unseen": {signal: [...]}}, one number per row.
+
+    Per-row numbers, in row order: keep them in memory, and store or log the
+    `membership_roc` summary of them instead.
     """
     retained = list(sets.retained)[:retained_limit]
     memorised = [r for r in sets.forget if r.memorised]
@@ -176,7 +283,7 @@ def evaluate(
         if oracle_forget_losses is not None
         else float("nan")
     )
-    return metrics, forget_losses
+    return metrics, forget_losses, {"forget": forget_scores, "unseen": unseen_scores}
 
 
 def write_json(data: object, path: str | Path) -> None:

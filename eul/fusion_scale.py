@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -157,3 +158,15 @@ def format_fusion_scale(rows: list[dict[str, float]]) -> str:
             f"{r['forward_ms_linear']:.1f} | {stacked_cell} |"
         )
     return "\n".join(lines)
+
+
+def draw_fusion_scale(report: dict, path: str | Path) -> list[Path]:
+    """The figure beside the JSON at `path` ({"fusion_scale": rows}): fusion time and memory,
+    and the serving cost, against the number of requests."""
+    from eul.plots import plot_fusion_scale, sibling
+
+    rows = report["fusion_scale"]
+    if not rows:
+        return []
+    title = "fusing N requests: cost of the fusion, and of serving the result"
+    return [plot_fusion_scale(rows, sibling(path, "cost"), title)]

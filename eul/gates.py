@@ -120,3 +120,24 @@ def failure_reasons(gates: Mapping[str, Mapping[str, Any]]) -> list[str]:
         else:
             reasons.append(f"{name}: failed")
     return reasons
+
+
+def gate_bands(
+    gates: Mapping[str, Mapping[str, Any]],
+) -> dict[str, tuple[float | None, float | None]]:
+    """Where each gated metric of the candidate must fall, as {metric: (low, high)} on the
+    metric's own scale: the lines a plot of the batch draws. Gates without a measured
+    threshold (no forget rows, a missing value) give no line."""
+    bands: dict[str, tuple[float | None, float | None]] = {}
+    utility = gates.get("utility") or {}
+    old, drop = _number(utility.get("production_test_acc")), _number(utility.get("max_drop"))
+    if old is not None and drop is not None:
+        bands["test_acc"] = (old - drop, None)
+    mia = gates.get("mia_auc") or {}
+    if _number(mia.get("value")) is not None and _number(mia.get("max")) is not None:
+        bands["mia_auc"] = (None, float(mia["max"]))
+    forget = gates.get("forget_vs_test") or {}
+    test, margin = _number(forget.get("test_acc")), _number(forget.get("margin"))
+    if "note" not in forget and test is not None and margin is not None:
+        bands["forget_acc"] = (None, test + margin)
+    return bands

@@ -754,8 +754,9 @@ def evaluate_batch(
     request_ids: Sequence[str],
 ) -> dict[str, Any]:
     """The candidate and the production model measured on the same rows: test, a sample of
-    retained rows, the batch's forget rows, and held-out rows for membership inference."""
-    from eul.evaluate import EvalSets, evaluate
+    retained rows, the batch's forget rows, and held-out rows for membership inference; the
+    forget metrics per request too, and the MIA ROC curves (aggregates, for the plots)."""
+    from eul.evaluate import EvalSets, evaluate_with_scores, membership_roc
 
     params = ctx.params
     task = params.data.task
@@ -768,14 +769,20 @@ def evaluate_batch(
     forget = _forget_rows(partition, request_ids, task) if partition else []
     sets = EvalSets(test=test, retained=sample, forget=forget, unseen=unseen)
     candidate = load_serving(Path(base_dir), Path(layer_dir))
-    cand_metrics, _ = evaluate(candidate, sets, task=task)
+    cand_metrics, _, cand_scores = evaluate_with_scores(candidate, sets, task=task)
     serving = load_serving(production.base_dir, production.layer_dir)
-    prod_metrics, _ = evaluate(serving, sets, task=task)
+    prod_metrics, _, prod_scores = evaluate_with_scores(serving, sets, task=task)
     for metrics in (cand_metrics, prod_metrics):
         metrics.pop("ks_p", None)  # needs an oracle, which the nightly batch has not
+    models = {"candidate": candidate, "production": serving}
     return {
         "candidate": cand_metrics,
         "production": prod_metrics,
+        "per_request": _per_request(models, partition, request_ids, task) if partition else {},
+        "mia_roc": {
+            "candidate": membership_roc(**cand_scores),
+            "production": membership_roc(**prod_scores),
+        },
         "rows": {
             "test": len(test),
             "retained": len(sample),
@@ -785,6 +792,26 @@ def evaluate_batch(
         },
         "seconds": {"evaluate": time.perf_counter() - started},
     }
+
+
+def _per_request(
+    models: dict[str, TextModel],
+    partition: dict[str, Any],
+    request_ids: Sequence[str],
+    task: str,
+) -> dict[str, dict[str, Any]]:
+    """Each request's forget metrics, per model: {request id: {"rows": n, model: metrics}}
+    (requests without rows in the training data are left out: nothing to measure)."""
+    from eul.evaluate import forget_metrics
+
+    found: dict[str, dict[str, Any]] = {}
+    for request_id in request_ids:
+        rows = _forget_rows(partition, [request_id], task)
+        if rows:
+            found[request_id] = {"rows": len(rows)} | {
+                name: forget_metrics(tm, rows, task) for name, tm in models.items()
+            }
+    return found
 
 
 def check_batch_gates(ctx: Context, evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -811,31 +838,6 @@ _KIND_LINES = {
 }
 
 
-def plot_metrics(evaluation: dict[str, Any], path: Path) -> Path:
-    """A bar chart of candidate against production on every shared metric (a reviewer's
-    first look, logged with the batch run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    candidate = _metrics(evaluation["candidate"])
-    production = _metrics(evaluation["production"])
-    names = [k for k in candidate if k in production]
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.2))
-    xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], [production[k] for k in names], 0.4, label="production")
-    ax.bar([x + 0.2 for x in xs], [candidate[k] for k in names], 0.4, label="candidate")
-    ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
 def register_candidate(
     ctx: Context,
     production: Production,
@@ -852,6 +854,7 @@ def register_candidate(
     and point `candidate` at it; a version failing its gates is registered all the same,
     with the reasons, for a reviewer."""
     from eul import dvcstore
+    from eul.plots import batch_plots
 
     started = time.perf_counter()
     folder = batch_folder(ctx, plan)
@@ -886,7 +889,7 @@ def register_candidate(
         layer_dir=layer_dir,
         state_dir=state_dir,
         evaluation=document,
-        plots=[plot_metrics(evaluation, folder / "metrics.png")],
+        plots=batch_plots(evaluation, gate_checks.gate_bands(verdict["gates"]), folder),
     )
     dvc_file = ctx.root / ctx.params.data.dvc_file
     data_md5 = dvcstore.tracked_md5(dvc_file) if dvc_file.is_file() else None

@@ -626,6 +626,22 @@ def version_run_id(settings: TrackingSettings, version: int) -> str:
     return run_id
 
 
+def version_artifact_links(
+    settings: TrackingSettings, version: int, folder: str = "plots"
+) -> list[dict[str, str]]:
+    """The files under `folder` of the run a version was logged from, each as its name, its
+    `runs:/` URI (what `mlflow artifacts download -u` takes) and its location in the
+    artifact store (a file: or s3: URI): the links a report gives to the batch's plots."""
+    run_id = version_run_id(settings, version)
+    with _mlflow(settings) as client:
+        base = client.get_run(run_id).info.artifact_uri.rstrip("/")
+        files = [a.path for a in client.list_artifacts(run_id, folder) if not a.is_dir]
+    return [
+        {"name": Path(path).name, "uri": f"runs:/{run_id}/{path}", "location": f"{base}/{path}"}
+        for path in sorted(files)
+    ]
+
+
 def download_run_artifacts(
     settings: TrackingSettings, run_id: str, artifact_path: str, dst: str | Path
 ) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from eul.bench import BenchConfig, choose_requests, load_bench_records
 from eul.data import LABEL_WORDS, Record, split_records
@@ -258,3 +259,15 @@ def format_sequential(result: dict) -> str:
                 f"{row['mia_auc']:.3f} | {row['update_s']:.1f} |"
             )
     return "\n".join(lines)
+
+
+def draw_sequential(report: dict, path: str | Path) -> list[Path]:
+    """The protocol's figure beside its JSON at `path` ({"sequential": steps, ...}): each
+    metric per step, a line per way of serving. Nothing when there is no step."""
+    from eul.plots import plot_sequential, sibling
+
+    steps = report["sequential"]
+    if not steps:
+        return []
+    title = "requests one by one: each way of serving against the oracle"
+    return [plot_sequential(steps, sibling(path, "steps"), title)]

@@ -12,6 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from eul.audit import audit, batch_markdown, format_markdown, table_rows
 from eul.pipeline import Context, write_json
+from eul.plots import plots_markdown
+from eul.registry import version_artifact_links
 
 
 @task(name="report", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -19,11 +21,14 @@ def report(ctx: Context, summary: dict[str, Any], key: str) -> dict[str, Any]:
     """Publish the run's summary and the audit; return the audit (ids and hashes only).
 
     `key` names the artifacts (lowercase letters, digits and dashes), one per flow, so the
-    Prefect UI keeps each flow's reports as one history.
+    Prefect UI keeps each flow's reports as one history. The markdown links the plots that
+    the batch run of the registered version holds in MLflow.
     """
     with ctx.ledger() as ledger:
         found = audit(ledger, ctx.settings)
-    markdown = batch_markdown(summary) + "\n" + format_markdown(found)
+    version = summary.get("version")
+    plots = [] if version is None else version_artifact_links(ctx.settings, int(version))
+    markdown = batch_markdown(summary) + plots_markdown(plots) + "\n" + format_markdown(found)
     create_markdown_artifact(
         markdown=markdown, key=f"{key}-report", description="What this run did, and the audit"
     )
@@ -34,6 +39,6 @@ def report(ctx: Context, summary: dict[str, Any], key: str) -> dict[str, Any]:
         )
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder = ctx.workdir / "reports"
-    write_json(folder / f"{key}-{stamp}.json", {"summary": summary, "audit": found})
+    write_json(folder / f"{key}-{stamp}.json", {"summary": summary, "plots": plots, "audit": found})
     (folder / f"{key}-{stamp}.md").write_text(markdown)
     return found

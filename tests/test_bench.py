@@ -14,6 +14,7 @@ from eul.bench import (
     load_bench_records,
     run_bench,
     save_report,
+    target_bands,
 )
 from eul.data import DataError, SyntheticConfig, generate
 from eul.methods import EULConfig
@@ -61,11 +62,32 @@ def test_a_tiny_bench_reports_every_method_and_target(tmp_path) -> None:
     assert report["methods"]["eul"]["trainable_share"] < 0.2
     assert report["memory"]["eul"] > 0
     assert len(report["targets"]) == 7
-    save_report(report, tmp_path / "bench.json")
+    written = save_report(report, tmp_path / "bench.json")
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["methods"]["original"]["update_s"] is None
     assert "| eul |" in (tmp_path / "bench.md").read_text()
     assert "MIA AUC" in format_table(report)
+    # the figures lie beside the JSON, under its stem, and are listed with it
+    names = ["bench.json", "bench.md", "bench-metrics.png", "bench-mia-roc.png"]
+    assert [p.name for p in written] == names
+    for path in written[2:]:
+        assert path.parent == tmp_path and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the ROC curves are drawn from the run, summed up per model, and not saved in the JSON
+    assert set(report["mia_roc"]) == {"original", "oracle", "eul"}
+    for name, curve in report["mia_roc"].items():
+        assert curve["auc"]["loss"] == report["methods"][name]["mia_auc"]
+    assert "mia_roc" not in saved
+
+
+def test_target_bands_are_the_targets_on_each_metric_scale() -> None:
+    methods = {
+        "original": {"test_acc": 0.9, "retained_acc": 0.95},
+        "oracle": {"forget_acc": 0.7, "forget_memorised_acc": 0.2, "mia_auc": 0.5},
+    }
+    bands = target_bands(methods)
+    assert bands["test_acc"] == (pytest.approx(0.89), None)
+    assert bands["forget_acc"] == (pytest.approx(0.65), pytest.approx(0.75))
+    assert bands["mia_auc"] == (pytest.approx(0.45), pytest.approx(0.55))
 
 
 def test_sst2_folder_gives_subjects_and_says_where_it_came_from(tmp_path) -> None:

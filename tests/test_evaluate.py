@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
 
-from eul.evaluate import EvalSets, evaluate, ks_pvalue, roc_auc, rouge
+from eul.evaluate import (
+    EvalSets,
+    evaluate,
+    evaluate_with_scores,
+    forget_metrics,
+    ks_pvalue,
+    membership_roc,
+    roc_at,
+    roc_auc,
+    roc_curve,
+    rouge,
+)
 
 
 def test_roc_auc_of_separated_equal_and_reversed_scores() -> None:
@@ -59,3 +72,58 @@ def test_evaluate_reports_every_metric_and_sees_memorisation(tiny_trained, tiny_
     assert metrics["mia_auc"] > 0.6
     assert len(losses) == 12
     assert metrics["ks_p"] < 0.01
+
+
+def test_roc_curve_area_is_the_auc_ties_included() -> None:
+    # given scores with ties inside and across the two groups
+    rng = random.Random(5)
+    positive = [round(rng.gauss(0.8, 1), 1) for _ in range(30)]
+    negative = [round(rng.gauss(0.0, 1), 1) for _ in range(70)]
+    # when the curve is computed
+    fpr, tpr = roc_curve(positive, negative)
+    # then it runs from (0, 0) to (1, 1) without going back, and its area is the AUC
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    area = float(np.sum(np.diff(fpr) * (np.asarray(tpr[1:]) + np.asarray(tpr[:-1])) / 2))
+    assert area == pytest.approx(roc_auc(positive, negative), abs=1e-12)
+    assert roc_curve([], [1.0]) == ([], [])
+
+
+def test_roc_at_reads_the_curve_between_and_on_its_points() -> None:
+    # a curve that rises straight up at 0 and at 0.5
+    fpr, tpr = [0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0]
+    assert roc_at(fpr, tpr, [0.0, 0.25, 0.5, 0.75, 1.0]) == [0.5, 0.5, 1.0, 1.0, 1.0]
+    # and a diagonal step is read on the diagonal
+    assert roc_at([0.0, 1.0], [0.0, 1.0], [0.3]) == [pytest.approx(0.3)]
+
+
+def test_membership_roc_is_a_fixed_size_summary_with_exact_aucs() -> None:
+    rng = random.Random(2)
+    forget = {s: [rng.gauss(1, 1) for _ in range(7)] for s in ("loss", "zlib", "min_k")}
+    unseen = {s: [rng.gauss(0, 1) for _ in range(50)] for s in ("loss", "zlib", "min_k")}
+    curve = membership_roc(forget, unseen, points=21)
+    # the same number of points whatever the row counts: no row's own score is in it
+    assert len(curve["fpr"]) == 21 and {len(v) for v in curve["tpr"].values()} == {21}
+    for signal in ("loss", "zlib", "min_k"):
+        assert curve["auc"][signal] == roc_auc(forget[signal], unseen[signal])
+        assert curve["tpr"][signal][-1] == 1.0
+    assert membership_roc({"loss": []}, unseen) is None
+
+
+def test_evaluate_with_scores_returns_what_the_aucs_were_computed_from(
+    tiny_trained, tiny_records
+) -> None:
+    train, heldout, test = tiny_records
+    forget = [r for r in train if r.memorised][:4] + [r for r in train if not r.memorised][:6]
+    sets = EvalSets(test=test[:20], retained=train[:20], forget=forget, unseen=heldout)
+    metrics, losses, scores = evaluate_with_scores(tiny_trained, sets)
+    # the same metrics as `evaluate`, and one score per row and signal
+    assert metrics == pytest.approx(evaluate(tiny_trained, sets)[0], nan_ok=True)
+    assert {len(v) for v in scores["forget"].values()} == {len(forget)}
+    assert {len(v) for v in scores["unseen"].values()} == {len(heldout)}
+    assert roc_auc(scores["forget"]["loss"], scores["unseen"]["loss"]) == metrics["mia_auc"]
+    assert [-s for s in scores["forget"]["loss"]] == losses
+    # and the forget metrics of one part of the rows are measured on that part alone
+    part = forget_metrics(tiny_trained, forget[:4])
+    assert part["forget_memorised_acc"] == part["forget_acc"] == 1.0
+    assert forget_metrics(tiny_trained, forget)["forget_acc"] == metrics["forget_acc"]

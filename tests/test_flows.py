@@ -168,6 +168,19 @@ def test_nightly_batch_end_to_end(project):
     batch_run = client.get_model_version(ctx.settings.model_name, "1").run_id
     artifacts = {a.path for a in client.list_artifacts(batch_run)}
     assert {"fused_layer", "fusion_state", "evaluation.json", "plots"} <= artifacts
+    # the plots: metrics against production (per request too) and the candidate's MIA ROC
+    plots = sorted(a.path for a in client.list_artifacts(batch_run, "plots"))
+    assert plots == ["plots/metrics.png", "plots/mia-roc.png"]
+    for path in plots:
+        local = Path(client.download_artifacts(batch_run, path, str(project / "downloaded")))
+        assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shutil.rmtree(project / "downloaded")
+    evaluation = json.loads(
+        Path(client.download_artifacts(batch_run, "evaluation.json")).read_text()
+    )
+    assert sorted(evaluation["evaluation"]["per_request"]) == ["req-a", "req-b", "ticket.7"]
+    roc = evaluation["evaluation"]["mia_roc"]["candidate"]
+    assert roc["auc"]["loss"] == pytest.approx(summary["metrics"]["mia_auc"])
     # and no forgotten row's text is in MLflow, the working folder or the data any more
     stores = [project / "state", project / "data", project / ".dvc", project / ".dvc-remote"]
     for text in [t for request in texts.values() for t in request]:
@@ -175,6 +188,10 @@ def test_nightly_batch_end_to_end(project):
     # the batch published its report as Prefect artifacts
     markdown = Artifact.get("nightly-deletion-batch-report")
     assert "version 1 promoted to production" in markdown.data
+    # with links to the plots of the batch run
+    for name in ("metrics.png", "mia-roc.png"):
+        assert f"(`runs:/{batch_run}/plots/{name}`)" in markdown.data
+        assert f"/{batch_run}/artifacts/plots/{name})" in markdown.data
     assert "| req-a | honoured | purged | 1 |" in markdown.data
     # and `eul audit` says every request is honoured, with the purge hashes as evidence
     code, out = audit_cli("--project", str(project), "--json")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from conftest import TINY_SPEC
 
-from eul.fusion_scale import format_fusion_scale, run_fusion_scale
+from eul.fusion_scale import draw_fusion_scale, format_fusion_scale, run_fusion_scale
 
 
-def test_fusion_scale_reports_cost_per_request_count() -> None:
+def test_fusion_scale_reports_cost_per_request_count(tmp_path) -> None:
     rows = run_fusion_scale(counts=(1, 4), spec=TINY_SPEC, tokens_per_request=20, stacked_limit=1)
     assert [r["requests"] for r in rows] == [1, 4]
     for row in rows:
@@ -19,3 +19,6 @@ def test_fusion_scale_reports_cost_per_request_count() -> None:
     assert rows[0]["forward_ms_stacked"] > 0
     assert rows[1]["forward_ms_stacked"] != rows[1]["forward_ms_stacked"]  # NaN: past the limit
     assert "| 4 |" in format_fusion_scale(rows)
+    [figure] = draw_fusion_scale({"fusion_scale": rows}, tmp_path / "fusion-scale.json")
+    assert figure == tmp_path / "fusion-scale-cost.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from eul.gates import check_gates, failure_reasons, passed
+import pytest
+
+from eul.gates import check_gates, failure_reasons, gate_bands, passed
 from eul.params import GateParams
 
 LIMITS = GateParams(max_test_acc_drop=0.02, max_mia_auc=0.6, forget_acc_margin=0.05)
@@ -64,3 +66,18 @@ def test_missing_measurements_fail_but_no_forget_rows_is_nothing_to_measure():
 
 def test_no_gate_at_all_is_not_a_pass():
     assert passed({}) is False
+
+
+def test_gate_bands_are_the_thresholds_on_each_metric_scale():
+    # given the gates of a batch with forget rows
+    candidate = {"test_acc": 0.84, "forget_acc": 0.5, "mia_auc": 0.3}
+    gates = check_gates(candidate, PRODUCTION, forget_rows=12, params=LIMITS)
+    # then each gated metric has its line: utility from production, forget from test
+    bands = gate_bands(gates)
+    assert set(bands) == {"test_acc", "mia_auc", "forget_acc"}
+    assert bands["test_acc"][0] == pytest.approx(0.85 - 0.02) and bands["test_acc"][1] is None
+    assert bands["mia_auc"] == (None, 0.6)
+    assert bands["forget_acc"][1] == pytest.approx(0.84 + 0.05)
+    # and a batch without forget rows has nothing to draw on the forget side
+    empty = gate_bands(check_gates(candidate, PRODUCTION, forget_rows=0, params=LIMITS))
+    assert set(empty) == {"test_acc"}

@@ -7,9 +7,10 @@ import json
 import pytest
 from conftest import TINY_SPEC
 
-from eul.bench import BenchConfig, choose_requests
+from eul.bench import BenchConfig, choose_requests, save_report_as
 from eul.bench_generation import (
     GenerationBenchConfig,
+    draw_generation,
     format_generation,
     prepare_generation,
     run_generation_bench,
@@ -18,8 +19,15 @@ from eul.cli import main
 from eul.data import SyntheticConfig, generate, plant_secrets
 from eul.methods import EULConfig
 from eul.model import ModelSpec
-from eul.sequential import NAMES, SequentialConfig, format_sequential, run_sequential
+from eul.sequential import (
+    NAMES,
+    SequentialConfig,
+    draw_sequential,
+    format_sequential,
+    run_sequential,
+)
 
+PNG = b"\x89PNG\r\n\x1a\n"
 STEP_KEYS = {"test_acc", "forget_acc", "forget_memorised_acc", "mia_auc", "update_s"}
 
 
@@ -63,6 +71,11 @@ def test_sequential_protocol_reports_every_step_and_fuses_exactly(tmp_path) -> N
         assert step["fused"]["update_s"] > step["stacked"]["update_s"]
     table = format_sequential(result)
     assert "| 3 | oracle |" in table and "| 3 | fused_linear_trained_basis |" in table
+    # and the steps are drawn beside the JSON
+    report = {"sequential": result["steps"], "setup": result["setup"]}
+    written = save_report_as(report, table, tmp_path / "seq.json", draw_sequential)
+    assert [p.name for p in written] == ["seq.json", "seq.md", "seq-steps.png"]
+    assert written[2].read_bytes()[:8] == PNG
 
 
 def test_planted_secrets_open_the_dialogue_and_the_summary() -> None:
@@ -96,6 +109,10 @@ def test_generation_bench_plants_secrets_only_in_the_forget_set(tmp_path) -> Non
         assert 0.0 <= row["test_rouge1"] <= 1.0
     assert "secrets extracted" in format_generation(report)
     json.dumps(report)
+    written = save_report_as(report, "table", tmp_path / "gen.json", draw_generation)
+    assert [p.name for p in written] == ["gen.json", "gen.md", "gen-metrics.png", "gen-mia-roc.png"]
+    assert all(p.read_bytes()[:8] == PNG for p in written[2:])
+    assert "mia_roc" not in json.loads(written[0].read_text())
 
 
 def test_bench_cli_rejects_a_missing_samsum_folder(tmp_path, capsys) -> None:
@@ -108,7 +125,7 @@ def test_bench_cli_rejects_a_missing_samsum_folder(tmp_path, capsys) -> None:
     assert "val.csv" in capsys.readouterr().err
 
 
-def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path) -> None:
+def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path, capsys) -> None:
     import eul.sequential
 
     seen = {}
@@ -125,3 +142,6 @@ def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path) 
     assert config.variants and config.fusion == "fit" and config.anchor_weight == 0.5
     assert config.bench.quick
     assert json.loads(out.read_text())["sequential"] == []
+    # the files written are listed (no figure: there is no step to draw)
+    listed = capsys.readouterr().out.split("written:")[1].split()
+    assert listed == [str(out), str(out.with_suffix(".md"))]
