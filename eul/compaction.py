@@ -83,8 +83,8 @@ def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
     from eul.data import load_records
     from eul.fusion import FusionState, add_shared_fused_layer, fuse_shared
     from eul.layers import LayerConfig
-    from eul.model import TextModel, build_model, seed_everything, train_full
-    from eul.stages import _tokenizer_texts
+    from eul.model import seed_everything, train_full
+    from eul.stages import _tokenizer_texts, starting_model
     from eul.tokenizer import train_tokenizer
 
     folder = batch_folder(ctx, plan) / "retrain"
@@ -105,8 +105,9 @@ def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
     spec = params.model_spec()
     config = params.train_config()
     seed_everything(config.seed)
-    tokenizer = train_tokenizer(_tokenizer_texts(kept), spec.vocab_size)
-    tm = TextModel(build_model(tokenizer, spec), tokenizer, spec.max_input_len, spec.max_target_len)
+    tm = starting_model(
+        params, ctx.root, lambda: train_tokenizer(_tokenizer_texts(kept), spec.vocab_size)
+    )
     stats = train_full(tm, kept, config, desc="compaction retrain", progress=False)
     tm.save(folder / "base")
     layers = tm.unlearning_layers()

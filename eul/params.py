@@ -79,6 +79,8 @@ class TrainParams(_Section):
     `threads` is torch's CPU thread count (0: torch's default). One thread makes the same
     data give the same model bytes, so `dvc repro` output is reproducible, and a small
     model trains no slower: on 2 busy cores, two threads ran 8x slower per step than one.
+    `init` names a Hugging Face checkpoint folder (seq2seq or causal LM, with its tokenizer)
+    to fine-tune instead of the small T5 built from `model`; `epochs` may then be small.
     """
 
     epochs: int = Field(12, ge=1)
@@ -89,6 +91,7 @@ class TrainParams(_Section):
     seed: int = 0
     threads: int = Field(1, ge=0)
     out: str = "models/base"
+    init: str | None = None
 
 
 class LayerParams(_Section):
@@ -237,7 +240,7 @@ class Params(_Section):
         """The `eul.model.TrainConfig` of the base model's training."""
         from eul.model import TrainConfig
 
-        return TrainConfig(**self.train.model_dump(exclude={"out", "threads"}))
+        return TrainConfig(**self.train.model_dump(exclude={"out", "threads", "init"}))
 
     def eul_config(self) -> EULConfig:
         """The `EULConfig` of one unlearning update."""

@@ -11,11 +11,15 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eul.data import LABEL_WORDS, Record, SyntheticConfig, generate, load_records, save_records
 from eul.params import Params
+
+if TYPE_CHECKING:
+    from eul.model import TextModel
 
 TOKENIZER_DIR = "tokenizer"
 SPLITS = ("train", "heldout", "test")
@@ -140,23 +144,45 @@ def prepare(params: Params, root: str | Path = ".") -> dict[str, int]:
     return {name: len(part) for name, part in zip(SPLITS, split, strict=True)}
 
 
+def starting_model(params: Params, root: Path, tokenizer: Callable[[], Any]) -> TextModel:
+    """What the base recipe trains: the checkpoint in `train.init` (its own tokenizer, the
+    lengths from `model`), else a fresh model built from `model` with `tokenizer()`."""
+    from eul.model import ModelError, TextModel, build_model
+
+    spec = params.model_spec()
+    if params.train.init:
+        path = root / params.train.init
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"train.init is {params.train.init!r} but {path} has no config.json: point it "
+                "at a Hugging Face checkpoint folder (or set it to null to build a small T5)"
+            )
+        tm = TextModel.load(path)
+        tm.max_input_len, tm.max_target_len = spec.max_input_len, spec.max_target_len
+        return tm
+    built = tokenizer()
+    return TextModel(build_model(built, spec), built, spec.max_input_len, spec.max_target_len)
+
+
 def train_base(params: Params, root: str | Path = ".", progress: bool = False) -> dict[str, Any]:
     """Train the base model on the prepared train split with the prepared tokenizer."""
     import torch
     from transformers import AutoTokenizer
 
-    from eul.model import TextModel, build_model, seed_everything, train_full
+    from eul.model import seed_everything, train_full
 
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
     root = Path(root)
     prepared = root / params.prepare.out
     records = load_records(prepared / "train.jsonl", task=params.data.task)
-    spec = params.model_spec()
     config = params.train_config()
     seed_everything(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(prepared / TOKENIZER_DIR)
-    tm = TextModel(build_model(tokenizer, spec), tokenizer, spec.max_input_len, spec.max_target_len)
+
+    def prepared_tokenizer() -> Any:
+        return AutoTokenizer.from_pretrained(prepared / TOKENIZER_DIR)
+
+    tm = starting_model(params, root, prepared_tokenizer)
     stats = train_full(tm, records, config, desc="train base model", progress=progress)
     tm.save(root / params.train.out)
     n_params = sum(p.numel() for p in tm.model.parameters())

@@ -73,3 +73,40 @@ def test_init_data_refuses_to_stand_in_for_other_tracked_data(tmp_path):
         init_data(params, tmp_path)
     assert not (tmp_path / params.data.raw).exists()
     assert not list(tmp_path.glob("data/*"))
+
+
+def test_the_train_stage_fine_tunes_a_checkpoint_named_in_train_init(tmp_path, tiny_trained):
+    # given a Hugging Face checkpoint folder and a prepared training split
+    from eul.data import save_records
+    from eul.model import TextModel
+    from eul.stages import train_base
+
+    tiny_trained.save(tmp_path / "checkpoint")
+    train = generate(SyntheticConfig(n_subjects=20, seed=3))[1][:40]
+    values = {
+        "prepare": {"out": "prepared"},
+        "train": {"init": "checkpoint", "epochs": 1, "out": "models/base"},
+        "model": {"max_input_len": 48, "max_target_len": 6},
+    }
+    save_records(train, tmp_path / "prepared/train.jsonl")
+    # when the train stage runs (no tokenizer was prepared: the checkpoint brings its own)
+    stats = train_base(parse_params(values), tmp_path)
+    # then the base is the checkpoint, fine-tuned: same vocabulary, new weights, our lengths
+    base = TextModel.load(tmp_path / "models/base")
+    assert base.tokenizer.get_vocab() == tiny_trained.tokenizer.get_vocab()
+    assert stats["records"] == len(train)
+    before = tiny_trained.model.state_dict()
+    after = base.model.state_dict()
+    assert any(not (before[k] == after[k]).all() for k in before)
+    assert (base.max_input_len, base.max_target_len) == (48, 6)
+
+
+def test_a_train_init_without_a_checkpoint_names_the_fix(tmp_path):
+    from eul.data import save_records
+    from eul.model import ModelError
+    from eul.stages import train_base
+
+    save_records(generate(SyntheticConfig(n_subjects=5))[1][:5], tmp_path / "prepared/train.jsonl")
+    values = {"prepare": {"out": "prepared"}, "train": {"init": "nowhere"}}
+    with pytest.raises(ModelError, match="Hugging Face checkpoint folder"):
+        train_base(parse_params(values), tmp_path)
