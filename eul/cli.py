@@ -483,6 +483,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from eul.demo import DemoError, run_demo
+    from eul.pipeline import PipelineError
+
+    try:
+        return run_demo(args.dir, args.params)
+    except (DemoError, PipelineError) as err:
+        raise CliError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The EULConfig defaults, read from their mirror in eul.params so that building the
     # parser does not import torch.
@@ -750,6 +760,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aud.add_argument("--json", action="store_true", help="print the report as JSON")
     aud.set_defaults(func=cmd_audit, needs_ml=False)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the whole pipeline end to end in a folder of its own (what `make demo` runs)",
+        description="Make a project folder, generate the embedded data set, `dvc repro` (base "
+        "model), submit deletion requests (one bad), run the nightly batch, promote, purge and "
+        "audit; then say what happened and where to look. A second run reuses what is there.",
+    )
+    demo.add_argument("--dir", default="demo", help="the demo's folder (default: %(default)s)")
+    demo.add_argument(
+        "--params", help="params file copied into a new demo folder (default: the checkout's)"
+    )
+    demo.set_defaults(func=cmd_demo)
 
     from eul.cli_requests import register
 
