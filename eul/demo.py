@@ -34,6 +34,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 # What the demo project copies from the checkout: the DVC stages depend on eul/, and with
 # flows/, tasks/ and prefect.yaml the folder is a whole project (`python -m flows.serve`).
 PROJECT_DIRS = ("eul", "flows", "tasks")
-PROJECT_FILES = ("dvc.yaml", "prefect.yaml", ".gitignore")
+# dvc.yaml last: with it and .dvc/ in place, the folder counts as made
+PROJECT_FILES = ("prefect.yaml", ".gitignore", "dvc.yaml")
 REQUESTS_FILE = "requests.jsonl"
 PREFECT_DIR = ".prefect"
 REVIEWER = "demo"
@@ -139,6 +141,41 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_shown(
+    command: list[str], cwd: Path, echo: Callable[[str], None], every_s: float = 30.0
+) -> int:
+    """Run `command`, echoing its output as it comes (less dvc's advice) and, while it is
+    silent (a stage training a model), a line every `every_s` seconds; returns its status."""
+    proc = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    started = time.monotonic()
+    last_output = started
+    stage = "?"
+
+    def relay() -> None:
+        nonlocal last_output, stage
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            text = line.strip()
+            if text and not text.startswith(DVC_HINTS):
+                echo(f"   | {line.rstrip()}")
+                last_output = time.monotonic()
+                if text.startswith("Running stage "):
+                    stage = text.removeprefix("Running stage ").rstrip(":")
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        reader.join(timeout=min(1.0, every_s))
+        now = time.monotonic()
+        if now - last_output >= every_s:
+            echo(f"   ... stage {stage} still running ({now - started:.0f} s so far)")
+            last_output = now
+    reader.join()
+    return proc.returncode
 
 
 def prefect_database_url(home: Path) -> str:
@@ -298,16 +335,19 @@ class Demo:
             raise DemoError(
                 f"{REPO} lacks {', '.join(missing)}: run the demo from a clone of the repository"
             )
+        if shutil.which("git") is None:
+            raise DemoError("git is not installed; DVC needs it: install git and run again")
         root.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "init", "-q"], cwd=root, check=True)
         dvcstore.init_project(root)
+        (root / "params.yaml").write_text(wanted)
         for name in PROJECT_DIRS:
             shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         for name in PROJECT_FILES:
             shutil.copy(REPO / name, root / name)
-        with (root / ".gitignore").open("a") as ignore:
-            ignore.write(f"/{PREFECT_DIR}/\n")
-        (root / "params.yaml").write_text(wanted)
+            if name == ".gitignore":
+                with (root / name).open("a") as ignore:
+                    ignore.write(f"/{PREFECT_DIR}/\n")
         self.echo(
             f"   made {shown(root)}/: git + DVC (default remote {dvcstore.DEFAULT_REMOTE_PATH}/), "
             f"params.yaml from {shown(self.params_file)}, dvc.yaml, prefect.yaml and the code"
@@ -334,6 +374,9 @@ class Demo:
         if not dvc_file.is_file():
             md5 = dvcstore.add(self.root, params.data.raw, params.data.dvc_file)
             self.echo(f"   tracked by {shown(dvc_file)} ({md5})")
+            committed = REPO / params.data.dvc_file
+            if committed.is_file() and dvcstore.tracked_md5(committed) == md5:
+                self.echo("   byte for byte the data set the repository's data.dvc tracks")
             return
         tracked, actual = dvcstore.tracked_md5(dvc_file), dvcstore.dir_md5(raw)
         if tracked != actual:
@@ -365,19 +408,9 @@ class Demo:
             )
             return
         self.echo("   $ dvc repro   (the base model trains for a few minutes on 2 CPU cores)")
-        proc = subprocess.Popen(
-            [dvcstore.dvc_executable(), "repro"],
-            cwd=self.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.strip() and not line.strip().startswith(DVC_HINTS):
-                self.echo(f"   | {line.rstrip()}")
-        if proc.wait() != 0:
-            raise DemoError(f"`dvc repro` failed (exit {proc.returncode}); see its output above")
+        code = run_shown([dvcstore.dvc_executable(), "repro"], self.root, self.echo)
+        if code != 0:
+            raise DemoError(f"`dvc repro` failed (exit {code}); see its output above")
         counts = {
             name: sum(1 for _ in (self.root / params.prepare.out / f"{name}.jsonl").open())
             for name in ("train", "heldout", "test")

@@ -235,3 +235,18 @@ def test_a_folder_made_with_other_params_is_refused(demo, tmp_path):
     assert "was made with other params" in err.getvalue() and "rm -rf" in err.getvalue()
     assert len(err.getvalue().splitlines()) == 1
     assert get_alias_version(load_context(demo["root"]).settings, PRODUCTION) == 1
+
+
+def test_run_shown_relays_output_and_says_when_a_stage_is_silent(tmp_path):
+    from eul.demo import run_shown
+
+    # given a command that names its stage, is silent for a while, then finishes
+    script = "echo \"Running stage 'train':\"; sleep 1.6; echo 'Use `dvc push` to send'; exit 3"
+    lines: list[str] = []
+    # when it runs with a heartbeat every half second
+    code = run_shown(["sh", "-c", script], tmp_path, lines.append, every_s=0.5)
+    # then its output came through, less dvc's advice, with heartbeats naming the stage
+    assert code == 3
+    assert lines[0] == "   | Running stage 'train':"
+    beats = [line for line in lines if line.startswith("   ... stage 'train' still running (")]
+    assert 1 <= len(beats) <= 4 and len(lines) == 1 + len(beats)
