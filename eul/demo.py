@@ -447,7 +447,7 @@ class Demo:
             )
         self.echo(
             f"   {shown(self.root / REQUESTS_FILE)}: {len(specs)} requests, the last for a "
-            f"subject the data does not have (as `eul requests submit --file` reads it)"
+            "subject the data does not have (the format `eul requests submit --file` reads)"
         )
         for result in results:
             entry = result.entry
