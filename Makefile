@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 EUL := $(VENV)/bin/eul
 DEMO := demo
-DEMO_SUBJECT := s0001
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
@@ -37,26 +36,11 @@ bench: $(VENV)
 bench-quick: $(VENV)
 	$(EUL) bench --quick --out results/bench-quick.json
 
-$(DEMO)/data/train.jsonl: | $(VENV)
-	$(EUL) data generate --out $(DEMO)/data
-
-$(DEMO)/model/config.json: $(DEMO)/data/train.jsonl
-	$(EUL) train --data $(DEMO)/data/train.jsonl --out $(DEMO)/model
-
-$(DEMO)/layers/request-1/layer.safetensors: $(DEMO)/model/config.json
-	$(EUL) unlearn --model $(DEMO)/model --data $(DEMO)/data/train.jsonl \
-		--heldout $(DEMO)/data/heldout.jsonl --subject $(DEMO_SUBJECT) --out $(DEMO)/layers/request-1
-
-demo: $(DEMO)/layers/request-1/layer.safetensors
-	@echo "== before: the deployed model, which still knows subject $(DEMO_SUBJECT)'s records"
-	@$(EUL) evaluate --model $(DEMO)/model --data $(DEMO)/data/train.jsonl \
-		--test $(DEMO)/data/test.jsonl --heldout $(DEMO)/data/heldout.jsonl \
-		--subject $(DEMO_SUBJECT) --out $(DEMO)/before.json
-	@echo "== after: the same model with the unlearning layer of request-1"
-	@$(EUL) evaluate --model $(DEMO)/model --layer $(DEMO)/layers/request-1 \
-		--data $(DEMO)/data/train.jsonl --test $(DEMO)/data/test.jsonl \
-		--heldout $(DEMO)/data/heldout.jsonl --subject $(DEMO_SUBJECT) --out $(DEMO)/after.json
-	@echo "Files: $(DEMO)/data (data), $(DEMO)/model (base model), $(DEMO)/layers (unlearning layers), $(DEMO)/before.json and $(DEMO)/after.json (metrics)."
+# The whole pipeline on the embedded defaults, in demo/ (a project folder of its own): data,
+# `dvc repro`, deletion requests, the nightly batch, promotion, purge, audit, and a summary
+# of what happened and where to look. A second run reuses what is there.
+demo: $(VENV)
+	$(EUL) demo --dir $(DEMO)
 
 clean:
 	rm -rf $(DEMO) results .pytest_cache .ruff_cache

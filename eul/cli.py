@@ -618,7 +618,7 @@ COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Models and unlearning", ("train", "unlearn", "evaluate")),
     ("Pipeline and compliance", ("audit",)),
     ("Benchmarks", ("bench",)),
-    ("Set-up", ("doctor",)),
+    ("Set-up", ("demo", "doctor")),
 )
 
 FLOWS_NOTE = (
@@ -662,6 +662,16 @@ def command_overview(parser: argparse.ArgumentParser) -> str:
             parts += ["  " + line for line in FLOWS_NOTE.splitlines()]
         parts.append("")
     return "\n".join(parts).rstrip()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from eul.demo import DemoError, run_demo
+    from eul.pipeline import PipelineError
+
+    try:
+        return run_demo(args.dir, args.params)
+    except (DemoError, PipelineError) as err:
+        raise CliError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -997,6 +1007,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--json", action="store_true", help="print the checks as JSON")
     doc.set_defaults(func=cmd_doctor)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the whole pipeline end to end in a folder of its own (what `make demo` runs)",
+        description="Make a project folder, generate the embedded data set, `dvc repro` (base "
+        "model), submit deletion requests (one bad), run the nightly batch, promote, purge and "
+        "audit; then say what happened and where to look. A second run reuses what is there.",
+    )
+    demo.add_argument("--dir", default="demo", help="the demo's folder (default: %(default)s)")
+    demo.add_argument(
+        "--params", help="params file copied into a new demo folder (default: the checkout's)"
+    )
+    demo.set_defaults(func=cmd_demo)
 
     from eul.cli_requests import register
 
