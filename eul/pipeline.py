@@ -515,7 +515,8 @@ def train_request(
         before = _forget_side(tm, forget, unseen, task)
     name = layer_key(request_id)
     config = params.eul_config()
-    keep = _earlier_requests(production, below) if config.keep_weight > 0 else None
+    keeps = config.keep_weight > 0 and config.layer.shared_basis
+    keep = _earlier_requests(production, below) if keeps else None
     with clock("layer_train"):
         outcome = get_method("eul", config=config).run(
             tm, ForgetTask(forget, retained, unseen, name=name, keep=keep), progress=False

@@ -4,7 +4,8 @@ Three requests in turn, each 1% of the training rows (whole subjects, half of th
 a flipped label). After each step four ways of serving the requests so far are measured:
 
 - `sequential`: one layer, retrained from scratch on the union of the requests so far;
-- `stacked`: one layer per request, each trained on top of the earlier ones, all active;
+- `stacked`: one layer per request, each trained on top of the earlier ones (and held off
+  their forget tokens through their feature statistics), all active;
 - `fused`: the same layers fused into one layer of the same size (`eul.fusion`);
 - `oracle`: the base recipe retrained on the data without any request so far.
 
@@ -30,6 +31,7 @@ from eul.fusion import (
     capture_statistics,
     fuse,
     fuse_shared,
+    keep_grams,
 )
 from eul.methods import ForgetTask, get_method
 from eul.model import TextModel, train_full
@@ -118,7 +120,9 @@ def run_sequential(
         name = f"request-{k}"
         layers = stack.unlearning_layers()
         layers.set_active([f"request-{i}" for i in range(1, k)])
-        task = ForgetTask(forget=requests[k - 1], retained=retained, heldout=heldout, name=name)
+        # held off the earlier requests' tokens through their statistics (`keep_weight`)
+        keep = keep_grams(state.stats) if state is not None and bench.eul.keep_weight else None
+        task = ForgetTask(requests[k - 1], retained, heldout, name=name, keep=keep)
         result = eul.run(stack, task, progress)
         step["stacked"] = _measure(stack, sets, done, result.update_s)
         train_s = result.update_s
@@ -228,6 +232,7 @@ def _trained_basis_step(
     layers = stack.unlearning_layers()
     earlier = [n for n in layers.layers if n.startswith("request-")]
     layers.set_active(earlier)
+    task = replace(task, keep=None)  # feature statistics exist in a shared basis only
     result = get_method("eul", config=trained).run(stack, task, progress)
     step["stacked_trained_basis"] = _measure(stack, sets, done, result.update_s)
     started = time.perf_counter()

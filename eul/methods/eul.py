@@ -168,6 +168,11 @@ class EUL:
         self._cache = TeacherCache(tm, retained, cache_k, cfg.batch_size)
         self._unseen_level = self._measure_unseen_level(tm, list(task.heldout))
 
+        if task.keep is not None and not cfg.layer.shared_basis:
+            raise ValueError(
+                "ForgetTask.keep holds shared-basis feature statistics; this layer trains its "
+                "own basis (basis='trained'): leave keep out or use basis='shared'"
+            )
         layers = tm.unlearning_layers()
         name = task.name
         layers.add_layer(name, cfg.layer)
