@@ -43,4 +43,4 @@ demo: $(VENV)
 	$(EUL) demo --dir $(DEMO)
 
 clean:
-	rm -rf $(DEMO) results .pytest_cache .ruff_cache
+	rm -rf $(DEMO) .pytest_cache .ruff_cache
