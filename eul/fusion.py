@@ -169,7 +169,8 @@ def _collect(
 ) -> FusionStats:
     """Run the model over the records and sum X^T X (and X^T Y with Y = target) per position.
 
-    X is the hidden state, or `features(position, hidden)` (of size d_in) when given.
+    X is the hidden state, or `features(position, hidden)` (of size d_in) when given. Each
+    batch's sums are taken in float64 where the model runs and added to the CPU totals.
     """
     layers = tm.unlearning_layers()
     stats = FusionStats.zeros(layers.position_names, layers.d_model, d_in)
@@ -188,13 +189,11 @@ def _collect(
             stats.cross[position] += (x.T @ y).cpu()
             stats.target_sq[position] += float((y * y).sum())
 
-    device = next(tm.model.parameters()).device
     was_training = tm.model.training
     tm.model.eval()
     layers.capture = capture
     try:
-        for batch in tm.record_batches(records, batch_size):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for batch in tm.record_batches(records, batch_size):  # on the model's device
             masks.clear()
             masks.update(_token_masks(tm, batch))
             tm.logits(batch)
