@@ -158,6 +158,13 @@ def _token_masks(tm: TextModel, batch: dict[str, torch.Tensor]) -> dict[str, tor
     return {"encoder": encoder, "decoder": encoder}
 
 
+def _float64(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor in float64 where it is; MPS has no float64, so its sums are taken on the CPU."""
+    if tensor.device.type == "mps":
+        tensor = tensor.cpu()
+    return tensor.double()
+
+
 @torch.no_grad()
 def _collect(
     tm: TextModel,
@@ -180,12 +187,12 @@ def _collect(
         stack = "encoder" if position.startswith("encoder_") else "decoder"
         keep = masks[stack].to(hidden.device)
         h = hidden[keep]
-        f = h if features is None else features(position, h)
-        x = torch.cat([f.double(), f.new_ones(f.shape[0], 1, dtype=torch.float64)], dim=1)
+        f = _float64(h if features is None else features(position, h))
+        x = torch.cat([f, f.new_ones(f.shape[0], 1)], dim=1)
         stats.gram[position] += (x.T @ x).cpu()
         stats.count[position] += int(h.shape[0])
         if target is not None:
-            y = target(position, h).double()
+            y = _float64(target(position, h))
             stats.cross[position] += (x.T @ y).cpu()
             stats.target_sq[position] += float((y * y).sum())
 
@@ -430,7 +437,7 @@ def keep_grams(stats: FusionStats) -> dict[str, torch.Tensor]:
 
 def up_matrix(layer: nn.Module) -> torch.Tensor:
     """A layer's up projection as one (width+1)xd float64 matrix: [up.weight^T; up.bias]."""
-    return torch.cat([layer.up.weight.detach().T, layer.up.bias.detach()[None]]).double().cpu()
+    return torch.cat([layer.up.weight.detach().T, layer.up.bias.detach()[None]]).cpu().double()
 
 
 @dataclass
