@@ -1,10 +1,10 @@
 """Peak tensor memory of a piece of work, on CPU as well as on GPU.
 
 The work is measured where its weights are. On CUDA the allocator keeps the statistic. On
-CPU nothing does, and the process's resident
-size hides reuse of freed memory, so we count live tensor storage ourselves: every tensor an
-operator creates is tracked until its storage is freed. This counts what a GPU allocator
-would count (weights, gradients, optimiser state, activations) and excludes Python objects.
+CPU nothing does, and the process's resident size hides reuse of freed memory, so we count
+live tensor storage ourselves: every tensor an operator creates is tracked until its
+storage is freed. This counts what a GPU allocator would count (weights, gradients,
+optimiser state, activations) and excludes Python objects.
 """
 
 from __future__ import annotations
