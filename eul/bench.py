@@ -183,9 +183,12 @@ def _timed(work: Callable[[], object]) -> float:
 
 
 def run_bench(
-    config: BenchConfig, progress: bool = True, log: Callable[[str], None] = print
+    config: BenchConfig,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    device: str | torch.device = "auto",
 ) -> dict:
-    """Run every method and return the JSON-ready result."""
+    """Run every method on `device` and return the JSON-ready result."""
     data = prepare(config)
     retained = data.retained
     task = ForgetTask(forget=data.forget, retained=retained, heldout=data.heldout, name="bench")
@@ -197,6 +200,7 @@ def run_bench(
     )
 
     original = TextModel.create([r.text for r in data.train] + list(LABEL_WORDS), config.spec)
+    original.to(device)  # copies and the oracle follow it there
     base_s = _timed(lambda: train_full(original, data.train, config.train, "original", progress))
     log(f"original trained in {base_s:.1f} s")
 
@@ -293,7 +297,7 @@ def run_bench(
             "quick": config.quick,
             "seed": config.seed,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-            + ("cuda" if torch.cuda.is_available() else "cpu"),
+            + original.device.type,
         },
     }
     return report

@@ -111,9 +111,13 @@ def prepare_generation(
 
 
 def run_generation_bench(
-    config: GenerationBenchConfig, progress: bool = True, log: Callable[[str], None] = print
+    config: GenerationBenchConfig,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    device: str | torch.device = "auto",
 ) -> dict:
-    """Original, oracle and EUL on the summarisation task; returns the JSON-ready result."""
+    """Original, oracle and EUL on the summarisation task, on `device`; returns the
+    JSON-ready result."""
     train, heldout, test, forget, source = prepare_generation(config)
     forget_ids = {r.record_id for r in forget}
     retained = [r for r in train if r.record_id not in forget_ids]
@@ -125,6 +129,7 @@ def run_generation_bench(
     sets = EvalSets(test=test, retained=retained, forget=forget, unseen=heldout)
     texts = [r.text for r in train] + [r.target for r in train]
     original = TextModel.create(texts, config.spec, seed=config.seed)
+    original.to(device)  # the copy and the oracle follow it there
     started = time.perf_counter()
     train_full(original, train, config.train, "original", progress)
     base_s = time.perf_counter() - started

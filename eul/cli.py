@@ -34,6 +34,8 @@ from eul.cli_args import (
 )
 
 if TYPE_CHECKING:
+    import torch
+
     from eul.doctor import Check
     from eul.pipeline import Context
 
@@ -127,6 +129,25 @@ def _forget_split(records: list, args: argparse.Namespace) -> tuple[list, list]:
     from eul.data import select_forget
 
     return select_forget(records, _ids(args.subject, None), _ids(args.record, args.ids_file))
+
+
+def _add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where to train and evaluate: auto (a GPU if there is one), cpu, cuda, cuda:N, "
+        "mps (default: %(default)s)",
+    )
+
+
+def _device(args: argparse.Namespace) -> torch.device:
+    """The torch device of --device, checked before any work starts."""
+    from eul.model import resolve_device
+
+    try:
+        return resolve_device(args.device)
+    except ValueError as err:
+        raise CliError(f"--device: {err}") from None
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -338,6 +359,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from eul.data import LABEL_WORDS
     from eul.model import ModelSpec, TextModel, TrainConfig, train_full
 
+    device = _device(args)
     if args.init:
         model_dir(args.init, "--init")
     elif args.d_model % args.heads:
@@ -363,6 +385,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         texts = [r.text for r in records] + [r.target for r in records] + list(LABEL_WORDS)
         tm = TextModel.create(texts, spec, seed=args.seed)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    tm.to(device)
     stats = train_full(tm, records, config, desc="train base model", progress=not args.quiet)
     tm.save(args.out)
     n_params = sum(p.numel() for p in tm.model.parameters())
@@ -382,6 +405,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     from eul.methods import EULConfig, ForgetTask, get_method
     from eul.model import TextModel
 
+    device = _device(args)
     model_dir(args.model)
     writable_path(args.out, "--out", folder=True)
     records = _load(args.data, args)
@@ -389,7 +413,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     heldout = _load(args.heldout, args, "--heldout") if args.heldout else []
     if not retained:
         raise DataError("nothing would be retained: the request names every record")
-    tm = TextModel.load(args.model)
+    tm = TextModel.load(args.model).to(device)
     config = EULConfig(
         objective=args.objective,
         epochs=args.epochs,
@@ -421,6 +445,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from eul.evaluate import EvalSets, evaluate, write_json
     from eul.model import TextModel
 
+    device = _device(args)
     model_dir(args.model)
     if args.oracle:
         model_dir(args.oracle, "--oracle")
@@ -435,8 +460,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     sets = EvalSets(test=test, retained=retained, forget=forget, unseen=unseen)
     oracle_losses = None
     if args.oracle:
-        _, oracle_losses = evaluate(TextModel.load(args.oracle), sets, task=args.task)
-    tm = TextModel.load(args.model)
+        oracle = TextModel.load(args.oracle).to(device)
+        _, oracle_losses = evaluate(oracle, sets, task=args.task)
+    tm = TextModel.load(args.model).to(device)
     if args.layer:
         layers = tm.unlearning_layers()
         layers.set_active([layers.load_layer(folder) for folder in args.layer])
@@ -461,6 +487,7 @@ def _print_written(paths: list[Path]) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from eul.bench import BenchConfig, format_table, run_bench, save_report
 
+    device = _device(args)
     if args.out:
         writable_path(args.out, "--out")
     if args.fusion_scale:
@@ -477,7 +504,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
 
     if args.task == "generation":
-        _bench_generation(args)
+        _bench_generation(args, device)
         return
     config = BenchConfig.preset(
         quick=args.quick, data=args.data, seed=args.seed, variants=args.variants
@@ -488,16 +515,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
             "omit --data to use the embedded synthetic data set"
         )
     if args.sequential:
-        _bench_sequential(args, config)
+        _bench_sequential(args, config, device)
         return
-    report = run_bench(config, progress=not args.quiet)
+    report = run_bench(config, progress=not args.quiet, device=device)
     print()
     print(format_table(report))
     if args.out:
         _print_written(save_report(report, args.out))
 
 
-def _bench_sequential(args: argparse.Namespace, bench: object) -> None:
+def _bench_sequential(args: argparse.Namespace, bench: object, device: torch.device) -> None:
     from eul.bench import save_report_as
     from eul.sequential import (
         SequentialConfig,
@@ -509,7 +536,7 @@ def _bench_sequential(args: argparse.Namespace, bench: object) -> None:
     config = SequentialConfig(
         bench=bench, fusion=args.fusion, anchor_weight=args.anchor_weight, variants=args.variants
     )
-    result = run_sequential(config, progress=not args.quiet)
+    result = run_sequential(config, progress=not args.quiet, device=device)
     table = format_sequential(result)
     print()
     print(table)
@@ -518,7 +545,7 @@ def _bench_sequential(args: argparse.Namespace, bench: object) -> None:
         _print_written(save_report_as(report, table, args.out, draw_sequential))
 
 
-def _bench_generation(args: argparse.Namespace) -> None:
+def _bench_generation(args: argparse.Namespace, device: torch.device) -> None:
     from eul.bench import save_report_as
     from eul.bench_generation import (
         GenerationBenchConfig,
@@ -536,7 +563,7 @@ def _bench_generation(args: argparse.Namespace) -> None:
             )
         samsum_file(args.data)
     config = GenerationBenchConfig.preset(quick=args.quick, data=args.data, seed=args.seed)
-    report = run_generation_bench(config, progress=not args.quiet)
+    report = run_generation_bench(config, progress=not args.quiet, device=device)
     table = format_generation(report)
     print()
     print(table)
@@ -850,6 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=positive_int, default=64, help="records per step")
     train.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
     train.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_device_option(train)
     _add_data_options(train)
     train.set_defaults(func=cmd_train)
 
@@ -895,6 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default); trained: both projections trained, as in the paper",
     )
     unlearn.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_device_option(unlearn)
     _add_forget_options(unlearn)
     _add_data_options(unlearn)
     unlearn.set_defaults(func=cmd_unlearn)
@@ -914,6 +943,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--heldout", help="unseen records for membership inference (default: --test)")
     ev.add_argument("--oracle", help="a model retrained without the forget records, for KS")
     ev.add_argument("--out", help="write the metrics as JSON here")
+    _add_device_option(ev)
     _add_forget_options(ev)
     _add_data_options(ev)
     ev.set_defaults(func=cmd_evaluate)
@@ -971,6 +1001,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: time and memory of fusing 1, 10, 100 and 1,000 requests' statistics",
     )
     bench.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_device_option(bench)
     bench.set_defaults(func=cmd_bench)
 
     aud = sub.add_parser(

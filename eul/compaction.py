@@ -76,14 +76,15 @@ def compaction_status(ctx: Context, production: Production) -> dict[str, Any]:
 
 def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
     """Train the base recipe (params `model`, `train`) on the prepared training rows minus
-    every row of a request not yet purged; save it with an identity (all-zero) fused layer
-    and an empty fusion state. Done once per plan: a rerun finds it on disk."""
+    every row of a request not yet purged, on `train.device`; save it with an identity
+    (all-zero) fused layer and an empty fusion state. Done once per plan: a rerun finds it
+    on disk."""
     import torch
 
     from eul.data import load_records
     from eul.fusion import FusionState, add_shared_fused_layer, fuse_shared
     from eul.layers import LayerConfig
-    from eul.model import seed_everything, train_full
+    from eul.model import resolve_device, seed_everything, train_full
     from eul.stages import _tokenizer_texts, starting_model
     from eul.tokenizer import train_tokenizer
 
@@ -92,6 +93,7 @@ def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
         return {**json.loads((folder / DONE_FILE).read_text()), "skipped": True, "seconds": {}}
     params = ctx.params
     started = time.perf_counter()
+    device = resolve_device(params.train.device)
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
     records = load_records(ctx.prepared("train.jsonl"), task=params.data.task)
@@ -107,7 +109,7 @@ def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
     seed_everything(config.seed)
     tm = starting_model(
         params, ctx.root, lambda: train_tokenizer(_tokenizer_texts(kept), spec.vocab_size)
-    )
+    ).to(device)
     stats = train_full(tm, kept, config, desc="compaction retrain", progress=False)
     tm.save(folder / "base")
     layers = tm.unlearning_layers()

@@ -158,6 +158,13 @@ def _token_masks(tm: TextModel, batch: dict[str, torch.Tensor]) -> dict[str, tor
     return {"encoder": encoder, "decoder": encoder}
 
 
+def _float64(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor in float64 where it is; MPS has no float64, so its sums are taken on the CPU."""
+    if tensor.device.type == "mps":
+        tensor = tensor.cpu()
+    return tensor.double()
+
+
 @torch.no_grad()
 def _collect(
     tm: TextModel,
@@ -169,7 +176,8 @@ def _collect(
 ) -> FusionStats:
     """Run the model over the records and sum X^T X (and X^T Y with Y = target) per position.
 
-    X is the hidden state, or `features(position, hidden)` (of size d_in) when given.
+    X is the hidden state, or `features(position, hidden)` (of size d_in) when given. Each
+    batch's sums are taken in float64 where the model runs and added to the CPU totals.
     """
     layers = tm.unlearning_layers()
     stats = FusionStats.zeros(layers.position_names, layers.d_model, d_in)
@@ -179,22 +187,20 @@ def _collect(
         stack = "encoder" if position.startswith("encoder_") else "decoder"
         keep = masks[stack].to(hidden.device)
         h = hidden[keep]
-        f = h if features is None else features(position, h)
-        x = torch.cat([f.double(), f.new_ones(f.shape[0], 1, dtype=torch.float64)], dim=1)
+        f = _float64(h if features is None else features(position, h))
+        x = torch.cat([f, f.new_ones(f.shape[0], 1)], dim=1)
         stats.gram[position] += (x.T @ x).cpu()
         stats.count[position] += int(h.shape[0])
         if target is not None:
-            y = target(position, h).double()
+            y = _float64(target(position, h))
             stats.cross[position] += (x.T @ y).cpu()
             stats.target_sq[position] += float((y * y).sum())
 
-    device = next(tm.model.parameters()).device
     was_training = tm.model.training
     tm.model.eval()
     layers.capture = capture
     try:
-        for batch in tm.record_batches(records, batch_size):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for batch in tm.record_batches(records, batch_size):  # on the model's device
             masks.clear()
             masks.update(_token_masks(tm, batch))
             tm.logits(batch)
@@ -431,7 +437,7 @@ def keep_grams(stats: FusionStats) -> dict[str, torch.Tensor]:
 
 def up_matrix(layer: nn.Module) -> torch.Tensor:
     """A layer's up projection as one (width+1)xd float64 matrix: [up.weight^T; up.bias]."""
-    return torch.cat([layer.up.weight.detach().T, layer.up.bias.detach()[None]]).double().cpu()
+    return torch.cat([layer.up.weight.detach().T, layer.up.bias.detach()[None]]).cpu().double()
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Peak tensor memory of a piece of work, on CPU as well as on GPU.
 
-On CUDA the allocator keeps the statistic. On CPU nothing does, and the process's resident
-size hides reuse of freed memory, so we count live tensor storage ourselves: every tensor an
-operator creates is tracked until its storage is freed. This counts what a GPU allocator
-would count (weights, gradients, optimiser state, activations) and excludes Python objects.
+The work is measured where its weights are. On CUDA the allocator keeps the statistic. On
+CPU nothing does, and the process's resident size hides reuse of freed memory, so we count
+live tensor storage ourselves: every tensor an operator creates is tracked until its
+storage is freed. This counts what a GPU allocator would count (weights, gradients,
+optimiser state, activations) and excludes Python objects.
 """
 
 from __future__ import annotations
@@ -64,17 +65,28 @@ def existing_bytes(*modules: torch.nn.Module) -> int:
     return total
 
 
+def _device_of(modules: tuple[torch.nn.Module, ...]) -> torch.device:
+    """The device of the first weight among `modules` (the CPU when they hold none)."""
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            return tensor.device
+    return torch.device("cpu")
+
+
 def measure_peak_mb(work: Callable[[], T], *held: torch.nn.Module) -> tuple[T, float]:
     """Run `work` and return its result and the peak tensor memory in MiB.
 
-    Weights of `held` modules, allocated before the work starts, are counted in.
+    Weights of `held` modules, allocated before the work starts, are counted in. The work
+    is measured on their device: the CUDA allocator's statistics when they are on a GPU
+    (work on the CPU of a machine that has one is still counted on the CPU).
     """
     base = existing_bytes(*held)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-        start = torch.cuda.memory_allocated()
+    device = _device_of(held)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
         result = work()
-        peak = torch.cuda.max_memory_allocated() - start + base
+        peak = torch.cuda.max_memory_allocated(device) - start + base
         return result, peak / 2**20
     mode = _LiveTensorBytes()
     with mode:

@@ -3,6 +3,9 @@
 Everything the unlearning methods need from a model goes through `TextModel`: batching
 records, per-token log-probabilities of the target, and greedy generation. Encoder-decoder
 (T5) and decoder-only (GPT-2, Llama) checkpoints are handled the same way from outside.
+
+A model runs where its weights are (`TextModel.to`, `resolve_device`): every batch it builds
+is put there, and what it returns to Python (scores, choices, texts) comes back to the CPU.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ from transformers import (
 
 from eul.data import Record
 from eul.layers import UnlearningModel
+from eul.params import DEVICE_PATTERN
 from eul.tokenizer import train_tokenizer
 
 IGNORE = -100
@@ -70,6 +75,43 @@ class TrainConfig:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The torch device that `name` (auto, cpu, cuda, cuda:N, mps) stands for on this machine.
+
+    "auto" takes a CUDA GPU, else Apple's MPS, else the CPU. A device this machine does not
+    have is a ValueError of one line that says what to use instead, raised before any work.
+    """
+    text = str(name).strip().lower()
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise ValueError(f"unknown device {str(name)!r}: use auto, cpu, cuda, cuda:N or mps")
+    fix = "use --device cpu or auto (train.device / unlearn.device in params.yaml)"
+    if text == "auto":
+        if torch.cuda.is_available():
+            text = "cuda"
+        elif _mps_available():
+            text = "mps"
+        else:
+            text = "cpu"
+    device = torch.device(text)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {text!r} is not available (torch sees no CUDA GPU): {fix}")
+        count = torch.cuda.device_count()
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= count:
+            raise ValueError(f"device {text!r} is not available (torch sees {count} GPU): {fix}")
+        # explicit index: equal to the device that the parameters report once moved
+        return torch.device("cuda", index)
+    if device.type == "mps" and not _mps_available():
+        raise ValueError(f"device {text!r} is not available (torch sees no MPS backend): {fix}")
+    return device
 
 
 def build_model(tokenizer: PreTrainedTokenizerBase, spec: ModelSpec) -> nn.Module:
@@ -130,6 +172,27 @@ class TextModel:
             tokenizer.pad_token = tokenizer.eos_token
         self._layers: UnlearningModel | None = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are; every batch this model builds is put there."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> TextModel:
+        """Move the weights, and the unlearning layers already hosted, to `device` (in place).
+
+        A name is resolved and checked (`resolve_device`); a torch.device is used as given.
+        Layers added later are created where the model is. Returns the model itself.
+        """
+        target = resolve_device(device) if isinstance(device, str) else device
+        self.model.to(target)
+        if self._layers is not None:
+            self._layers.layers.to(target)
+        return self
+
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        device = self.device
+        return {key: value.to(device) for key, value in batch.items()}
+
     def unlearning_layers(self) -> UnlearningModel:
         """The unlearning layers hosted by this model (attached, and the base frozen, once)."""
         if self._layers is None:
@@ -147,16 +210,30 @@ class TextModel:
         return cls(model, tokenizer, spec.max_input_len, spec.max_target_len)
 
     def save(self, path: str | Path) -> None:
+        """Write the weights (safetensors), tokenizer and lengths; from any device.
+
+        Weights on an accelerator are written from the CPU (the model is moved there for
+        the write and back), so the files are the same whichever device the model is on.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        device = self.device
+        if device.type == "cpu":
+            self.model.save_pretrained(path)
+        else:
+            self.model.to("cpu")
+            try:
+                self.model.save_pretrained(path)
+            finally:
+                self.model.to(device)
         self.tokenizer.save_pretrained(path)
         lengths = {"max_input_len": self.max_input_len, "max_target_len": self.max_target_len}
         (path / "eul_text_model.json").write_text(json.dumps(lengths, indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> TextModel:
-        """Load any local Hugging Face seq2seq or causal LM checkpoint folder."""
+        """Load any local Hugging Face seq2seq or causal LM checkpoint folder, on the CPU
+        (`to` moves it)."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ModelError(f"no model at {path}: expected a folder with config.json")
@@ -177,15 +254,18 @@ class TextModel:
         return cls(model, tokenizer, **lengths)
 
     def copy(self) -> TextModel:
-        """An independent copy of the weights (the tokenizer is shared: it is read-only)."""
+        """An independent copy of the weights, on the same device (the tokenizer is shared:
+        it is read-only)."""
         clone = type(self.model)(self.model.config)
         clone.load_state_dict(self.model.state_dict())
+        clone.to(self.device)
         return TextModel(clone, self.tokenizer, self.max_input_len, self.max_target_len)
 
     # -- batching -----------------------------------------------------------------------
 
     def batch(self, inputs: Sequence[str], targets: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Tensors for teacher-forced scoring: model kwargs plus `labels` and `content_mask`.
+        """Tensors for teacher-forced scoring: model kwargs plus `labels` and `content_mask`,
+        on the model's device.
 
         `content_mask` marks target tokens that carry content: not padding, not the end of
         sequence token. Memorisation and membership are measured on those alone.
@@ -196,12 +276,14 @@ class TextModel:
             tgt = self._encode(targets, self.max_target_len)
             labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, IGNORE)
             content = (labels != IGNORE) & (labels != tok.eos_token_id)
-            return {
-                "input_ids": enc["input_ids"],
-                "attention_mask": enc["attention_mask"],
-                "labels": labels,
-                "content_mask": content,
-            }
+            return self._on_device(
+                {
+                    "input_ids": enc["input_ids"],
+                    "attention_mask": enc["attention_mask"],
+                    "labels": labels,
+                    "content_mask": content,
+                }
+            )
         return self._causal_batch(inputs, targets)
 
     def _encode(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -221,12 +303,14 @@ class TextModel:
 
         input_ids = padded(inputs, pad)
         labels = padded(targets, IGNORE)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": (padded([[1] * len(r) for r in inputs], 0)),
-            "labels": labels,
-            "content_mask": (labels != IGNORE) & (labels != self.tokenizer.eos_token_id),
-        }
+        return self._on_device(
+            {
+                "input_ids": input_ids,
+                "attention_mask": (padded([[1] * len(r) for r in inputs], 0)),
+                "labels": labels,
+                "content_mask": (labels != IGNORE) & (labels != self.tokenizer.eos_token_id),
+            }
+        )
 
     def _causal_batch(
         self, inputs: Sequence[str], targets: Sequence[str]
@@ -249,12 +333,14 @@ class TextModel:
         # The label of position t is predicted at position t-1: shift once, here.
         labels = torch.cat([labels[:, 1:], torch.full((len(rows), 1), IGNORE)], dim=1)
         content = (labels != IGNORE) & (labels != eos)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "labels": labels,
-            "content_mask": content,
-        }
+        return self._on_device(
+            {
+                "input_ids": input_ids,
+                "attention_mask": attention,
+                "labels": labels,
+                "content_mask": content,
+            }
+        )
 
     def record_batches(
         self, records: Sequence[Record], batch_size: int, shuffle: bool = False, seed: int = 0
@@ -301,8 +387,9 @@ class TextModel:
         self.model.eval()
         scores: list[list[float]] = []
         for batch in self.record_batches(records, batch_size):
-            logp = self.token_logprobs(batch)
-            for row, mask in zip(logp, batch["content_mask"], strict=True):
+            # one copy to the CPU per batch, not one per row
+            logp = self.token_logprobs(batch).cpu()
+            for row, mask in zip(logp, batch["content_mask"].cpu(), strict=True):
                 scores.append(row[mask].tolist())
         return scores
 
@@ -319,7 +406,7 @@ class TextModel:
             for option in options:
                 batch = self.batch(chunk, [option] * len(chunk))
                 per_option.append((self.token_logprobs(batch) * (batch["labels"] != IGNORE)).sum(1))
-            best.extend(torch.stack(per_option, dim=1).argmax(dim=1).tolist())
+            best.extend(torch.stack(per_option, dim=1).argmax(dim=1).cpu().tolist())
         return best
 
     @torch.no_grad()
@@ -334,11 +421,11 @@ class TextModel:
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
             if self.is_encoder_decoder:
-                enc = self._encode(chunk, self.max_input_len)
+                enc = self._on_device(dict(self._encode(chunk, self.max_input_len)))
                 ids = self.model.generate(**enc, max_new_tokens=max_new, do_sample=False)
             else:
                 ids = self._causal_generate(chunk, max_new)
-            outputs.extend(tok.batch_decode(ids, skip_special_tokens=True))
+            outputs.extend(tok.batch_decode(ids.cpu(), skip_special_tokens=True))
         return [o.strip() for o in outputs]
 
     def _causal_generate(self, texts: list[str], max_new: int) -> torch.Tensor:
@@ -350,8 +437,11 @@ class TextModel:
         ]
         width = max(len(p) for p in prompts)
         pad = tok.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        device = self.device
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        attention = torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device
+        )
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
@@ -385,7 +475,8 @@ def train_full(
     progress: bool = True,
     max_steps: int | None = None,
 ) -> dict[str, float]:
-    """Train every weight of the model on the task loss (base model, oracle, fine-tune).
+    """Train every weight of the model on the task loss (base model, oracle, fine-tune),
+    on the device the model is on (move it first with `TextModel.to`).
 
     `max_steps` cuts the run short (used to measure memory on a few representative steps).
     """

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from eul.model import ModelSpec, TrainConfig
 
 DEFAULT_PATH = "params.yaml"
+# Where training and evaluation run (`eul.model.resolve_device`): auto takes a GPU if there is one.
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
 
 
 class ParamsError(ValueError):
@@ -81,6 +83,8 @@ class TrainParams(_Section):
     model trains no slower: on 2 busy cores, two threads ran 8x slower per step than one.
     `init` names a Hugging Face checkpoint folder (seq2seq or causal LM, with its tokenizer)
     to fine-tune instead of the small T5 built from `model`; `epochs` may then be small.
+    `device` (auto, cpu, cuda, cuda:N, mps) is where the base model and the compaction
+    retrain train; auto takes a GPU where there is one. A GPU does not give the CPU's bytes.
     """
 
     epochs: int = Field(12, ge=1)
@@ -92,6 +96,7 @@ class TrainParams(_Section):
     threads: int = Field(1, ge=0)
     out: str = "models/base"
     init: str | None = None
+    device: str = Field("auto", pattern=f"^({DEVICE_PATTERN})$")
 
 
 class LayerParams(_Section):
@@ -105,7 +110,11 @@ class LayerParams(_Section):
 
 
 class UnlearnParams(_Section):
-    """One EUL update per request (`eul.methods.eul.EULConfig`, same names and defaults)."""
+    """One EUL update per request (`eul.methods.eul.EULConfig`, same names and defaults).
+
+    `device` is not part of the update's recipe: it is where the pipeline trains each
+    request's layer and evaluates a batch (auto, cpu, cuda, cuda:N, mps).
+    """
 
     objective: Literal["paper", "unlikelihood", "npo", "task_only"] = "unlikelihood"
     reference: Literal["threshold", "none"] = "threshold"
@@ -132,6 +141,7 @@ class UnlearnParams(_Section):
     keep_weight: float = Field(1.0, ge=0.0)
     layer: LayerParams = Field(default_factory=LayerParams)
     seed: int = 0
+    device: str = Field("auto", pattern=f"^({DEVICE_PATTERN})$")
 
 
 class PartitionParams(_Section):
@@ -240,14 +250,15 @@ class Params(_Section):
         """The `eul.model.TrainConfig` of the base model's training."""
         from eul.model import TrainConfig
 
-        return TrainConfig(**self.train.model_dump(exclude={"out", "threads", "init"}))
+        return TrainConfig(**self.train.model_dump(exclude={"out", "threads", "init", "device"}))
 
     def eul_config(self) -> EULConfig:
-        """The `EULConfig` of one unlearning update."""
+        """The `EULConfig` of one unlearning update (`unlearn.device` says where it runs,
+        not what it computes, so it stays out)."""
         from eul.layers import LayerConfig
         from eul.methods.eul import EULConfig
 
-        values = self.unlearn.model_dump(exclude={"layer"})
+        values = self.unlearn.model_dump(exclude={"layer", "device"})
         return EULConfig(**values, layer=LayerConfig(**self.unlearn.layer.model_dump()))
 
 

@@ -300,7 +300,8 @@ def current_production(ctx: Context) -> Production:
 
 
 def load_serving(base_dir: Path, layer_dir: Path | None) -> TextModel:
-    """The base model with `layer_dir`'s layer (if any) loaded as `_production` and on."""
+    """The base model with `layer_dir`'s layer (if any) loaded as `_production` and on, on
+    the CPU (`TextModel.to` moves it, layer included)."""
     from eul.model import TextModel
 
     with _LOAD_LOCK:
@@ -464,7 +465,8 @@ def train_request(
     below: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Train (or find on disk) the unlearning layer of one request, log its MLflow run and
-    mark it `unlearned`.
+    mark it `unlearned`. It trains on `unlearn.device`; layer and statistics are written
+    from the CPU.
 
     The layer is trained on top of the production model and of the layers in `below` (the
     batch's earlier requests, when the batch stacks its layers): its teacher is that model
@@ -500,14 +502,16 @@ def train_request(
 
     from eul.fusion import save_request_statistics
     from eul.methods import ForgetTask, get_method
+    from eul.model import resolve_device
 
+    device = resolve_device(params.unlearn.device)
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
     with clock("layer_load"):
         forget = _load(entry["file"], task)
         retained = _load(partition["retained_file"], task)
         unseen = _load(ctx.prepared("heldout.jsonl"), task)
-        tm = load_serving(production.base_dir, production.layer_dir)
+        tm = load_serving(production.base_dir, production.layer_dir).to(device)
         layers = tm.unlearning_layers()
         underneath = [layers.load_layer(b["layer_dir"]) for b in below if b.get("layer_dir")]
         layers.set_active([*layers.active, *underneath])
@@ -756,10 +760,13 @@ def evaluate_batch(
 ) -> dict[str, Any]:
     """The candidate and the production model measured on the same rows: test, a sample of
     retained rows, the batch's forget rows, and held-out rows for membership inference; the
-    forget metrics per request too, and the MIA ROC curves (aggregates, for the plots)."""
+    forget metrics per request too, and the MIA ROC curves (aggregates, for the plots).
+    Both models run on `unlearn.device`."""
     from eul.evaluate import EvalSets, evaluate_with_scores, membership_roc
+    from eul.model import resolve_device
 
     params = ctx.params
+    device = resolve_device(params.unlearn.device)
     task = params.data.task
     started = time.perf_counter()
     test = _load(ctx.prepared("test.jsonl"), task)
@@ -769,9 +776,9 @@ def evaluate_batch(
     sample = random.Random(0).sample(retained, min(params.pipeline.eval_retained, len(retained)))
     forget = _forget_rows(partition, request_ids, task) if partition else []
     sets = EvalSets(test=test, retained=sample, forget=forget, unseen=unseen)
-    candidate = load_serving(Path(base_dir), Path(layer_dir))
+    candidate = load_serving(Path(base_dir), Path(layer_dir)).to(device)
     cand_metrics, _, cand_scores = evaluate_with_scores(candidate, sets, task=task)
-    serving = load_serving(production.base_dir, production.layer_dir)
+    serving = load_serving(production.base_dir, production.layer_dir).to(device)
     prod_metrics, _, prod_scores = evaluate_with_scores(serving, sets, task=task)
     for metrics in (cand_metrics, prod_metrics):
         metrics.pop("ks_p", None)  # needs an oracle, which the nightly batch has not

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from eul.bench import BenchConfig, choose_requests, load_bench_records
 from eul.data import LABEL_WORDS, Record, split_records
 from eul.evaluate import EvalSets, accuracy, evaluate
@@ -85,9 +87,12 @@ def _per_request(tm: TextModel, requests: list[list[Record]]) -> list[dict]:
 
 
 def run_sequential(
-    config: SequentialConfig, progress: bool = True, log: Callable[[str], None] = print
+    config: SequentialConfig,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    device: str | torch.device = "auto",
 ) -> dict:
-    """Run the protocol; returns {"steps": [...], "setup": {...}} ready for JSON."""
+    """Run the protocol on `device`; returns {"steps": [...], "setup": {...}} ready for JSON."""
     bench = config.bench
     records, source = load_bench_records(bench)
     train, heldout, test = split_records(records, seed=bench.seed)
@@ -99,6 +104,7 @@ def run_sequential(
         + ", ".join(f"{len(r)} rows ({sum(x.memorised for x in r)} memorised)" for r in requests)
     )
     original = TextModel.create([r.text for r in train] + list(LABEL_WORDS), bench.spec)
+    original.to(device)  # copies and the oracle follow it there
     started = time.perf_counter()
     train_full(original, train, bench.train, "original", progress)
     log(f"original trained in {time.perf_counter() - started:.1f} s")

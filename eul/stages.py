@@ -165,12 +165,14 @@ def starting_model(params: Params, root: Path, tokenizer: Callable[[], Any]) -> 
 
 
 def train_base(params: Params, root: str | Path = ".", progress: bool = False) -> dict[str, Any]:
-    """Train the base model on the prepared train split with the prepared tokenizer."""
+    """Train the base model on the prepared train split with the prepared tokenizer, on
+    `train.device`; the saved files are written from the CPU."""
     import torch
     from transformers import AutoTokenizer
 
-    from eul.model import seed_everything, train_full
+    from eul.model import resolve_device, seed_everything, train_full
 
+    device = resolve_device(params.train.device)
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
     root = Path(root)
@@ -182,7 +184,7 @@ def train_base(params: Params, root: str | Path = ".", progress: bool = False) -
     def prepared_tokenizer() -> Any:
         return AutoTokenizer.from_pretrained(prepared / TOKENIZER_DIR)
 
-    tm = starting_model(params, root, prepared_tokenizer)
+    tm = starting_model(params, root, prepared_tokenizer).to(device)
     stats = train_full(tm, records, config, desc="train base model", progress=progress)
     tm.save(root / params.train.out)
     n_params = sum(p.numel() for p in tm.model.parameters())

@@ -115,6 +115,12 @@ BAD_INPUT = [
     (["data", "generate", "--out", "x", "--memorised-share", "2"], 2, "between 0 and 1"),
     (["bench", "--anchor-weight", "-1"], 2, "must be 0 or more"),
     (["train", "--data", D, "--out", "x", "--d-model", "15", "--heads", "2"], 2, "multiple of"),
+    (["train", "--data", D, "--out", "x", "--device", "gpu"], 2, "--device: unknown device 'gpu'"),
+    (["unlearn", "--model", M, "--data", D, "--out", "x", "--subject", "s0001", "--device", "tpu"],
+     2, "use auto, cpu, cuda, cuda:N or mps"),
+    (["evaluate", "--model", M, "--data", D, "--test", T, "--subject", "s0001",
+      "--device", "cuda:x"], 2, "--device: unknown device"),
+    (["bench", "--device", "gpu"], 2, "--device: unknown device"),
     # missing files and folders, files where folders are wanted and the reverse
     (["train", "--data", "{ws}/nope.jsonl", "--out", "x"], 2, "no file at"),
     (["train", "--data", "{ws}/d", "--out", "x"], 2, "is a folder, not a file"),
@@ -174,6 +180,32 @@ def test_each_mistake_is_one_line_that_names_the_fix(
     assert err.startswith("eul: error: ")
     assert code == status, err
     assert words in err
+
+
+@pytest.mark.parametrize("command", ["train", "unlearn", "evaluate", "bench"])
+def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line_before_any_work(
+    command, ws, capsys, monkeypatch
+) -> None:
+    # given a machine without a GPU
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(ws / "empty")
+    argv = {
+        "train": ["train", "--data", D, "--out", "x"],
+        "unlearn": ["unlearn", "--model", M, "--data", D, "--out", "x", "--subject", "s0001"],
+        "evaluate": ["evaluate", "--model", M, "--data", D, "--test", T, "--subject", "s0001"],
+        "bench": ["bench", "--quick"],
+    }[command]
+    # when the command asks for one
+    code, out, err = run(["--quiet", *(a.format(ws=ws) for a in argv), "--device", "cuda"], capsys)
+    # then it stops at once: exit 2, one line that names the fix, nothing written
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--device: device 'cuda' is not available" in err
+    assert "use --device cpu or auto" in err
+    assert out == ""
+    assert not (ws / "empty" / "x").exists()
 
 
 def test_an_mlflow_server_that_does_not_answer_fails_fast_in_one_line(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -127,3 +128,17 @@ def test_evaluate_with_scores_returns_what_the_aucs_were_computed_from(
     part = forget_metrics(tiny_trained, forget[:4])
     assert part["forget_memorised_acc"] == part["forget_acc"] == 1.0
     assert forget_metrics(tiny_trained, forget)["forget_acc"] == metrics["forget_acc"]
+
+
+def test_evaluating_on_an_explicit_cpu_device_gives_the_same_metrics(
+    tiny_trained, tiny_records
+) -> None:
+    # given the trained model, and a copy of it placed on the CPU by name
+    train, heldout, test = tiny_records
+    sets = EvalSets(test=test, retained=train[:60], forget=train[:20], unseen=heldout)
+    placed = tiny_trained.copy().to("cpu")
+    # when both are evaluated, then every metric and loss is the same (NaN included)
+    plain_metrics, plain_losses = evaluate(tiny_trained, sets)
+    placed_metrics, placed_losses = evaluate(placed, sets)
+    assert json.dumps(placed_metrics) == json.dumps(plain_metrics)
+    assert placed_losses == plain_losses

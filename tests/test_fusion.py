@@ -444,3 +444,45 @@ def test_trained_basis_layers_have_no_feature_statistics(records: list[Record]) 
         capture_statistics(tm, "t1", records[:4], space="features")
     with pytest.raises(ValueError, match="shared basis"):
         FusionState.empty(tm.unlearning_layers(), LayerConfig(basis="trained"))
+
+
+# -- devices ------------------------------------------------------------------------------------
+
+
+def test_statistics_are_float64_cpu_sums_and_the_same_with_the_cpu_named(
+    records: list[Record],
+) -> None:
+    # given one shared-basis layer, on a model left where it was and on a copy placed by name
+    tm = _model(records)
+    _shared_layer(tm, "a", seed=1)
+    placed = tm.copy().to("cpu")
+    _shared_layer(placed, "a", seed=1)
+    chunk = records[:12]
+    for space in ("hidden", "features"):
+        # when the statistics are captured
+        plain = capture_statistics(tm, "a", chunk, batch_size=8, space=space)
+        moved = capture_statistics(placed, "a", chunk, batch_size=8, space=space)
+        # then they are float64 CPU sums, equal to the last bit
+        for p in plain.positions:
+            for tensor in (moved.gram[p], moved.cross[p]):
+                assert tensor.dtype == torch.float64 and tensor.device.type == "cpu"
+            assert torch.equal(moved.gram[p], plain.gram[p])
+            assert torch.equal(moved.cross[p], plain.cross[p])
+            assert moved.target_sq[p] == plain.target_sq[p]
+
+
+def test_fused_layers_are_hosted_on_the_models_device(records: list[Record]) -> None:
+    # given fused maps solved on the CPU, and a model on another device (meta: no data)
+    tm = _model(records)
+    _shared_layer(tm, "a", seed=1)
+    state = _state_of(tm, {"a": records[:8]})
+    tm.to(torch.device("meta"))
+    layers = tm.unlearning_layers()
+    d = layers.d_model
+    # when both kinds of fused layer are added
+    add_shared_fused_layer(layers, "shared", state.config, fuse_shared(state, "sum"))
+    add_fused_layer(layers, "linear", {p: torch.zeros(d + 1, d) for p in layers.position_names})
+    # then their weights sit where the model is
+    for name in ("a", "shared", "linear"):
+        tensors = [*layers.layers[name].parameters(), *layers.layers[name].buffers()]
+        assert {t.device.type for t in tensors} == {"meta"}

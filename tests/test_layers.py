@@ -7,7 +7,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from eul.data import LABEL_WORDS
-from eul.layers import LayerConfig, UnlearningModel
+from eul.layers import LayerConfig, UnlearningLayer, UnlearningModel
 from eul.model import ModelSpec, TextModel
 
 SPEC = ModelSpec(vocab_size=300, d_model=32, num_layers=2, num_heads=2, d_ff=64)
@@ -158,3 +158,25 @@ def test_llama_style_decoders_get_a_layer_after_every_block() -> None:
     assert torch.allclose(before, base(input_ids=ids).logits, atol=1e-6)
     _nudge(layers, "r1")
     assert not torch.allclose(before, base(input_ids=ids).logits, atol=1e-4)
+
+
+def test_layers_added_after_a_move_are_created_on_the_models_device() -> None:
+    # given a model moved to another device (meta: a device without data, like a GPU here)
+    tm = _model()
+    tm.to(torch.device("meta"))
+    layers = tm.unlearning_layers()
+    # when layers of either basis are added
+    layers.add_layer("shared", LayerConfig(basis="shared"))
+    layers.add_layer("trained", LayerConfig(basis="trained"))
+    # then every weight sits where the model is
+    for name in ("shared", "trained"):
+        assert {p.device.type for p in layers.layers[name].parameters()} == {"meta"}
+
+
+def test_the_shared_basis_is_drawn_on_the_cpu_from_its_seed() -> None:
+    # the same seed and position give the same basis, whatever device the layer goes to
+    config = LayerConfig(width=8, basis_seed=3)
+    layer = UnlearningLayer(16, config, position_index=2)
+    generator = torch.Generator().manual_seed(3 * 10_007 + 2)
+    expected = torch.randn(8, 16, generator=generator) / 16**0.5
+    assert torch.equal(layer.down.weight, expected)

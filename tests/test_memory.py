@@ -29,3 +29,17 @@ def test_weights_held_before_the_work_are_counted() -> None:
     module = torch.nn.Linear(512, 512)
     _, peak = measure_peak_mb(lambda: None, module)
     assert peak >= 512 * 512 * 4 / 2**20
+
+
+def test_work_on_the_cpu_is_counted_on_the_cpu_even_where_a_gpu_is_present(monkeypatch) -> None:
+    # given a machine that reports a GPU, and weights held on the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    module = torch.nn.Linear(256, 256)
+
+    def work() -> float:
+        big = torch.ones(2**20)  # 4 MiB of float32, on the CPU
+        return big.sum().item()
+
+    # when the work is measured, then the CPU's peak is reported, not the GPU allocator's
+    _, peak = measure_peak_mb(work, module)
+    assert 4.0 <= peak - 256 * 257 * 4 / 2**20 < 4.5

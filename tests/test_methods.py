@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from eul.evaluate import EvalSets, evaluate
 from eul.methods import METHODS, EULConfig, ForgetTask, get_method
@@ -157,3 +158,38 @@ def test_keeping_earlier_requests_holds_a_new_layer_off_their_tokens(tiny_traine
 
     # then kept, the second layer changes the first request's hidden states far less
     assert second_layer_output_on_first(True) < 0.2 * second_layer_output_on_first(False)
+
+
+def test_eul_on_an_explicit_cpu_device_gives_the_same_layer_and_scores(
+    tiny_trained, forget_task
+) -> None:
+    # given the same request run with no device named and with the CPU named
+    task, sets = forget_task
+    config = EULConfig(epochs=2)
+    plain = get_method("eul", config=config).run(tiny_trained.copy(), task, progress=False)
+    placed_model = tiny_trained.copy().to("cpu")
+    placed = get_method("eul", config=config).run(placed_model, task, progress=False)
+    # then training and its result are the same to the last bit
+    assert placed.history == plain.history
+    assert placed.model.score(sets.forget) == plain.model.score(sets.forget)
+    plain_layer = plain.model.unlearning_layers().layers["req"].state_dict()
+    placed_layer = placed.model.unlearning_layers().layers["req"].state_dict()
+    assert all(torch.equal(plain_layer[k], placed_layer[k]) for k in plain_layer)
+
+
+def test_the_keep_penalty_is_computed_where_the_layer_is() -> None:
+    # given a model on another device (meta: a device without data) with a fresh layer
+    from conftest import TINY_SPEC
+
+    from eul.data import LABEL_WORDS
+    from eul.methods.eul import EUL
+    from eul.model import TextModel
+
+    tm = TextModel.create(list(LABEL_WORDS), TINY_SPEC).to(torch.device("meta"))
+    layers = tm.unlearning_layers()
+    layers.add_layer("new")
+    width = layers.configs["new"].width
+    keep = {p: torch.eye(width + 1, device="meta") for p in layers.position_names}
+    # when the penalty is computed, then it is a scalar on that device
+    penalty = EUL._keep_penalty(layers, "new", keep)
+    assert penalty.device.type == "meta" and penalty.shape == ()

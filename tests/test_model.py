@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from eul.data import LABEL_WORDS, Record
-from eul.model import IGNORE, ModelError, ModelSpec, TextModel, TrainConfig, train_full
+from eul.model import (
+    IGNORE,
+    ModelError,
+    ModelSpec,
+    TextModel,
+    TrainConfig,
+    resolve_device,
+    train_full,
+)
 
 SPEC = ModelSpec(vocab_size=300, d_model=32, num_layers=1, num_heads=2, d_ff=64)
 TEXTS = ["the food was great", "the service was awful", "what a lovely film", "a dull plot"]
@@ -85,3 +93,85 @@ def test_copy_is_independent() -> None:
     with torch.no_grad():
         next(clone.model.parameters()).add_(1.0)
     assert not torch.equal(next(tm.model.parameters()), next(clone.model.parameters()))
+
+
+# -- devices ------------------------------------------------------------------------------
+# The meta device stands in for an accelerator: its tensors have a device and no data, so
+# where each tensor lands can be checked on a machine without a GPU.
+
+
+def _no_accelerator(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_auto_is_the_cpu_on_a_machine_without_an_accelerator(monkeypatch) -> None:
+    _no_accelerator(monkeypatch)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:1", "mps"])
+def test_a_device_the_machine_lacks_is_a_one_line_error_naming_the_fix(
+    monkeypatch, name: str
+) -> None:
+    # given a machine without a GPU
+    _no_accelerator(monkeypatch)
+    # when a GPU is asked for, then the error says so in one line and names what to use
+    with pytest.raises(ValueError, match="is not available") as err:
+        resolve_device(name)
+    assert "\n" not in str(err.value)
+    assert "--device cpu or auto" in str(err.value)
+    assert "params.yaml" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "cuda0", "tpu", ""])
+def test_an_unknown_device_name_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="unknown device .*use auto, cpu, cuda, cuda:N or mps"):
+        resolve_device(name)
+
+
+def test_a_model_moved_to_the_cpu_scores_as_before(monkeypatch) -> None:
+    # given a trained model and its scores
+    tm = TextModel.create(TEXTS + list(LABEL_WORDS), SPEC)
+    records = _records()
+    train_full(tm, records, TrainConfig(epochs=5, batch_size=4, lr=1e-2), progress=False)
+    before = tm.score(records)
+    # when it is moved to the CPU by name ("auto" is the CPU here) and back
+    _no_accelerator(monkeypatch)
+    assert tm.to("auto") is tm
+    assert tm.to("cpu").device == torch.device("cpu")
+    # then every score, choice and output is the same, and returned as Python values
+    assert tm.score(records) == before
+    assert tm.copy().score(records) == before
+    assert tm.copy().device == tm.device
+    assert tm.choose(TEXTS, LABEL_WORDS) == tm.copy().choose(TEXTS, LABEL_WORDS)
+    assert all(isinstance(v, float) for row in before for v in row)
+
+
+@pytest.mark.parametrize("family", ["t5", "gpt2"])
+def test_every_batch_lands_on_the_models_device(family: str) -> None:
+    # given a model moved to another device (meta here)
+    tm = TextModel.create(
+        TEXTS + list(LABEL_WORDS), ModelSpec(**{**SPEC.__dict__, "family": family})
+    )
+    tm.to(torch.device("meta"))
+    assert tm.device.type == "meta"
+    # when batches are built every way the methods build them
+    built = [tm.batch(TEXTS, ["positive"] * 4), *tm.record_batches(_records(), 3)]
+    if family == "t5":
+        built.append(tm.batch_from_ids([[5, 6, 1], [7, 1]], [[8, 1], [9, 9, 1]]))
+    # then every tensor is on the model's device
+    for batch in built:
+        assert {tensor.device.type for tensor in batch.values()} == {"meta"}
+
+
+def test_layers_hosted_before_a_move_go_with_the_model() -> None:
+    # given a model hosting a layer
+    tm = TextModel.create(TEXTS + list(LABEL_WORDS), SPEC)
+    layers = tm.unlearning_layers()
+    layers.add_layer("before")
+    # when the model moves, then the layer moves with it
+    tm.to(torch.device("meta"))
+    assert {p.device.type for p in layers.layers["before"].parameters()} == {"meta"}

@@ -23,6 +23,9 @@ def test_repo_params_file_loads_and_states_every_knob():
     assert raw == Params().model_dump()
     assert params.log.url == "sqlite:///state/deletion-log.sqlite"
     assert params.log.deadline_days == 30
+    # training and the pipeline's updates take a GPU where there is one
+    assert raw["train"]["device"] == "auto"
+    assert raw["unlearn"]["device"] == "auto"
 
 
 def test_absent_keys_take_defaults(tmp_path):
@@ -55,6 +58,8 @@ def test_empty_file_and_no_file_give_defaults(tmp_path):
         ("unlearn:\n  layer:\n    activation: swish\n", "unlearn.layer.activation"),
         ("data:\n  records_per_subject: [5, 2]\n", "data.records_per_subject"),
         ("log:\n  deadline_days: 0\n", "log.deadline_days"),
+        ("train:\n  device: gpu\n", "train.device: String should match pattern"),
+        ("unlearn:\n  device: cuda:x\n", "unlearn.device"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("train: [\n", "not valid YAML at line"),
     ],
@@ -95,6 +100,10 @@ def test_defaults_match_the_code_they_configure():
         4000,
     )
     assert asdict(params.train_config())["epochs"] == 12
+    # the device says where an update runs, not what it computes: it stays out of the recipe
+    on_gpu = parse_params({"train": {"device": "cuda:1"}, "unlearn": {"device": "cuda"}})
+    assert on_gpu.eul_config() == EULConfig()
+    assert on_gpu.train_config() == params.train_config()
 
 
 def test_cli_train_defaults_equal_params_defaults():
@@ -111,11 +120,12 @@ def test_cli_train_defaults_equal_params_defaults():
         params.model.d_ff,
         params.model.vocab_size,
     )
-    assert (args.epochs, args.batch_size, args.lr, args.seed) == (
+    assert (args.epochs, args.batch_size, args.lr, args.seed, args.device) == (
         params.train.epochs,
         params.train.batch_size,
         params.train.lr,
         params.train.seed,
+        params.train.device,
     )
 
 

@@ -3,6 +3,7 @@ real SQLite MLflow store and deletion log inside it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from eul.pipeline import (
     FUSED_LAYER,
     Production,
     current_production,
+    evaluate_batch,
     fuse_batch,
     layer_key,
     load_context,
@@ -168,3 +170,21 @@ def test_a_production_layer_is_switched_on_when_served(project):
     served = load_serving(base, project / "layer")
     # then it is on, under the production name
     assert served.unlearning_layers().active == ["_production"]
+
+
+def test_a_gpu_named_in_params_on_a_machine_without_one_stops_before_any_work(project, monkeypatch):
+    # given unlearn.device: cuda on a machine without a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ctx = load_context(project)
+    unlearn = ctx.params.unlearn.model_copy(update={"device": "cuda"})
+    ctx = dataclasses.replace(ctx, params=ctx.params.model_copy(update={"unlearn": unlearn}))
+    production = current_production(ctx)
+    partition = {"requests": {"r1": {"rows": 3, "file": "unread"}}, "retained_file": "unread"}
+    # when a request's layer would be trained or a batch evaluated, then both stop at once
+    # with one line that names the fix, before reading any data or writing any file
+    with pytest.raises(ValueError, match="use --device cpu or auto") as err:
+        train_request(ctx, production, "r1", partition)
+    assert "\n" not in str(err.value)
+    assert not ctx.workdir.exists()
+    with pytest.raises(ValueError, match="'cuda' is not available"):
+        evaluate_batch(ctx, production, production.base_dir, "unread", partition, ["r1"])

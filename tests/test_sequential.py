@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import TINY_SPEC
 
 from eul.bench import BenchConfig, choose_requests, save_report_as
@@ -130,17 +131,18 @@ def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path, 
 
     seen = {}
 
-    def record(config, progress):
-        seen["config"] = config
+    def record(config, progress, device):
+        seen["config"], seen["device"] = config, device
         return {"steps": [], "setup": {}}
 
     monkeypatch.setattr(eul.sequential, "run_sequential", record)
     out = tmp_path / "seq.json"
     argv = ["--quiet", "bench", "--sequential", "--quick", "--variants", "--anchor-weight", "0.5"]
-    assert main([*argv, "--fusion", "fit", "--out", str(out)]) == 0
+    assert main([*argv, "--fusion", "fit", "--out", str(out), "--device", "cpu"]) == 0
     config = seen["config"]
     assert config.variants and config.fusion == "fit" and config.anchor_weight == 0.5
     assert config.bench.quick
+    assert seen["device"] == torch.device("cpu")
     assert json.loads(out.read_text())["sequential"] == []
     # the files written are listed (no figure: there is no step to draw)
     listed = capsys.readouterr().out.split("written:")[1].split()

@@ -29,10 +29,12 @@ class UnlearningLayer(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
         if config.shared_basis:
+            # drawn on the CPU whatever device the layer ends up on: every device gets the
+            # same basis, so layers trained on a GPU fuse with layers trained on a CPU
             generator = torch.Generator().manual_seed(config.basis_seed * 10_007 + position_index)
             with torch.no_grad():
-                basis = torch.randn(config.width, d_model, generator=generator) / d_model**0.5
-                self.down.weight.copy_(basis)
+                basis = torch.randn(config.width, d_model, generator=generator, device="cpu")
+                self.down.weight.copy_(basis / d_model**0.5)
             self.down.requires_grad_(False)
         else:
             nn.init.normal_(self.down.weight, std=config.init_std)

@@ -112,7 +112,8 @@ class UnlearningModel(nn.Module):
     # -- managing layers ----------------------------------------------------------------
 
     def add_layer(self, name: str, config: LayerConfig | None = None) -> None:
-        """Create a fresh (identity) layer at every position, named after its request."""
+        """Create a fresh (identity) layer at every position, named after its request, on
+        the base model's device (built on the CPU, then moved: the same basis everywhere)."""
         if name in self.layers:
             raise ValueError(f"an unlearning layer named {name!r} already exists")
         config = config or LayerConfig()

@@ -107,7 +107,8 @@ class TeacherCache:
 
     The teacher is frozen and each retained row is visited several times, so keeping its
     top-k distribution saves one forward pass per retained step, at k numbers per target
-    position (a few hundred KB), not a vocabulary-sized tensor.
+    position (a few hundred KB), not a vocabulary-sized tensor. It stays on the model's
+    device, where the student's logits are compared with it.
     """
 
     def __init__(self, tm: TextModel, records: list[Record], k: int, batch_size: int = 32) -> None:
@@ -129,11 +130,12 @@ class TeacherCache:
     def lookup(
         self, chunk: list[Record], labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Teacher top-k (indices, log-probs) laid out like `labels`, or None if not cached."""
+        """Teacher top-k (indices, log-probs) laid out like `labels` (and on its device), or
+        None if not cached."""
         if not chunk or any(r.record_id not in self.rows for r in chunk):
             return None
-        idx = torch.zeros(*labels.shape, self.k, dtype=torch.long)
-        logp = torch.full((*labels.shape, self.k), -30.0)
+        idx = torch.zeros(*labels.shape, self.k, dtype=torch.long, device=labels.device)
+        logp = torch.full((*labels.shape, self.k), -30.0, device=labels.device)
         for row, record in enumerate(chunk):
             positions = (labels[row] != IGNORE).nonzero().squeeze(-1)
             idx[row, positions], logp[row, positions] = self.rows[record.record_id]
@@ -173,6 +175,8 @@ class EUL:
                 "ForgetTask.keep holds shared-basis feature statistics; this layer trains its "
                 "own basis (basis='trained'): leave keep out or use basis='shared'"
             )
+        # the Grams come from CPU statistics: moved once, not at every step
+        keep = None if task.keep is None else {p: g.to(tm.device) for p, g in task.keep.items()}
         layers = tm.unlearning_layers()
         name = task.name
         layers.add_layer(name, cfg.layer)
@@ -190,8 +194,8 @@ class EUL:
 
         def step(loss: torch.Tensor) -> None:
             nonlocal steps
-            if task.keep is not None and cfg.keep_weight > 0:
-                loss = loss + cfg.keep_weight * self._keep_penalty(layers, name, task.keep)
+            if keep is not None and cfg.keep_weight > 0:
+                loss = loss + cfg.keep_weight * self._keep_penalty(layers, name, keep)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -333,7 +337,7 @@ class EUL:
         With a shared basis the layer's output is features @ U, so over tokens whose mean
         feature Gram is G this is trace(U^T G U) / d: exact, and no earlier text is needed.
         """
-        total = torch.zeros(())
+        total = torch.zeros((), device=next(layers.layers[name].parameters()).device)
         for position, gram in keep.items():
             layer = layers.layers[name][position]
             up = torch.cat([layer.up.weight.T, layer.up.bias[None]])

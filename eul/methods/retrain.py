@@ -27,5 +27,6 @@ class Retrain:
         seed_everything(self.train.seed)
         fresh = type(original.model)(original.model.config)
         tm = TextModel(fresh, original.tokenizer, original.max_input_len, original.max_target_len)
+        tm.to(original.device)  # initialised on the CPU (the same weights anywhere), trained there
         train_full(tm, task.retained, self.train, "retrain (oracle)", progress, max_steps)
         return UnlearnResult(tm, time.perf_counter() - started, 1.0)
