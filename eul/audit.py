@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from eul.gates import gate_details
 from eul.ledger import DONE_STATUSES, Entry, Ledger, RequestState, utcnow
 
 PRODUCTION_TAGS = (
@@ -249,12 +250,7 @@ def batch_markdown(summary: Mapping[str, Any]) -> str:
         if gates:
             lines += ["", "| gate | passed | details |", "|---|---|---|"]
             for name, gate in gates.items():
-                details = ", ".join(
-                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in gate.items()
-                    if k != "passed"
-                )
-                lines.append(f"| {name} | {gate.get('passed')} | {details} |")
+                lines.append(f"| {name} | {gate.get('passed')} | {gate_details(gate)} |")
             lines.append("")
         for reason in summary.get("gate_reasons") or []:
             lines.append(f"- not promoted: {reason}")

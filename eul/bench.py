@@ -371,24 +371,16 @@ def target_bands(methods: dict) -> dict[str, tuple[float | None, float | None]]:
 def draw_report(report: dict, path: str | Path) -> list[Path]:
     """The benchmark's figures beside its JSON at `path`: every method's metrics with EUL's
     targets, and the MIA ROC curves of the original, EUL and the oracle (when in memory)."""
-    from eul.plots import plot_metrics, plot_roc, sibling
+    from eul.plots import plot_bench
 
-    methods = report["methods"]
-    written = [
-        plot_metrics(
-            methods,
-            PLOTTED,
-            sibling(path, "metrics"),
-            targets=target_bands(methods),
-            title="every method against the oracle (dashed: EUL's targets)",
-            target_label="EUL target",
-        )
-    ]
-    curves = report.get("mia_roc") or {}
-    if any(curves.values()):
-        title = "membership inference: forget rows against held-out rows"
-        written.append(plot_roc(curves, sibling(path, "mia-roc"), title))
-    return written
+    return plot_bench(
+        report,
+        path,
+        PLOTTED,
+        target_bands(report["methods"]),
+        title="every method against the oracle (dashed: EUL's targets)",
+        roc_title="membership inference: forget rows against held-out rows",
+    )
 
 
 COLUMNS = (

@@ -206,25 +206,17 @@ def format_generation(report: dict) -> str:
 def draw_generation(report: dict, path: str | Path) -> list[Path]:
     """The generation benchmark's figures beside its JSON at `path`: ROUGE, secret extraction
     and MIA AUC per model (with EUL's target), and the MIA ROC curves (when in memory)."""
-    from eul.plots import plot_metrics, plot_roc, sibling
+    from eul.plots import plot_bench
 
-    methods = report["methods"]
-    oracle_secrets = methods["oracle"]["secret_extraction"]
+    oracle_secrets = report["methods"]["oracle"]["secret_extraction"]
     targets = {}
     if oracle_secrets is not None:
         targets["secret_extraction"] = (None, oracle_secrets + SECRET_MARGIN)
-    written = [
-        plot_metrics(
-            methods,
-            PLOTTED,
-            sibling(path, "metrics"),
-            targets=targets,
-            title="summarisation with planted secrets (dashed: EUL's target)",
-            target_label="EUL target",
-        )
-    ]
-    curves = report.get("mia_roc") or {}
-    if any(curves.values()):
-        title = "membership inference: forget dialogues against held-out dialogues"
-        written.append(plot_roc(curves, sibling(path, "mia-roc"), title))
-    return written
+    return plot_bench(
+        report,
+        path,
+        PLOTTED,
+        targets,
+        title="summarisation with planted secrets (dashed: EUL's target)",
+        roc_title="membership inference: forget dialogues against held-out dialogues",
+    )

@@ -31,15 +31,17 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from eul.environment import environment
+from eul.gates import gate_details
+from eul.local_servers import free_port
 from eul.pipeline import Context, load_context
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,19 +85,9 @@ def tool_variables() -> dict[str, str]:
     }
 
 
-@contextmanager
-def tool_environment() -> Iterator[None]:
+def tool_environment() -> AbstractContextManager[None]:
     """`tool_variables` set for the block (the pipeline runs `dvc` too), then restored."""
-    saved = {k: os.environ.get(k) for k in tool_variables()}
-    os.environ.update(tool_variables())
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return environment(tool_variables())
 
 
 def shown(path: Path) -> str:
@@ -135,12 +127,6 @@ def choose_subjects(train_file: Path, n: int, task: str) -> list[str]:
 
 
 # -- Prefect ---------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_shown(
@@ -200,7 +186,7 @@ def local_prefect(home: Path) -> Iterator[str]:
         prefect.settings.PREFECT_SERVER_ANALYTICS_ENABLED: False,
     }
     with prefect.settings.temporary_settings(updates=database):
-        server = SubprocessASGIServer(port=_free_port())
+        server = SubprocessASGIServer(port=free_port())
         server.start(timeout=120)
         try:
             with (
@@ -640,12 +626,8 @@ class Demo:
         gates = json.loads(tags.get("gates", "{}"))
         self.echo("gates:")
         for name, gate in gates.items():
-            details = ", ".join(
-                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                for k, v in gate.items()
-                if k != "passed"
-            )
-            self.echo(f"  {name}: {'passed' if gate.get('passed') else 'FAILED'} ({details})")
+            verdict = "passed" if gate.get("passed") else "FAILED"
+            self.echo(f"  {name}: {verdict} ({gate_details(gate)})")
 
     def show_metrics(self, ctx: Context, tags: dict[str, str]) -> None:
         """Before (the model the batch replaced) and after (the production version), on the

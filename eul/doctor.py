@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from eul.environment import environment
 
 if TYPE_CHECKING:
     from eul.params import Params
@@ -213,19 +215,9 @@ def check_mlflow(ctx: Context) -> tuple[Check, int | None]:
     return Check(name, OK, f"{uri} answers; {where}: {found}"), version
 
 
-@contextmanager
-def _quiet_mlflow() -> Iterator[None]:
+def _quiet_mlflow() -> AbstractContextManager[None]:
     """No retries for minutes and no progress bars while the doctor asks MLflow."""
-    saved = {k: os.environ.get(k) for k in _MLFLOW_QUIET}
-    os.environ.update(_MLFLOW_QUIET)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return environment(_MLFLOW_QUIET)
 
 
 _MLFLOW_QUIET = {

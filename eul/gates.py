@@ -93,6 +93,15 @@ def _f(value: Any) -> str:
     return "missing" if value is None else f"{value:.3f}"
 
 
+def gate_details(gate: Mapping[str, Any]) -> str:
+    """A gate's measured values and thresholds in one line ("value 0.118, max 0.600")."""
+    return ", ".join(
+        f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in gate.items()
+        if k != "passed"
+    )
+
+
 def failure_reasons(gates: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One sentence per failed gate, for a reviewer (version description and tags)."""
     reasons = []

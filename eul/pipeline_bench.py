@@ -23,14 +23,14 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from eul.local_servers import free_port, start_prefect_server, stop
 
 REPO = Path(__file__).resolve().parents[1]
 LAYER = (
@@ -77,31 +77,11 @@ def build_project(dest: Path) -> Path:
     return dest
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**_env(), "PREFECT_HOME": str(home)}
+    port = free_port()
     log = (home.parent / "prefect-server.log").open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
-                return server, f"http://127.0.0.1:{port}/api"
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError("the Prefect server did not start") from None
-            time.sleep(0.5)
+    server = start_prefect_server({**_env(), "PREFECT_HOME": str(home)}, log, port)
+    return server, f"http://127.0.0.1:{port}/api"
 
 
 def choose_subjects(project: Path, n: int, seed: int = 0) -> list[str]:
@@ -185,11 +165,7 @@ def run(
 
         APILogWorker.drain_all(timeout=5)  # the run's last logs reach the server first
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
     rows = {}
     for i in range(requests):
         done = copy / "state/pipeline/layers" / f"bench-{i + 1}" / "done.json"

@@ -226,6 +226,32 @@ def plot_roc(
     return save(roc_figure(curves, title), path)
 
 
+def plot_bench(
+    report: Mapping[str, Any],
+    json_path: str | Path,
+    metrics: Sequence[str],
+    targets: Mapping[str, Band],
+    title: str,
+    roc_title: str,
+) -> list[Path]:
+    """A benchmark's figures beside its JSON: every model's `metrics` with EUL's `targets`,
+    and the MIA ROC curves when the run kept them in memory (`report["mia_roc"]`)."""
+    written = [
+        plot_metrics(
+            report["methods"],
+            metrics,
+            sibling(json_path, "metrics"),
+            targets=targets,
+            title=title,
+            target_label="EUL target",
+        )
+    ]
+    curves = report.get("mia_roc") or {}
+    if any(curves.values()):
+        written.append(plot_roc(curves, sibling(json_path, "mia-roc"), roc_title))
+    return written
+
+
 # -- the sequential protocol ----------------------------------------------------------------
 
 

@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eul.environment import restore
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.pyfunc import PyFuncModel
@@ -139,11 +141,7 @@ def _mlflow(settings: TrackingSettings) -> Iterator[MlflowClient]:
             if _state["depth"] == 0:
                 mlflow.set_tracking_uri(_state["saved_uris"][0])
                 mlflow.set_registry_uri(_state["saved_uris"][1])
-                for name, value in _state["saved_env"].items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
+                restore(_state["saved_env"])
 
 
 # -- experiments and runs -------------------------------------------------------------------

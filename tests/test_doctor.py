@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import STORE_ENV
 
 from eul import dvcstore
 from eul.cli import main
@@ -32,11 +33,7 @@ from eul.registry import (
 
 SPEC = ModelSpec(vocab_size=300, d_model=16, num_layers=1, num_heads=2, d_ff=32)
 CLEARED = (
-    "EUL_LOG_URL",
-    "MLFLOW_TRACKING_URI",
-    "EUL_MLFLOW_ARTIFACTS",
-    "EUL_MLFLOW_MODEL",
-    "EUL_MLFLOW_EXPERIMENT",
+    *STORE_ENV,
     "PREFECT_API_URL",
     "PREFECT_API_KEY",
     "AWS_ACCESS_KEY_ID",

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import STORE_ENV
 
 from eul.flow_checks import (
     ParameterError,
@@ -22,13 +23,11 @@ from eul.model import ModelSpec, TextModel
 from eul.pipeline import PipelineError
 from eul.registry import compliance_tags, log_batch_run, register_version
 
-CLEARED = ("EUL_LOG_URL", "MLFLOW_TRACKING_URI", "EUL_MLFLOW_ARTIFACTS", "EUL_MLFLOW_MODEL")
-
 
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     """A project folder with params.yaml and a log holding one request."""
-    for name in CLEARED:
+    for name in STORE_ENV:
         monkeypatch.delenv(name, raising=False)
     root = tmp_path / "project"
     root.mkdir()

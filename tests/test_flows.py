@@ -22,6 +22,8 @@ for _name, _value in (
 ):
     os.environ.setdefault(_name, _value)
 
+from conftest import STORE_ENV, unique_text_subjects  # noqa: E402
+
 from eul.cli import main  # noqa: E402
 from eul.flow_checks import ParameterError  # noqa: E402
 from eul.fusion import FusionState  # noqa: E402
@@ -41,15 +43,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy"),
 ]
 
-CLEARED = (
-    "EUL_LOG_URL",
-    "MLFLOW_TRACKING_URI",
-    "EUL_MLFLOW_ARTIFACTS",
-    "EUL_MLFLOW_MODEL",
-    "EUL_MLFLOW_EXPERIMENT",
-    FAIL_ENV,
-)
-
 
 def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -65,7 +58,7 @@ def set_params(root: Path, **sections: dict) -> None:
 @pytest.fixture
 def project(tmp_path, flow_template, tool_env, prefect_harness, monkeypatch) -> Path:
     """A private copy of the built project; the log, MLflow and DVC all live inside it."""
-    for name in CLEARED:
+    for name in STORE_ENV:
         monkeypatch.delenv(name, raising=False)
     root = tmp_path / "project"
     shutil.copytree(flow_template, root, symlinks=True)
@@ -74,14 +67,7 @@ def project(tmp_path, flow_template, tool_env, prefect_harness, monkeypatch) -> 
 
 def unique_subjects(root: Path, n: int) -> list[str]:
     """Subjects in the training split whose texts appear in no other row."""
-    rows = _rows(root / "data/prepared/train.jsonl")
-    subjects = []
-    for subject in sorted({r["subject_id"] for r in rows}):
-        own = [r["text"] for r in rows if r["subject_id"] == subject]
-        others = [r["text"] for r in rows if r["subject_id"] != subject]
-        if len(own) >= 2 and not any(t in o for t in own for o in others):
-            subjects.append(subject)
-    return subjects[:n]
+    return unique_text_subjects(_rows(root / "data/prepared/train.jsonl"))[:n]
 
 
 def submit(root: Path, **requests: str) -> dict[str, list[str]]:

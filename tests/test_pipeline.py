@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import unique_text_subjects
 
 from eul import dvcstore
 from eul.cli import main
@@ -60,17 +61,6 @@ def _snapshot(requests: list[tuple[str, str | None, list[str], str]]) -> dict:
     }  # fmt: skip
 
 
-def _unique_text_subjects(rows: list[dict]) -> list[str]:
-    """Subjects with two or more rows whose texts appear in no other row."""
-    subjects = []
-    for subject in sorted({r["subject_id"] for r in rows}):
-        own = [r["text"] for r in rows if r["subject_id"] == subject]
-        others = [r["text"] for r in rows if r["subject_id"] != subject]
-        if len(own) >= 2 and not any(t in o for t in own for o in others):
-            subjects.append(subject)
-    return subjects
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, module_tool_env, new_dvc_project, s3_server):
     """A project built by `eul data init` + `dvc repro`, partitioned for three validated
@@ -88,7 +78,7 @@ def pipeline(tmp_path_factory, module_tool_env, new_dvc_project, s3_server):
     dvcstore.run_dvc(["repro"], root)
 
     train = _rows(root / "data/prepared/train.jsonl")
-    subject_a, subject_b, subject_c = _unique_text_subjects(train)[:3]
+    subject_a, subject_b, subject_c = unique_text_subjects(train)[:3]
     rows_b = [r["record_id"] for r in train if r["subject_id"] == subject_b][:2]
     row_c = next(r["record_id"] for r in train if r["subject_id"] == subject_c)
     requests = [("req-a", subject_a, [], "validated"), ("req-b", None, rows_b, "validated"),
