@@ -530,11 +530,15 @@ def _bench_sequential(args: argparse.Namespace, bench: object, device: torch.dev
         SequentialConfig,
         draw_sequential,
         format_sequential,
+        protocol_bench,
         run_sequential,
     )
 
     config = SequentialConfig(
-        bench=bench, fusion=args.fusion, anchor_weight=args.anchor_weight, variants=args.variants
+        bench=protocol_bench(bench),
+        fusion=args.fusion,
+        anchor_weight=args.anchor_weight,
+        variants=args.variants,
     )
     result = run_sequential(config, progress=not args.quiet, device=device)
     table = format_sequential(result)

@@ -66,11 +66,11 @@ def forget_gate(
     labels: torch.Tensor,
     token_logp: torch.Tensor,
     content_mask: torch.Tensor,
-    level: float,
+    level: float | torch.Tensor,
     while_top: bool,
 ) -> torch.Tensor:
-    """Which forget tokens to push: content tokens still more likely than `level`, and with
-    `while_top` also those still ranked first.
+    """Which forget tokens to push: content tokens still more likely than `level` (one value,
+    or one per row as a [rows, 1] tensor), and with `while_top` also those still ranked first.
 
     With a vocabulary-sized output a token well below one half can still be the one greedy
     decoding picks; a memorised secret then comes back out although it "passed" the level.

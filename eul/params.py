@@ -117,8 +117,9 @@ class UnlearnParams(_Section):
     """
 
     objective: Literal["paper", "unlikelihood", "npo", "task_only"] = "unlikelihood"
-    reference: Literal["threshold", "none"] = "threshold"
+    reference: Literal["threshold", "probe", "none"] = "threshold"
     threshold: float = 0.5
+    probe_floor: float = Field(0.05, gt=0.0, lt=1.0)
     alpha: float = 4.0
     lam: float = 1.0
     gamma: float = 0.2

@@ -41,6 +41,14 @@ from eul.model import TextModel, train_full
 NAMES = ("sequential", "stacked", "fused", "oracle")
 FUSED = "fused"
 
+#: The EUL settings the protocol runs with (`protocol_bench`). The probe reference gives each
+#: forget row the level the retained data alone supports, so flipped labels end well below
+#: one half and ordinary rows keep their answer; without the retained task term (lam 0) a new
+#: layer does not pull rows back toward the labels it was trained on. The keep penalty is off:
+#: with the probe it slowed each new request's forgetting more than it held the earlier ones
+#: (README, sequential section).
+PROTOCOL_EUL = {"reference": "probe", "lam": 0.0, "keep_weight": 0.0}
+
 
 @dataclass(frozen=True)
 class SequentialConfig:
@@ -57,6 +65,11 @@ class SequentialConfig:
     def __post_init__(self) -> None:
         if self.requests < 1:
             raise ValueError(f"requests must be at least 1, got {self.requests}")
+
+
+def protocol_bench(bench: BenchConfig) -> BenchConfig:
+    """`bench` with the EUL settings the sequential protocol runs with (`PROTOCOL_EUL`)."""
+    return replace(bench, eul=replace(bench.eul, **PROTOCOL_EUL))
 
 
 def _measure(tm: TextModel, sets: EvalSets, requests: list[list[Record]], update_s: float) -> dict:
@@ -185,6 +198,7 @@ def run_sequential(
             "ridge": config.ridge,
             "variants": [name for name, _, _ in OTHER_FUSIONS] if config.variants else [],
             "layer": asdict(bench.eul.layer),
+            "eul": {k: v for k, v in asdict(bench.eul).items() if k != "layer"},
             "quick": bench.quick,
             "seed": bench.seed,
         },

@@ -142,6 +142,8 @@ def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path, 
     config = seen["config"]
     assert config.variants and config.fusion == "fit" and config.anchor_weight == 0.5
     assert config.bench.quick
+    # the protocol's own EUL settings, over the bench defaults
+    assert config.bench.eul.reference == "probe" and config.bench.eul.lam == 0.0
     assert seen["device"] == torch.device("cpu")
     assert json.loads(out.read_text())["sequential"] == []
     # the files written are listed (no figure: there is no step to draw)

@@ -20,6 +20,12 @@ once all but `stop_share` (5%) of the forget tokens are below it, training stops
 retained epochs in between restore what the retained data supports, so forget rows whose
 answer follows from the rest of the data stay answered (as they would be by a model that
 never saw them).
+With `reference="probe"` (labelled data) each forget row gets a level of its own: the
+probability that the retained data alone gives its label, from a bag-of-tokens probe fitted
+on the retained rows and calibrated on held-out ones (`eul.reference`), floored at
+`probe_floor`. A row whose label follows from its words is then only made as unsure as an
+unseen row, while an odd label that only memorising reproduces is pushed well below one
+half, far enough that later layers do not bring it back.
 With `push_while_top` a token is also pushed while it is still the most likely next token:
 with a vocabulary-sized output a memorised secret can sit below one half and still be what
 greedy decoding writes (generation tasks). `reference="none"` removes the gate, as the paper
@@ -35,7 +41,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -48,7 +54,7 @@ from eul.methods.base import ForgetTask, UnlearnResult, register_method
 from eul.model import IGNORE, TextModel, linear_schedule, seed_everything
 
 OBJECTIVES = ("paper", "unlikelihood", "npo", "task_only")
-REFERENCES = ("threshold", "none")
+REFERENCES = ("threshold", "probe", "none")
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class EULConfig:
     objective: str = "unlikelihood"
     reference: str = "threshold"
     threshold: float = 0.5
+    probe_floor: float = 0.05
     alpha: float = 4.0
     lam: float = 1.0
     gamma: float = 0.2
@@ -169,6 +176,7 @@ class EUL:
         cache_k = 0 if cfg.objective == "task_only" else cfg.teacher_top_k
         self._cache = TeacherCache(tm, retained, cache_k, cfg.batch_size)
         self._unseen_level = self._measure_unseen_level(tm, list(task.heldout))
+        self._row_levels = self._probe_levels(tm, forget, list(task.retained), task.heldout)
 
         if task.keep is not None and not cfg.layer.shared_basis:
             raise ValueError(
@@ -261,6 +269,34 @@ class EUL:
             return -math.inf
         return min(math.log(self.config.threshold), getattr(self, "_unseen_level", 0.0))
 
+    def _levels(self, rows: list[Record], device: torch.device) -> torch.Tensor:
+        """[rows, 1]: the level of each row's tokens (one level for all without a probe)."""
+        levels = getattr(self, "_row_levels", None)
+        values = [levels[r.record_id] if levels else self.level for r in rows]
+        return torch.tensor(values, dtype=torch.float32, device=device)[:, None]
+
+    def _probe_levels(
+        self,
+        tm: TextModel,
+        forget: list[Record],
+        retained: list[Record],
+        heldout: Sequence[Record] = (),
+    ) -> dict[str, float] | None:
+        """With `reference="probe"`, per forget row: the log-probability the retained data
+        alone gives its label (`eul.reference`), floored at `probe_floor`, and never above
+        the unseen rows' level."""
+        if self.config.reference != "probe":
+            return None
+        from eul.reference import RetainedProbe
+
+        n_labels = 1 + max(int(r.label or 0) for r in [*forget, *retained])
+        probe = RetainedProbe.fit(tm.tokenizer, retained, n_labels).calibrate(heldout)
+        p = probe.label_probability(forget).clamp(min=self.config.probe_floor)
+        ceiling = self._unseen_level
+        return {
+            r.record_id: min(math.log(float(q)), ceiling) for r, q in zip(forget, p, strict=True)
+        }
+
     @torch.no_grad()
     def _measure_unseen_level(self, tm: TextModel, heldout: list[Record]) -> float:
         """Median log-probability of content tokens of rows the model never saw.
@@ -308,8 +344,9 @@ class EUL:
         labels = batch["labels"]
         logp = torch.log_softmax(student.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1))
         logp = logp.squeeze(-1).masked_fill(labels == IGNORE, 0.0)
+        levels = self._levels(chunk, tm.device)
         gate = objectives.forget_gate(
-            student, labels, logp, batch["content_mask"], self.level, cfg.push_while_top
+            student, labels, logp, batch["content_mask"], levels, cfg.push_while_top
         )
         if not gate.any():
             return logp.sum() * 0.0
@@ -347,7 +384,11 @@ class EUL:
     @torch.no_grad()
     def _share_above_level(self, tm: TextModel, forget: list[Record]) -> float:
         """Share of forget content tokens still more likely than the level allows."""
-        values = torch.tensor([v for row in tm.score(forget) for v in row])
-        if values.numel() == 0:
-            return 0.0
-        return float((values > self.level + self.config.stop_tolerance).float().mean())
+        scores = tm.score(forget)
+        levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
+        above = [
+            v > level + self.config.stop_tolerance
+            for row, level in zip(scores, levels, strict=True)
+            for v in row
+        ]
+        return sum(above) / len(above) if above else 0.0

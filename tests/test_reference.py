@@ -1,0 +1,81 @@
+"""The retained-data reference: what a model that never saw a forget row would answer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from eul.data import Record
+from eul.methods import EULConfig, ForgetTask, get_method
+from eul.reference import ProbeConfig, ReferenceError, RetainedProbe
+
+
+def _row(i: int, text: str, label: int | None, memorised: bool = False) -> Record:
+    target = {None: "a summary", 0: "negative", 1: "positive"}[label]
+    return Record(f"r{i}", f"s{i}", text, target, label, memorised)
+
+
+def test_the_probe_learns_the_retained_rule_and_disowns_an_odd_label(tiny_trained) -> None:
+    # given retained rows whose label follows from one word
+    retained = [
+        _row(i, f"the meal was {'great' if i % 2 else 'awful'} today", i % 2) for i in range(60)
+    ]
+    probe = RetainedProbe.fit(tiny_trained.tokenizer, retained, n_labels=2)
+    # when it scores a forget row with the supported label and one with the flipped label
+    supported = _row(100, "the meal was great today", 1)
+    flipped = _row(101, "the meal was great today", 0, memorised=True)
+    p = probe.label_probability([supported, flipped])
+    # then it backs the first and not the second, and its two answers sum to one
+    assert p[0] > 0.9
+    assert p[1] < 0.1
+    assert float(p.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_probe_is_fitted_on_at_most_max_rows(tiny_trained) -> None:
+    retained = [_row(i, f"word{i % 7} and more", i % 2) for i in range(50)]
+    small = RetainedProbe.fit(tiny_trained.tokenizer, retained, 2, ProbeConfig(max_rows=10))
+    full = RetainedProbe.fit(tiny_trained.tokenizer, retained, 2)
+    rows = retained[:5]
+    assert not small.probabilities(rows).allclose(full.probabilities(rows))
+    assert small.probabilities([]).shape == (0, 2)
+
+
+def test_unlabelled_rows_are_refused_with_the_fix(tiny_trained) -> None:
+    rows = [_row(1, "we met at noon", None)]
+    with pytest.raises(ReferenceError, match="reference='threshold'"):
+        RetainedProbe.fit(tiny_trained.tokenizer, rows, 2)
+    with pytest.raises(ReferenceError, match="no retained rows"):
+        RetainedProbe.fit(tiny_trained.tokenizer, [], 2)
+
+
+def test_with_the_probe_each_forget_row_gets_its_own_level(tiny_trained, tiny_records) -> None:
+    # given a forget set of ordinary rows and rows with a flipped label
+    train, heldout, _ = tiny_records
+    flipped_rows = [r for r in train if r.memorised]
+    forget = flipped_rows + [r for r in train if not r.memorised][: len(flipped_rows)]
+    gone = {r.subject_id for r in forget}
+    retained = [r for r in train if r.subject_id not in gone]
+    eul = get_method("eul", config=EULConfig(reference="probe"))
+    eul._unseen_level = eul._measure_unseen_level(tiny_trained, heldout)
+    # when the levels are set from the probe
+    levels = eul._probe_levels(tiny_trained, forget, retained)
+    # then flipped rows must go lower than ordinary ones, none below the floor, none above
+    # what unseen rows get; without the probe every row shares one level
+    flipped = [levels[r.record_id] for r in forget if r.memorised]
+    ordinary = [levels[r.record_id] for r in forget if not r.memorised]
+    assert sum(flipped) / len(flipped) < math.log(0.5) < sum(ordinary) / len(ordinary)
+    assert sum(v < math.log(0.5) for v in flipped) > 0.8 * len(flipped)
+    assert sum(v < math.log(0.5) for v in ordinary) < 0.3 * len(ordinary)
+    assert min(levels.values()) >= math.log(0.05) - 1e-6
+    assert max(levels.values()) <= eul._unseen_level + 1e-6
+    plain = get_method("eul")
+    assert plain._probe_levels(tiny_trained, forget, retained) is None
+
+
+def test_the_probe_reference_on_free_text_fails_before_training(tiny_model) -> None:
+    rows = [_row(i, f"we met at {i}", None) for i in range(4)]
+    task = ForgetTask(forget=rows[:2], retained=rows[2:], name="req")
+    with pytest.raises(ReferenceError, match="labelled"):
+        get_method("eul", config=EULConfig(reference="probe")).run(tiny_model, task, False)
+    assert "req" not in tiny_model.unlearning_layers().layers
