@@ -416,6 +416,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     tm = TextModel.load(args.model).to(device)
     config = EULConfig(
         objective=args.objective,
+        reference=args.reference,
         epochs=args.epochs,
         lr=args.lr,
         retained_sample=args.retained_sample,
@@ -430,6 +431,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     save_request_statistics(tm, name, forget, folder)
     history = {
         "forget_records": len(forget),
+        "reference": config.reference,
         "update_s": result.update_s,
         "history": result.history,
     }
@@ -901,6 +903,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="unlikelihood",
         choices=("paper", "unlikelihood", "npo"),
         help="the forgetting loss",
+    )
+    unlearn.add_argument(
+        "--reference",
+        default="threshold",
+        choices=("threshold", "probe", "none"),
+        help="how far each forget row is pushed: below p 0.5 "
+        "(threshold), to what a probe fitted on the retained rows gives its label (probe; "
+        "labelled data only), or without limit (none)",
     )
     defaults = UnlearnParams()
     unlearn.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="most epochs")

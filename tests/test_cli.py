@@ -166,12 +166,15 @@ def test_unlearn_then_evaluate_with_the_layer(capsys, workspace) -> None:
                 str(workspace / "layers" / "req-1"),
                 "--epochs",
                 "1",
+                "--reference",
+                "probe",
             ]
         )
         == 0
     )
     layer_dir = workspace / "layers" / "req-1"
     assert (layer_dir / "layer.safetensors").is_file()
+    assert json.loads((layer_dir / "training.json").read_text())["reference"] == "probe"
     # and the sums that fusing it needs lie beside the weights, in both spaces
     from eul.fusion import FEATURE_STATS, FusionStats
 
