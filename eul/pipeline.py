@@ -535,6 +535,7 @@ def train_request(
         after = _forget_side(tm, forget, unseen, task)
     metrics = {**after, **{f"{k}_before": v for k, v in before.items()}}
     training = {
+        "reference": config.reference,
         "epochs": len(outcome.history),
         "update_s": outcome.update_s,
         "trainable_share": outcome.trainable_share,

@@ -188,3 +188,21 @@ def test_a_gpu_named_in_params_on_a_machine_without_one_stops_before_any_work(pr
     assert not ctx.workdir.exists()
     with pytest.raises(ValueError, match="'cuda' is not available"):
         evaluate_batch(ctx, production, production.base_dir, "unread", partition, ["r1"])
+
+
+def test_a_request_trains_against_the_probe_reference_when_params_ask(project):
+    # given unlearn.reference: probe (labelled data) and one request in the log
+    ctx = load_context(project)
+    unlearn = ctx.params.unlearn.model_copy(update={"reference": "probe"})
+    ctx = dataclasses.replace(ctx, params=ctx.params.model_copy(update={"unlearn": unlearn}))
+    (subject,) = _subjects(project, 1)
+    with ctx.ledger() as ledger:
+        ledger.submit(subject_id=subject, request_id="req-p")
+    production = current_production(ctx)
+    split = partition_data(ctx, snapshot_log(ctx, production))
+    # when its layer is trained
+    trained = train_request(ctx, production, "req-p", split)
+    # then it is, and the layer's record says which reference set its forget levels
+    assert trained["skipped"] is False
+    training = json.loads((Path(trained["layer_dir"]) / "training.json").read_text())
+    assert training["reference"] == "probe" and training["epochs"] >= 1
