@@ -26,7 +26,7 @@ from torch.nn import functional as F  # noqa: N812
 from eul.data import Record
 
 
-class ReferenceError(ValueError):
+class ProbeError(ValueError):
     """The rows cannot be given a retained-data reference (no labels)."""
 
 
@@ -44,7 +44,7 @@ class ProbeConfig:
 def _labels(rows: Sequence[Record], what: str) -> list[int]:
     missing = sum(r.label is None for r in rows)
     if missing:
-        raise ReferenceError(
+        raise ProbeError(
             f"{missing} of {len(rows)} {what} rows have no label: the probe reference needs a "
             "labelled (classification) data set; use reference='threshold' for free text"
         )
@@ -73,13 +73,13 @@ class RetainedProbe:
         """Fit on (a seeded sample of at most `max_rows` of) the retained rows."""
         config = config or ProbeConfig()
         if not retained:
-            raise ReferenceError("no retained rows to fit the probe reference on")
+            raise ProbeError("no retained rows to fit the probe reference on")
         rows = list(retained)
         if len(rows) > config.max_rows:
             rows = random.Random(config.seed).sample(rows, config.max_rows)
         labels = torch.tensor(_labels(rows, "retained"))
         if int(labels.max()) >= n_labels or int(labels.min()) < 0:
-            raise ReferenceError(f"labels must lie in 0..{n_labels - 1}")
+            raise ProbeError(f"labels must lie in 0..{n_labels - 1}")
         ids, offsets = _bags(tokenizer, rows)
         weight = torch.zeros(len(tokenizer), n_labels, requires_grad=True)
         bias = torch.zeros(n_labels, requires_grad=True)

@@ -8,7 +8,7 @@ import pytest
 
 from eul.data import Record
 from eul.methods import EULConfig, ForgetTask, get_method
-from eul.reference import ProbeConfig, ReferenceError, RetainedProbe
+from eul.reference import ProbeConfig, ProbeError, RetainedProbe
 
 
 def _row(i: int, text: str, label: int | None, memorised: bool = False) -> Record:
@@ -43,9 +43,9 @@ def test_the_probe_is_fitted_on_at_most_max_rows(tiny_trained) -> None:
 
 def test_unlabelled_rows_are_refused_with_the_fix(tiny_trained) -> None:
     rows = [_row(1, "we met at noon", None)]
-    with pytest.raises(ReferenceError, match="reference='threshold'"):
+    with pytest.raises(ProbeError, match="reference='threshold'"):
         RetainedProbe.fit(tiny_trained.tokenizer, rows, 2)
-    with pytest.raises(ReferenceError, match="no retained rows"):
+    with pytest.raises(ProbeError, match="no retained rows"):
         RetainedProbe.fit(tiny_trained.tokenizer, [], 2)
 
 
@@ -76,6 +76,6 @@ def test_with_the_probe_each_forget_row_gets_its_own_level(tiny_trained, tiny_re
 def test_the_probe_reference_on_free_text_fails_before_training(tiny_model) -> None:
     rows = [_row(i, f"we met at {i}", None) for i in range(4)]
     task = ForgetTask(forget=rows[:2], retained=rows[2:], name="req")
-    with pytest.raises(ReferenceError, match="labelled"):
+    with pytest.raises(ProbeError, match="labelled"):
         get_method("eul", config=EULConfig(reference="probe")).run(tiny_model, task, False)
     assert "req" not in tiny_model.unlearning_layers().layers
