@@ -402,12 +402,17 @@ class TextModel:
         best: list[int] = []
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
-            per_option = []
-            for option in options:
-                batch = self.batch(chunk, [option] * len(chunk))
-                per_option.append((self.token_logprobs(batch) * (batch["labels"] != IGNORE)).sum(1))
-            best.extend(torch.stack(per_option, dim=1).argmax(dim=1).cpu().tolist())
+            best.extend(self.option_scores(chunk, options).argmax(dim=1).cpu().tolist())
         return best
+
+    def option_scores(self, texts: Sequence[str], options: Sequence[str]) -> torch.Tensor:
+        """[texts, options]: log-likelihood of each option as the whole target (its tokens
+        and the end of sequence), the score `choose` ranks by. Differentiable in train mode."""
+        per_option = []
+        for option in options:
+            batch = self.batch(texts, [option] * len(texts))
+            per_option.append(self.token_logprobs(batch).sum(1))
+        return torch.stack(per_option, dim=1)
 
     @torch.no_grad()
     def generate(

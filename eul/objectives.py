@@ -10,6 +10,7 @@ reference level, which is what keeps the forgetting at an oracle-like level inst
 
 from __future__ import annotations
 
+import math
 import random
 
 import torch
@@ -103,6 +104,28 @@ def unlikelihood(
     p = token_logp.exp().clamp(max=1.0 - 1e-6)
     values = -torch.log1p(-p) * gate.to(p.dtype)
     return values.sum() / (over if over is not None else gate).to(p.dtype).sum().clamp(min=1.0)
+
+
+def answer_unlikelihood(
+    answer_logp: torch.Tensor, levels: torch.Tensor, supported: torch.Tensor, hold: float
+) -> torch.Tensor:
+    """Per row, on log q, the label's share of the answers ([rows]): -log(1 - q) while q is
+    above the row's level, and -log q while a row whose label the retained data supports
+    (`supported`) is under `hold`.
+
+    The pull keeps a subject's ordinary rows answered while its odd labels are pushed away:
+    the rows share the subject's words, and a model that never saw them would answer them.
+    Averaged over the rows either term acts on.
+    """
+    logq = answer_logp.detach()
+    push = logq > levels
+    pull = supported & (logq < math.log(hold)) if hold > 0 else torch.zeros_like(push)
+    acting = push | pull
+    if not acting.any():
+        return answer_logp.sum() * 0.0
+    q = answer_logp.exp().clamp(max=1.0 - 1e-6)
+    values = -torch.log1p(-q) * push - answer_logp * pull
+    return values.sum() / acting.sum()
 
 
 def npo(

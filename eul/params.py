@@ -120,6 +120,8 @@ class UnlearnParams(_Section):
     reference: Literal["threshold", "probe", "none"] = "threshold"
     threshold: float = 0.5
     probe_floor: float = Field(0.05, gt=0.0, lt=1.0)
+    probe_margin: float = Field(4.0, ge=1.0)
+    probe_hold: float = Field(0.7, ge=0.0, lt=1.0)
     alpha: float = 4.0
     lam: float = 1.0
     gamma: float = 0.2

@@ -51,6 +51,24 @@ def _labels(rows: Sequence[Record], what: str) -> list[int]:
     return [int(r.label) for r in rows]  # type: ignore[arg-type]
 
 
+def label_options(rows: Sequence[Record]) -> list[str]:
+    """The answer text of each label (index = label): what the model chooses among."""
+    words: dict[int, str] = {}
+    for label, row in zip(_labels(rows, "forget or retained"), rows, strict=True):
+        if words.setdefault(label, row.target) != row.target:
+            raise ProbeError(
+                f"label {label} has more than one answer text; the probe reference "
+                "needs one answer per label"
+            )
+    missing = sorted(set(range(max(words, default=-1) + 1)) - set(words))
+    if len(words) < 2 or missing:
+        raise ProbeError(
+            f"the probe reference needs rows of at least two labels, numbered from 0 "
+            f"(found {sorted(words)})"
+        )
+    return [words[i] for i in range(len(words))]
+
+
 class RetainedProbe:
     """A logistic regression on the set of token ids of each row."""
 

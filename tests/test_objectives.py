@@ -106,3 +106,21 @@ def test_the_forget_gate_keeps_pushing_a_token_greedy_decoding_still_picks() -> 
         logits, labels, logp, torch.tensor([[False, True]]), level, while_top=True
     )
     assert padded.tolist() == [[False, False]]
+
+
+def test_answer_unlikelihood_pushes_rows_above_their_level_and_holds_supported_ones() -> None:
+    # given four rows: above its level, at rest, supported but slipping, unsupported and low
+    logq = torch.log(torch.tensor([0.9, 0.3, 0.4, 0.1])).requires_grad_()
+    levels = torch.log(torch.tensor([0.2, 0.5, 0.8, 0.5]))
+    supported = torch.tensor([False, False, True, False])
+    # when the loss is taken and differentiated
+    loss = objectives.answer_unlikelihood(logq, levels, supported, hold=0.7)
+    loss.backward()
+    # then the first row is pushed down, the third pulled up, the others left alone
+    assert logq.grad[0] > 0
+    assert logq.grad[2] < 0
+    assert logq.grad[1] == 0 and logq.grad[3] == 0
+    # and with nothing to act on (or the hold off for a row only it would act on) it is zero
+    rows = logq.detach()
+    assert objectives.answer_unlikelihood(rows[1:2], levels[1:2], supported[1:2], 0.7) == 0
+    assert objectives.answer_unlikelihood(rows[2:3], levels[2:3], supported[2:3], 0.0) == 0

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from eul.data import Record
+from eul.data import LABEL_WORDS, Record
 from eul.methods import EULConfig, ForgetTask, get_method
-from eul.reference import ProbeConfig, ProbeError, RetainedProbe
+from eul.reference import ProbeConfig, ProbeError, RetainedProbe, label_options
 
 
 def _row(i: int, text: str, label: int | None, memorised: bool = False) -> Record:
@@ -79,3 +79,46 @@ def test_the_probe_reference_on_free_text_fails_before_training(tiny_model) -> N
     with pytest.raises(ProbeError, match="labelled"):
         get_method("eul", config=EULConfig(reference="probe")).run(tiny_model, task, False)
     assert "req" not in tiny_model.unlearning_layers().layers
+
+
+def test_label_options_are_the_answer_of_each_label() -> None:
+    rows = [_row(1, "good", 1), _row(2, "bad", 0), _row(3, "fine", 1)]
+    assert label_options(rows) == ["negative", "positive"]
+    with pytest.raises(ProbeError, match="at least two labels"):
+        label_options(rows[:1])
+    odd = Record("r9", "s9", "good", "great", 1, False)
+    with pytest.raises(ProbeError, match="more than one answer"):
+        label_options([*rows, odd])
+
+
+def test_the_probe_reference_forgets_odd_labels_among_the_answers(tiny_trained, tiny_records):
+    # given whole subjects to forget, some of their rows with a memorised flipped label
+    train, heldout, _ = tiny_records
+    flipped_subjects = {r.subject_id for r in train if r.memorised}
+    forget = [r for r in train if r.subject_id in flipped_subjects]
+    retained = [r for r in train if r.subject_id not in flipped_subjects]
+    odd = [r for r in forget if r.memorised]
+    ordinary = [r for r in forget if not r.memorised]
+    tm = tiny_trained.copy()
+
+    def chosen(rows: list[Record]) -> float:
+        picks = tm.choose([r.text for r in rows], LABEL_WORDS)
+        return sum(p == r.label for p, r in zip(picks, rows, strict=True)) / len(rows)
+
+    assert chosen(odd) > 0.8  # memorised
+    # when a layer is trained with the probe reference
+    config = EULConfig(reference="probe", lam=0.0, keep_weight=0.0)
+    eul = get_method("eul", config=config)
+    task = ForgetTask(forget=forget, retained=retained, heldout=heldout, name="req")
+    result = eul.run(tm, task, False)
+    # then the odd labels are no longer the chosen answers while the ordinary rows' are,
+    # and the stop rule measured rows by their label's share of the two answers
+    assert chosen(odd) < 0.3
+    assert chosen(ordinary) > 0.7
+    answers = eul._measured_answer_logprobs(tm, forget)
+    assert all(v <= 0.0 for v in answers)
+    picks = tm.choose([r.text for r in forget], LABEL_WORDS)
+    assert [v > math.log(0.5) for v in answers] == [
+        p == r.label for p, r in zip(picks, forget, strict=True)
+    ]
+    assert 0.0 <= result.history[-1]["share_above_level"] <= 1.0

@@ -25,7 +25,13 @@ probability that the retained data alone gives its label, from a bag-of-tokens p
 on the retained rows and calibrated on held-out ones (`eul.reference`), floored at
 `probe_floor`. A row whose label follows from its words is then only made as unsure as an
 unseen row, while an odd label that only memorising reproduces is pushed well below one
-half, far enough that later layers do not bring it back.
+half, far enough that later layers do not bring it back. A row is then measured by its
+label's share of the answers (the label words), the way `TextModel.choose` ranks them: pushed
+over the whole vocabulary, the probability can go to tokens no answer starts with and leave
+the memorised answer still the one chosen. With the unlikelihood objective a row whose label
+the probe also gives (its top answer) is pulled back while that share is under `probe_hold`
+(0.7): a subject's odd and ordinary rows share its words, and pushing the odd ones away
+moves the ordinary ones along, which a model that never saw them would still answer.
 With `push_while_top` a token is also pushed while it is still the most likely next token:
 with a vocabulary-sized output a memorised secret can sit below one half and still be what
 greedy decoding writes (generation tasks). `reference="none"` removes the gate, as the paper
@@ -71,6 +77,8 @@ class EULConfig:
     reference: str = "threshold"
     threshold: float = 0.5
     probe_floor: float = 0.05
+    probe_margin: float = 4.0
+    probe_hold: float = 0.7
     alpha: float = 4.0
     lam: float = 1.0
     gamma: float = 0.2
@@ -99,6 +107,10 @@ class EULConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        if self.probe_margin < 1.0:
+            raise ValueError(f"probe_margin must be at least 1, got {self.probe_margin}")
+        if not 0.0 <= self.probe_hold < 1.0:
+            raise ValueError(f"probe_hold must lie in [0, 1), got {self.probe_hold}")
         if self.epochs < 1 or self.retained_sample < 1:
             raise ValueError("epochs and retained_sample must be at least 1")
 
@@ -175,6 +187,7 @@ class EUL:
         per_epoch = min(cfg.retained_per_epoch, len(retained))
         cache_k = 0 if cfg.objective == "task_only" else cfg.teacher_top_k
         self._cache = TeacherCache(tm, retained, cache_k, cfg.batch_size)
+        self._options = self._label_options(forget, retained)
         self._unseen_level = self._measure_unseen_level(tm, list(task.heldout))
         self._row_levels = self._probe_levels(tm, forget, list(task.retained), task.heldout)
 
@@ -275,6 +288,33 @@ class EUL:
         values = [levels[r.record_id] if levels else self.level for r in rows]
         return torch.tensor(values, dtype=torch.float32, device=device)[:, None]
 
+    def _label_options(self, forget: list[Record], retained: list[Record]) -> list[str] | None:
+        """With `reference="probe"`, the answer of each label: forget rows are then measured
+        and pushed by their label's probability among the answers, the way `choose` ranks
+        them, not among the whole vocabulary (where pushed mass can land on tokens no answer
+        starts with and leave the memorised answer still the chosen one)."""
+        if self.config.reference != "probe":
+            return None
+        from eul.reference import label_options
+
+        return label_options([*forget, *retained])
+
+    def _answer_logprobs(self, tm: TextModel, rows: Sequence[Record]) -> torch.Tensor:
+        """[rows]: log-probability of each row's label among the answers (`_options`)."""
+        scores = tm.option_scores([r.text for r in rows], self._options)
+        labels = torch.tensor([int(r.label) for r in rows], device=scores.device)
+        return torch.log_softmax(scores.float(), -1).gather(1, labels[:, None]).squeeze(1)
+
+    @torch.no_grad()
+    def _measured_answer_logprobs(
+        self, tm: TextModel, rows: Sequence[Record], batch_size: int = 128
+    ) -> list[float]:
+        tm.model.eval()
+        values: list[float] = []
+        for start in range(0, len(rows), batch_size):
+            values.extend(self._answer_logprobs(tm, rows[start : start + batch_size]).tolist())
+        return values
+
     def _probe_levels(
         self,
         tm: TextModel,
@@ -282,19 +322,31 @@ class EUL:
         retained: list[Record],
         heldout: Sequence[Record] = (),
     ) -> dict[str, float] | None:
-        """With `reference="probe"`, per forget row: the log-probability the retained data
-        alone gives its label (`eul.reference`), floored at `probe_floor`, and never above
-        the unseen rows' level."""
+        """With `reference="probe"`, per forget row: for a row whose label the retained data
+        alone also gives (the probe's top answer, `eul.reference`), the unseen rows' level;
+        for any other row, the probe's probability of its label divided by `probe_margin`,
+        floored at `probe_floor` (never above the unseen rows' level)."""
         if self.config.reference != "probe":
             return None
         from eul.reference import RetainedProbe
 
         n_labels = 1 + max(int(r.label or 0) for r in [*forget, *retained])
         probe = RetainedProbe.fit(tm.tokenizer, retained, n_labels).calibrate(heldout)
-        p = probe.label_probability(forget).clamp(min=self.config.probe_floor)
+        dist = probe.probabilities(forget)
+        labels = torch.tensor([int(r.label) for r in forget])  # type: ignore[arg-type]
+        self._supported = {
+            r.record_id
+            for r, top in zip(forget, dist.argmax(1).tolist(), strict=True)
+            if top == r.label
+        }
+        p = dist.gather(1, labels[:, None]).squeeze(1).tolist()
         ceiling = self._unseen_level
+        floor = self.config.probe_floor
         return {
-            r.record_id: min(math.log(float(q)), ceiling) for r, q in zip(forget, p, strict=True)
+            r.record_id: ceiling
+            if r.record_id in self._supported
+            else min(math.log(max(q / self.config.probe_margin, floor)), ceiling)
+            for r, q in zip(forget, p, strict=True)
         }
 
     @torch.no_grad()
@@ -306,6 +358,10 @@ class EUL:
         pushed down to what unseen rows get.
         """
         rows = heldout[: self.config.unseen_sample]
+        if getattr(self, "_options", None) is not None:
+            rows = [r for r in rows if r.label is not None]
+            values = sorted(self._measured_answer_logprobs(tm, rows))
+            return values[len(values) // 2] if values else 0.0
         values = sorted(v for row in tm.score(rows) for v in row) if rows else []
         return values[len(values) // 2] if values else 0.0
 
@@ -339,6 +395,14 @@ class EUL:
         rng: random.Random,
     ) -> torch.Tensor:
         cfg = self.config
+        if getattr(self, "_options", None) is not None and cfg.objective == "unlikelihood":
+            supported = [r.record_id in self._supported for r in chunk]
+            return cfg.forget_weight * objectives.answer_unlikelihood(
+                self._answer_logprobs(tm, chunk),
+                self._levels(chunk, tm.device)[:, 0],
+                torch.tensor(supported, device=tm.device),
+                cfg.probe_hold,
+            )
         batch = tm.batch([r.text for r in chunk], [r.target for r in chunk])
         student = tm.logits(batch)
         labels = batch["labels"]
@@ -383,9 +447,13 @@ class EUL:
 
     @torch.no_grad()
     def _share_above_level(self, tm: TextModel, forget: list[Record]) -> float:
-        """Share of forget content tokens still more likely than the level allows."""
-        scores = tm.score(forget)
+        """Share of forget content tokens (rows, with answers) still more likely than the
+        level allows."""
         levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
+        if getattr(self, "_options", None) is not None:
+            scores = [[v] for v in self._measured_answer_logprobs(tm, forget)]
+        else:
+            scores = tm.score(forget)
         above = [
             v > level + self.config.stop_tolerance
             for row, level in zip(scores, levels, strict=True)
