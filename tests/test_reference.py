@@ -69,6 +69,13 @@ def test_with_the_probe_each_forget_row_gets_its_own_level(tiny_trained, tiny_re
     assert sum(v < math.log(0.5) for v in ordinary) < 0.3 * len(ordinary)
     assert min(levels.values()) >= math.log(0.05) - 1e-6
     assert max(levels.values()) <= eul._unseen_level + 1e-6
+    # rows the probe backs are only made as unsure as unseen rows; the others go at least
+    # `probe_margin` (4) times below the probe's probability, which is under one half
+    backed = [v for rid, v in levels.items() if rid in eul._supported]
+    odd = [v for rid, v in levels.items() if rid not in eul._supported]
+    assert backed and odd
+    assert all(v == eul._unseen_level for v in backed)
+    assert all(v <= math.log(0.5 / 4) + 1e-6 for v in odd)
     plain = get_method("eul")
     assert plain._probe_levels(tiny_trained, forget, retained) is None
 
@@ -122,3 +129,10 @@ def test_the_probe_reference_forgets_odd_labels_among_the_answers(tiny_trained, 
         p == r.label for p, r in zip(picks, forget, strict=True)
     ]
     assert 0.0 <= result.history[-1]["share_above_level"] <= 1.0
+
+
+def test_probe_settings_out_of_range_are_refused() -> None:
+    with pytest.raises(ValueError, match="probe_margin"):
+        EULConfig(probe_margin=0.5)
+    with pytest.raises(ValueError, match="probe_hold"):
+        EULConfig(probe_hold=1.0)

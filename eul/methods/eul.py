@@ -20,18 +20,18 @@ once all but `stop_share` (5%) of the forget tokens are below it, training stops
 retained epochs in between restore what the retained data supports, so forget rows whose
 answer follows from the rest of the data stay answered (as they would be by a model that
 never saw them).
-With `reference="probe"` (labelled data) each forget row gets a level of its own: the
-probability that the retained data alone gives its label, from a bag-of-tokens probe fitted
-on the retained rows and calibrated on held-out ones (`eul.reference`), floored at
-`probe_floor`. A row whose label follows from its words is then only made as unsure as an
-unseen row, while an odd label that only memorising reproduces is pushed well below one
-half, far enough that later layers do not bring it back. A row is then measured by its
-label's share of the answers (the label words), the way `TextModel.choose` ranks them: pushed
-over the whole vocabulary, the probability can go to tokens no answer starts with and leave
-the memorised answer still the one chosen. With the unlikelihood objective a row whose label
-the probe also gives (its top answer) is pulled back while that share is under `probe_hold`
-(0.7): a subject's odd and ordinary rows share its words, and pushing the odd ones away
-moves the ordinary ones along, which a model that never saw them would still answer.
+With `reference="probe"` (labelled data) each forget row gets a level of its own, from a
+bag-of-tokens probe fitted on the retained rows and calibrated on held-out ones
+(`eul.reference`). A row whose label the probe also gives (its top answer) follows from its
+words: it is only made as unsure as an unseen row, and with the unlikelihood objective pulled
+back while its label's share is under `probe_hold` (0.7), since a subject's odd and ordinary
+rows share its words and pushing the odd ones away moves the ordinary ones along. Any other
+row carries an odd label that only memorising reproduces: it is pushed to the probe's
+probability divided by `probe_margin` (4), at least `probe_floor` (0.05), which leaves room
+for later layers to move it before the memorised answer comes back. Rows are measured by
+their label's share of the answers (the label words), the way `TextModel.choose` ranks them:
+pushed over the whole vocabulary, probability can go to tokens no answer starts with and
+leave the memorised answer still the one chosen.
 With `push_while_top` a token is also pushed while it is still the most likely next token:
 with a vocabulary-sized output a memorised secret can sit below one half and still be what
 greedy decoding writes (generation tasks). `reference="none"` removes the gate, as the paper
