@@ -447,8 +447,8 @@ class EUL:
 
     @torch.no_grad()
     def _share_above_level(self, tm: TextModel, forget: list[Record]) -> float:
-        """Share of forget content tokens (rows, with answers) still more likely than the
-        level allows."""
+        """Share of forget content tokens (of rows, where they are measured among the
+        answers) still more likely than the level allows."""
         levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
         if getattr(self, "_options", None) is not None:
             scores = [[v] for v in self._measured_answer_logprobs(tm, forget)]
