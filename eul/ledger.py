@@ -23,6 +23,8 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -445,6 +447,26 @@ def _entry(row: Any) -> Entry:
 # -- the ledger ---------------------------------------------------------------------------
 
 
+def _enable_wal(cursor: Any, timeout_s: float) -> None:
+    """Put the SQLite file in WAL mode (stored in the file: once is enough).
+
+    Switching needs the file to itself, and SQLite answers "locked" at once, without its
+    busy wait, while another process is opening a new log too: retry until the timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            message = str(err)
+            if ("locked" not in message and "busy" not in message) or (time.monotonic() > deadline):
+                raise
+            time.sleep(0.01)
+
+
 class Ledger:
     """The deletion log at one database URL (see :func:`resolve_url` for the default)."""
 
@@ -502,7 +524,7 @@ class Ledger:
             cursor = dbapi_connection.cursor()
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             if not in_memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(cursor, busy_timeout_s)
             cursor.execute("PRAGMA synchronous = FULL")
             cursor.close()
 
