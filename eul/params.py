@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 if TYPE_CHECKING:
     from eul.methods.eul import EULConfig
-    from eul.model import ModelSpec, TrainConfig
+    from eul.model.text_model import ModelSpec, TrainConfig
 
 DEFAULT_PATH = "params.yaml"
-# Where training and evaluation run (`eul.model.resolve_device`): auto takes a GPU if there is one.
+# Where training and evaluation run (`eul.model.text_model.resolve_device`): auto takes a GPU
+# if there is one.
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
 
 
@@ -178,7 +179,7 @@ class GateParams(_Section):
 
     No oracle is available each night, so the gates compare only what needs none: test
     accuracy against the production model, membership inference of the batch's forget rows
-    against held-out rows, and forget accuracy against test accuracy (`eul.gates`). A
+    against held-out rows, and forget accuracy against test accuracy (`eul.pipeline.gates`). A
     negative margin asks for forget accuracy that far below test accuracy.
     """
 
@@ -244,14 +245,14 @@ class Params(_Section):
     compaction: CompactionParams = Field(default_factory=CompactionParams)
 
     def model_spec(self) -> ModelSpec:
-        """The `eul.model.ModelSpec` of the base model."""
-        from eul.model import ModelSpec
+        """The `eul.model.text_model.ModelSpec` of the base model."""
+        from eul.model.text_model import ModelSpec
 
         return ModelSpec(**self.model.model_dump())
 
     def train_config(self) -> TrainConfig:
-        """The `eul.model.TrainConfig` of the base model's training."""
-        from eul.model import TrainConfig
+        """The `eul.model.text_model.TrainConfig` of the base model's training."""
+        from eul.model.text_model import TrainConfig
 
         return TrainConfig(**self.train.model_dump(exclude={"out", "threads", "init", "device"}))
 

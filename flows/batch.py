@@ -12,16 +12,16 @@ from typing import Any
 
 from prefect.concurrency.sync import concurrency
 
-from eul.flow_checks import check_project
-from eul.gates import failure_reasons
-from eul.pipeline import (
+from eul.pipeline.checks import check_project
+from eul.pipeline.gates import failure_reasons
+from eul.pipeline.steps import (
     Clock,
     Context,
     Production,
     fail_point,
     plan_batch,
-    quiet_libraries,
 )
+from eul.runtime.quiet import quiet_libraries
 from tasks.pipeline import (
     check_gates,
     evaluate,
@@ -53,7 +53,7 @@ def model_slot() -> AbstractContextManager[None]:
 
 def open_project(project_dir: str, params_file: str) -> Context:
     """The project a flow run works on, its parameters checked before any work (one-line
-    errors: `eul.flow_checks`), with the libraries' progress bars off."""
+    errors: `eul.pipeline.checks`), with the libraries' progress bars off."""
     ctx = check_project(project_dir, params_file)
     quiet_libraries()
     return ctx

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow
 
-from eul.pipeline import Clock, plan_batch
+from eul.pipeline.steps import Clock, plan_batch
 from flows.batch import add_seconds, finish, model_slot, open_project
 from tasks.pipeline import (
     check_gates,

@@ -9,9 +9,9 @@ from typing import Any
 
 from prefect import flow
 
-from eul.flow_checks import check_promotion, check_version
-from eul.pipeline import Clock, PipelineError
-from eul.registry import CANDIDATE, get_alias_version
+from eul.pipeline.checks import check_promotion, check_version
+from eul.pipeline.steps import Clock, PipelineError
+from eul.stores.registry.registry import CANDIDATE, get_alias_version
 from flows.batch import finish, model_slot, open_project
 from tasks.pipeline import production_model, promote
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from eul.flow_checks import check_request_id
+from eul.pipeline.checks import check_request_id
 from flows.batch import model_slot, open_project, run_batch
 
 NAME = "unlearn-request"

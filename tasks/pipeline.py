@@ -14,8 +14,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from eul import compaction, pipeline
-from eul.pipeline import Context, Plan, Production
+from eul.pipeline import compaction
+from eul.pipeline import steps as pipeline
+from eul.pipeline.steps import Context, Plan, Production
 
 
 @task(name="production-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

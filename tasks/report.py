@@ -10,10 +10,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from eul.audit import audit, batch_markdown, format_markdown, table_rows
-from eul.pipeline import Context, write_json
-from eul.plots import plots_markdown
-from eul.registry import version_artifact_links
+from eul.evaluate.plots import plots_markdown
+from eul.pipeline.audit import audit, batch_markdown, format_markdown, table_rows
+from eul.pipeline.steps import Context, write_json
+from eul.stores.registry.registry import version_artifact_links
 
 
 @task(name="report", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -16,10 +16,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from eul import dvcstore  # noqa: E402
-from eul.data import LABEL_WORDS, Record, SyntheticConfig, generate, split_records  # noqa: E402
-from eul.local_servers import free_port, port_open, stop, wait_until_up  # noqa: E402
-from eul.model import ModelSpec, TextModel, TrainConfig, train_full  # noqa: E402
+from eul.data.records import LABEL_WORDS, Record, SyntheticConfig, generate, split_records  # noqa: E402
+from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full  # noqa: E402
+from eul.runtime.environment import tool_variables  # noqa: E402
+from eul.runtime.servers import free_port, port_open, stop, wait_until_up  # noqa: E402
+from eul.stores.dvc import dvcstore  # noqa: E402
 
 # One thread: multi-threaded CPU kernels may sum in a different order from run to run, and
 # a tiny model trained for hundreds of steps turns that into different results.
@@ -55,14 +56,8 @@ def tiny_model(tiny_trained: TextModel) -> TextModel:
 
 def _tool_env() -> dict[str, str]:
     """The environment for `dvc` and `eul` subprocesses: this checkout's eul, no analytics."""
-    repo = str(Path(__file__).resolve().parents[1])
-    bin_dir = str(Path(sys.executable).parent)
     return {
-        "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p),
-        "PATH": os.pathsep.join((bin_dir, os.environ.get("PATH", ""))),
-        "DVC_NO_ANALYTICS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
+        **tool_variables(Path(__file__).resolve().parents[1]),
         "OMP_NUM_THREADS": "1",
         "AWS_EC2_METADATA_DISABLED": "true",
     }

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from eul.audit import build_report, format_markdown, table_rows
-from eul.ledger import Ledger, utcnow
+from eul.pipeline.audit import build_report, format_markdown, table_rows
+from eul.stores.log.ledger import Ledger, utcnow
 
 EVIDENCE = {"data_dvc_md5_after": "ab" * 16 + ".dir", "rows_removed": 2, "row_sha256": ["c" * 64]}
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import TINY_SPEC
 
-from eul.bench import (
+from eul.bench.classification import (
     BenchConfig,
     choose_forget,
     format_table,
@@ -16,7 +16,7 @@ from eul.bench import (
     save_report,
     target_bands,
 )
-from eul.data import DataError, SyntheticConfig, generate
+from eul.data.records import DataError, SyntheticConfig, generate
 from eul.methods import EULConfig
 
 METRICS = {

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from eul.cli import COMMAND_GROUPS, _subcommands, build_parser, command_overview, main
-from eul.data import LABEL_WORDS
-from eul.model import ModelSpec, TextModel
+from eul.cli.main import COMMAND_GROUPS, _subcommands, build_parser, command_overview, main
+from eul.data.records import LABEL_WORDS
+from eul.model.text_model import ModelSpec, TextModel
 
 SPEC = ModelSpec(vocab_size=300, d_model=16, num_layers=1, num_heads=2, d_ff=32)
 

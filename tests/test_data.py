@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eul.data import (
+from eul.data.records import (
     LABEL_WORDS,
     ColumnMap,
     DataError,

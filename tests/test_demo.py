@@ -15,12 +15,17 @@ import pytest
 import yaml
 from conftest import FLOW_PARAMS, REPO, STORE_ENV
 
-from eul.cli import main
-from eul.data import SyntheticConfig, generate
-from eul.demo import NOBODY, REQUESTS_FILE
-from eul.ledger import Ledger
-from eul.pipeline import load_context
-from eul.registry import PRODUCTION, covered_request_ids, get_alias_version, version_tags
+from eul.cli.demo import NOBODY, REQUESTS_FILE
+from eul.cli.main import main
+from eul.data.records import SyntheticConfig, generate
+from eul.pipeline.steps import load_context
+from eul.stores.log.ledger import Ledger
+from eul.stores.registry.registry import (
+    PRODUCTION,
+    covered_request_ids,
+    get_alias_version,
+    version_tags,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -229,7 +234,7 @@ def test_a_folder_made_with_other_params_is_refused(demo, tmp_path):
 
 
 def test_run_shown_relays_output_and_says_when_a_stage_is_silent(tmp_path):
-    from eul.demo import run_shown
+    from eul.cli.demo import run_shown
 
     # given a command that names its stage, is silent for a while, then finishes
     script = "echo \"Running stage 'train':\"; sleep 1.6; echo 'Use `dvc push` to send'; exit 3"

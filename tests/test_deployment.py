@@ -15,10 +15,15 @@ from pathlib import Path
 import pytest
 from conftest import STORE_ENV
 
-from eul.ledger import Ledger
-from eul.local_servers import PREFECT, free_port, start_prefect_server, stop
-from eul.pipeline import load_context
-from eul.registry import PRODUCTION, covered_request_ids, get_alias_version, version_tags
+from eul.pipeline.steps import load_context
+from eul.runtime.servers import PREFECT, free_port, start_prefect_server, stop
+from eul.stores.log.ledger import Ledger
+from eul.stores.registry.registry import (
+    PRODUCTION,
+    covered_request_ids,
+    get_alias_version,
+    version_tags,
+)
 
 pytestmark = [
     pytest.mark.slow,

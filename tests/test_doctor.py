@@ -14,15 +14,15 @@ import pytest
 import yaml
 from conftest import STORE_ENV
 
-from eul import dvcstore
-from eul.cli import main
-from eul.data import LABEL_WORDS, SyntheticConfig, generate
-from eul.doctor import FAIL, OK, SKIP, check_dvc, check_prefect, run_doctor
+from eul.cli.doctor import FAIL, OK, SKIP, check_dvc, check_prefect, run_doctor
+from eul.cli.main import main
+from eul.data.records import LABEL_WORDS, SyntheticConfig, generate
 from eul.layers import LayerConfig
-from eul.ledger import Ledger
-from eul.model import ModelSpec, TextModel, TrainConfig, train_full
-from eul.pipeline import load_context
-from eul.registry import (
+from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
+from eul.pipeline.steps import load_context
+from eul.stores.dvc import dvcstore
+from eul.stores.log.ledger import Ledger
+from eul.stores.registry.registry import (
     PRODUCTION,
     compliance_tags,
     ensure_experiment,

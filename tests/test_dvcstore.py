@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from eul import dvcstore
-from eul.cli import main
-from eul.data import SyntheticConfig, generate, save_records
+from eul.cli.main import main
+from eul.data.records import SyntheticConfig, generate, save_records
+from eul.stores.dvc import dvcstore
 
 
 def _write_raw(root) -> bytes:

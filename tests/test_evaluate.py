@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from eul.evaluate import (
+from eul.evaluate.metrics import (
     EvalSets,
     evaluate,
     evaluate_with_scores,

@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 from conftest import STORE_ENV
 
-from eul.flow_checks import (
+from eul.layers import LayerConfig
+from eul.model.text_model import ModelSpec, TextModel
+from eul.pipeline.checks import (
     ParameterError,
     check_project,
     check_promotion,
     check_request_id,
     check_version,
 )
-from eul.layers import LayerConfig
-from eul.ledger import Ledger
-from eul.model import ModelSpec, TextModel
-from eul.pipeline import PipelineError
-from eul.registry import compliance_tags, log_batch_run, register_version
+from eul.pipeline.steps import PipelineError
+from eul.stores.log.ledger import Ledger
+from eul.stores.registry.registry import compliance_tags, log_batch_run, register_version
 
 
 @pytest.fixture

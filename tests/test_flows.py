@@ -24,12 +24,12 @@ for _name, _value in (
 
 from conftest import STORE_ENV, unique_text_subjects  # noqa: E402
 
-from eul.cli import main  # noqa: E402
-from eul.flow_checks import ParameterError  # noqa: E402
-from eul.fusion import FusionState  # noqa: E402
-from eul.ledger import Ledger  # noqa: E402
-from eul.pipeline import FAIL_ENV, PipelineError, load_context  # noqa: E402
-from eul.registry import (  # noqa: E402
+from eul.cli.main import main  # noqa: E402
+from eul.fusion.fuse import FusionState  # noqa: E402
+from eul.pipeline.checks import ParameterError  # noqa: E402
+from eul.pipeline.steps import FAIL_ENV, PipelineError, load_context  # noqa: E402
+from eul.stores.log.ledger import Ledger  # noqa: E402
+from eul.stores.registry.registry import (  # noqa: E402
     CANDIDATE,
     PRODUCTION,
     covered_request_ids,

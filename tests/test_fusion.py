@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from eul.data import LABEL_WORDS, Record, SyntheticConfig, generate
-from eul.fusion import (
+from eul.data.records import LABEL_WORDS, Record, SyntheticConfig, generate
+from eul.fusion.fuse import (
     FUSED_FILE,
     STATS_FILE,
     FusionState,
@@ -27,7 +27,7 @@ from eul.fusion import (
     up_matrix,
 )
 from eul.layers import LayerConfig
-from eul.model import IGNORE, ModelSpec, TextModel
+from eul.model.text_model import IGNORE, ModelSpec, TextModel
 
 SPEC = ModelSpec(vocab_size=300, d_model=32, num_layers=2, num_heads=2, d_ff=64)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import TINY_SPEC
 
-from eul.fusion_scale import draw_fusion_scale, format_fusion_scale, run_fusion_scale
+from eul.bench.fusion_scale import draw_fusion_scale, format_fusion_scale, run_fusion_scale
 
 
 def test_fusion_scale_reports_cost_per_request_count(tmp_path) -> None:

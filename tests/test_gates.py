@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from eul.gates import check_gates, failure_reasons, gate_bands, passed
 from eul.params import GateParams
+from eul.pipeline.gates import check_gates, failure_reasons, gate_bands, passed
 
 LIMITS = GateParams(max_test_acc_drop=0.02, max_mia_auc=0.6, forget_acc_margin=0.05)
 PRODUCTION = {"test_acc": 0.85, "forget_acc": 0.97, "mia_auc": 0.7}

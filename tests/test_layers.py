@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from eul.data import LABEL_WORDS
+from eul.data.records import LABEL_WORDS
 from eul.layers import LayerConfig, UnlearningLayer, UnlearningModel
-from eul.model import ModelSpec, TextModel
+from eul.model.text_model import ModelSpec, TextModel
 
 SPEC = ModelSpec(vocab_size=300, d_model=32, num_layers=2, num_heads=2, d_ff=64)
 TEXTS = ["the food was great", "the service was awful"]

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import eul
-from eul.data import Record
-from eul.ledger import (
+from eul.data.records import Record
+from eul.stores.log.ledger import (
     DEFAULT_URL,
     GENESIS_HASH,
     Ledger,
@@ -414,7 +414,7 @@ def test_verify_detects_edited_details(ledger, db) -> None:
 
 
 def test_verify_detects_a_rewritten_entry_with_a_recomputed_hash(ledger, db) -> None:
-    from eul.ledger import entry_hash
+    from eul.stores.log.ledger import entry_hash
 
     _three_requests(ledger)
     (seq, rid, status, at, prev) = _rows(
@@ -462,7 +462,7 @@ def test_verify_detects_a_current_state_that_disagrees(ledger, db) -> None:
 
 SUBMITTER = """
 import os, sys, time
-from eul.ledger import Ledger
+from eul.stores.log.ledger import Ledger
 url, start, stop, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 ledger = Ledger(url, params_path=os.devnull + ".absent")
 open(f"{go}.ready-{start}", "w").close()
@@ -520,7 +520,7 @@ def test_threads_sharing_one_ledger_lose_and_duplicate_nothing(ledger) -> None:
 CRASHING_WRITER = """
 import os, sys, time
 from pathlib import Path
-from eul.ledger import Ledger
+from eul.stores.log.ledger import Ledger
 url, marker = sys.argv[1], Path(sys.argv[2])
 ledger = Ledger(url, params_path=os.devnull + ".absent")
 
@@ -598,7 +598,7 @@ def test_ten_thousand_requests_validate_list_and_show_quickly(ledger) -> None:
 
 
 def test_the_ledger_benchmark_runs_and_reports_every_operation(tmp_path) -> None:
-    from eul.ledger_bench import format_ledger_bench, main
+    from benchmarks.ledger import format_ledger_bench, main
 
     out = tmp_path / "bench.json"
     assert main(["--requests", "60", "--records", "600", "--out", str(out)]) == 0

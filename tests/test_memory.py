@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from eul.memory import measure_peak_mb
+from eul.model.memory import measure_peak_mb
 
 
 def test_peak_counts_a_temporary_allocation_that_is_already_freed() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eul.evaluate import EvalSets, evaluate
+from eul.evaluate.metrics import EvalSets, evaluate
 from eul.methods import METHODS, EULConfig, ForgetTask, get_method
-from eul.model import TrainConfig
+from eul.model.text_model import TrainConfig
 
 TINY_TRAIN = TrainConfig(epochs=15, batch_size=32, lr=3e-3)
 
@@ -118,7 +118,7 @@ def test_the_forget_level_drops_to_what_unseen_rows_get_when_that_is_below_one_h
 
     from conftest import TINY_SPEC
 
-    from eul.model import TextModel
+    from eul.model.text_model import TextModel
 
     train, heldout, _ = tiny_records
     unsure = TextModel.create([r.text for r in train], TINY_SPEC, seed=1)
@@ -134,7 +134,7 @@ def test_the_forget_level_drops_to_what_unseen_rows_get_when_that_is_below_one_h
 
 def test_keeping_earlier_requests_holds_a_new_layer_off_their_tokens(tiny_trained, forget_task):
     # given a first request forgotten by a shared-basis layer, and its feature statistics
-    from eul.fusion import capture_statistics, keep_grams
+    from eul.fusion.fuse import capture_statistics, keep_grams
 
     task, _ = forget_task
     subjects = sorted({r.subject_id for r in task.forget})
@@ -181,9 +181,9 @@ def test_the_keep_penalty_is_computed_where_the_layer_is() -> None:
     # given a model on another device (meta: a device without data) with a fresh layer
     from conftest import TINY_SPEC
 
-    from eul.data import LABEL_WORDS
+    from eul.data.records import LABEL_WORDS
     from eul.methods.eul import EUL
-    from eul.model import TextModel
+    from eul.model.text_model import TextModel
 
     tm = TextModel.create(list(LABEL_WORDS), TINY_SPEC).to(torch.device("meta"))
     layers = tm.unlearning_layers()

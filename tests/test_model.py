@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eul.data import LABEL_WORDS, Record
-from eul.model import (
+from eul.data.records import LABEL_WORDS, Record
+from eul.model.text_model import (
     IGNORE,
     ModelError,
     ModelSpec,

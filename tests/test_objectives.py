@@ -6,9 +6,9 @@ import random
 
 import torch
 
-from eul import objectives
-from eul.data import LABEL_WORDS
-from eul.model import ModelSpec, TextModel
+from eul.data.records import LABEL_WORDS
+from eul.methods import objectives
+from eul.model.text_model import ModelSpec, TextModel
 
 
 def _logit_grad(loss_fn, p_label: float) -> float:

@@ -108,7 +108,7 @@ def test_defaults_match_the_code_they_configure():
 
 def test_cli_train_defaults_equal_params_defaults():
     # given the `eul train` parser, whose defaults the train stage must reproduce
-    from eul.cli import build_parser
+    from eul.cli.main import build_parser
 
     args = build_parser().parse_args(["train", "--data", "x.jsonl", "--out", "m"])
     params = Params()
@@ -135,8 +135,8 @@ def test_parse_params_accepts_ints_for_floats():
 
 
 def test_registry_defaults_match_the_tracking_settings():
-    # the `registry` section and eul.registry.TrackingSettings name the same stores
-    from eul.registry import TrackingSettings
+    # the `registry` section and eul.stores.registry.registry.TrackingSettings name the same stores
+    from eul.stores.registry.registry import TrackingSettings
 
     section, settings = Params().registry, TrackingSettings()
     assert (section.tracking_uri, section.model_name, section.experiment) == (

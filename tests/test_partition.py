@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from eul.cli import main
-from eul.data import SyntheticConfig, generate, save_records
-from eul.partition import (
+from eul.cli.main import main
+from eul.data.records import SyntheticConfig, generate, save_records
+from eul.stores.dvc.partition import (
     PartitionError,
     canonical_bytes,
     load_snapshot,
@@ -216,7 +216,7 @@ def test_cli_partitions_and_reports_bad_input_in_one_line(
 
 def test_partition_bench_reports_rows_and_time(tmp_path):
     # given a small benchmark run
-    from eul.partition_bench import run_partition_bench
+    from benchmarks.partition import run_partition_bench
 
     result = run_partition_bench([(2000, 20)], tmp_path, repeats=1)
     # then it states what it measured

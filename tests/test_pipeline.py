@@ -14,9 +14,9 @@ import pytest
 import yaml
 from conftest import unique_text_subjects
 
-from eul import dvcstore
-from eul.cli import main
-from eul.partition import canonical_bytes
+from eul.cli.main import main
+from eul.stores.dvc import dvcstore
+from eul.stores.dvc.partition import canonical_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 

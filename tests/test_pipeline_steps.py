@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from eul.compaction import compaction_status
-from eul.fusion import FusionState
-from eul.ledger import Ledger
-from eul.pipeline import (
+from eul.fusion.fuse import FusionState
+from eul.pipeline.compaction import compaction_status
+from eul.pipeline.steps import (
     FUSED_LAYER,
     Production,
     current_production,
@@ -29,6 +28,7 @@ from eul.pipeline import (
     snapshot_log,
     train_request,
 )
+from eul.stores.log.ledger import Ledger
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")
 
@@ -156,7 +156,7 @@ def test_promotion_checks_compliance(tmp_path):
 
 def test_a_production_layer_is_switched_on_when_served(project):
     # given a fused layer saved as the pipeline saves it
-    from eul.fusion import add_shared_fused_layer, fuse_shared
+    from eul.fusion.fuse import add_shared_fused_layer, fuse_shared
     from eul.layers import LayerConfig
 
     ctx = load_context(project)

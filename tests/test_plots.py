@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from eul.evaluate import membership_roc
-from eul.plots import (
+from eul.evaluate.metrics import membership_roc
+from eul.evaluate.plots import (
     batch_plots,
     fusion_scale_figure,
     metrics_figure,
@@ -187,7 +187,10 @@ def test_sibling_shares_the_report_stem():
 
 
 def test_importing_eul_leaves_matplotlib_unloaded():
-    code = "import sys, eul.plots, eul.gates, eul.pipeline; print('matplotlib' in sys.modules)"
+    code = (
+        "import sys, eul.evaluate.plots, eul.pipeline.gates, eul.pipeline.steps; "
+        "print('matplotlib' in sys.modules)"
+    )
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True

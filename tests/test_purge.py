@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from eul import dvcstore
-from eul.cli import main
-from eul.data import SyntheticConfig, generate, save_records
+from eul.cli.main import main
+from eul.data.records import SyntheticConfig, generate, save_records
 from eul.params import Params
-from eul.purge import PurgeError, PurgeRequest, purge, purged_record_ids
+from eul.stores.dvc import dvcstore
+from eul.stores.dvc.purge import PurgeError, PurgeRequest, purge, purged_record_ids
 
 PARAMS = Params()
 

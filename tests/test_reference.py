@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from eul.data import LABEL_WORDS, Record
+from eul.data.records import LABEL_WORDS, Record
 from eul.methods import EULConfig, ForgetTask, get_method
-from eul.reference import ProbeConfig, ProbeError, RetainedProbe, label_options
+from eul.methods.reference import ProbeConfig, ProbeError, RetainedProbe, label_options
 
 
 def _row(i: int, text: str, label: int | None, memorised: bool = False) -> Record:

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from eul.data import LABEL_WORDS, Record
-from eul.fusion import capture_statistics, save_fused
+from eul.data.records import LABEL_WORDS, Record
+from eul.fusion.fuse import capture_statistics, save_fused
 from eul.layers import LayerConfig
 from eul.methods.eul import EULConfig
-from eul.model import ModelSpec, TextModel
-from eul.registry import (
+from eul.model.text_model import ModelSpec, TextModel
+from eul.stores.registry.registry import (
     CANDIDATE,
     PRODUCTION,
     RegistryError,
@@ -494,7 +494,7 @@ def test_overlapping_blocks_in_threads_leave_no_tracking_uri_behind(tmp_path, mo
     # given no tracking URI in the environment, and two tasks in threads using MLflow at once
     import threading
 
-    from eul.registry import _mlflow
+    from eul.stores.registry.registry import _mlflow
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = TrackingSettings(f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "art"))

@@ -8,25 +8,25 @@ import pytest
 import torch
 from conftest import TINY_SPEC
 
-from eul.bench import BenchConfig, choose_requests, save_report_as
-from eul.bench_generation import (
+from eul.bench.classification import BenchConfig, choose_requests, save_report_as
+from eul.bench.generation import (
     GenerationBenchConfig,
     draw_generation,
     format_generation,
     prepare_generation,
     run_generation_bench,
 )
-from eul.cli import main
-from eul.data import SyntheticConfig, generate, plant_secrets
-from eul.methods import EULConfig
-from eul.model import ModelSpec
-from eul.sequential import (
+from eul.bench.sequential import (
     NAMES,
     SequentialConfig,
     draw_sequential,
     format_sequential,
     run_sequential,
 )
+from eul.cli.main import main
+from eul.data.records import SyntheticConfig, generate, plant_secrets
+from eul.methods import EULConfig
+from eul.model.text_model import ModelSpec
 
 PNG = b"\x89PNG\r\n\x1a\n"
 STEP_KEYS = {"test_acc", "forget_acc", "forget_memorised_acc", "mia_auc", "update_s"}
@@ -127,7 +127,7 @@ def test_bench_cli_rejects_a_missing_samsum_folder(tmp_path, capsys) -> None:
 
 
 def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path, capsys) -> None:
-    import eul.sequential
+    import eul.bench.sequential
 
     seen = {}
 
@@ -135,7 +135,7 @@ def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path, 
         seen["config"], seen["device"] = config, device
         return {"steps": [], "setup": {}}
 
-    monkeypatch.setattr(eul.sequential, "run_sequential", record)
+    monkeypatch.setattr(eul.bench.sequential, "run_sequential", record)
     out = tmp_path / "seq.json"
     argv = ["--quiet", "bench", "--sequential", "--quick", "--variants", "--anchor-weight", "0.5"]
     assert main([*argv, "--fusion", "fit", "--out", str(out), "--device", "cpu"]) == 0

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from eul.data import SyntheticConfig, generate, load_records
+from eul.data.records import SyntheticConfig, generate, load_records
 from eul.params import parse_params
-from eul.partition import parse_snapshot
-from eul.stages import DataInitError, init_data, raw_records_path, split_by_subject
+from eul.pipeline.stages import DataInitError, init_data, raw_records_path, split_by_subject
+from eul.stores.dvc.partition import parse_snapshot
 
 
 def test_split_keeps_subjects_together_and_memorised_rows_in_train():
@@ -77,9 +77,9 @@ def test_init_data_refuses_to_stand_in_for_other_tracked_data(tmp_path):
 
 def test_the_train_stage_fine_tunes_a_checkpoint_named_in_train_init(tmp_path, tiny_trained):
     # given a Hugging Face checkpoint folder and a prepared training split
-    from eul.data import save_records
-    from eul.model import TextModel
-    from eul.stages import train_base
+    from eul.data.records import save_records
+    from eul.model.text_model import TextModel
+    from eul.pipeline.stages import train_base
 
     tiny_trained.save(tmp_path / "checkpoint")
     train = generate(SyntheticConfig(n_subjects=20, seed=3))[1][:40]
@@ -102,9 +102,9 @@ def test_the_train_stage_fine_tunes_a_checkpoint_named_in_train_init(tmp_path, t
 
 
 def test_a_train_init_without_a_checkpoint_names_the_fix(tmp_path):
-    from eul.data import save_records
-    from eul.model import ModelError
-    from eul.stages import train_base
+    from eul.data.records import save_records
+    from eul.model.text_model import ModelError
+    from eul.pipeline.stages import train_base
 
     save_records(generate(SyntheticConfig(n_subjects=5))[1][:5], tmp_path / "prepared/train.jsonl")
     values = {"prepare": {"out": "prepared"}, "train": {"init": "nowhere"}}

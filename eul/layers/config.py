@@ -20,7 +20,7 @@ class LayerConfig:
     `basis="shared"` fixes the down projection from `basis_seed` (the same for every
     request of a model) and trains only the up projection. Every such layer is then linear
     in the same features, so any number of them fuse exactly into one layer of the same
-    width (`eul.fusion`). `"trained"` trains both projections, as the paper has it.
+    width (`eul.fusion.fuse`). `"trained"` trains both projections, as the paper has it.
     """
 
     width: int = 64

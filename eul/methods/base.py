@@ -8,8 +8,8 @@ from typing import Protocol
 
 import torch
 
-from eul.data import Record
-from eul.model import TextModel
+from eul.data.records import Record
+from eul.model.text_model import TextModel
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class ForgetTask:
 
     `heldout` rows were never trained on; they tell an oracle-free stopping rule what
     "unseen" looks like to the model. `keep` holds, per layer position, the mean feature Gram
-    of earlier requests' forget tokens (`eul.fusion.keep_grams`): a new shared-basis layer is
+    of earlier requests' forget tokens (`eul.fusion.fuse.keep_grams`): a new shared-basis layer is
     held to no output there, so training it does not bring those requests back.
     """
 

@@ -22,7 +22,7 @@ answer follows from the rest of the data stay answered (as they would be by a mo
 never saw them).
 With `reference="probe"` (labelled data) each forget row gets a level of its own, from a
 bag-of-tokens probe fitted on the retained rows and calibrated on held-out ones
-(`eul.reference`). A row whose label the probe also gives (its top answer) follows from its
+(`eul.methods.reference`). A row whose label the probe also gives (its top answer) follows from its
 words: it is only made as unsure as an unseen row, and with the unlikelihood objective pulled
 back while its label's share is under `probe_hold` (0.7), since a subject's odd and ordinary
 rows share its words and pushing the odd ones away moves the ordinary ones along. Any other
@@ -53,11 +53,11 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from eul import objectives
-from eul.data import Record
+from eul.data.records import Record
 from eul.layers import LayerConfig
+from eul.methods import objectives
 from eul.methods.base import ForgetTask, UnlearnResult, register_method
-from eul.model import IGNORE, TextModel, linear_schedule, seed_everything
+from eul.model.text_model import IGNORE, TextModel, linear_schedule, seed_everything
 
 OBJECTIVES = ("paper", "unlikelihood", "npo", "task_only")
 REFERENCES = ("threshold", "probe", "none")
@@ -295,7 +295,7 @@ class EUL:
         starts with and leave the memorised answer still the chosen one)."""
         if self.config.reference != "probe":
             return None
-        from eul.reference import label_options
+        from eul.methods.reference import label_options
 
         return label_options([*forget, *retained])
 
@@ -323,12 +323,12 @@ class EUL:
         heldout: Sequence[Record] = (),
     ) -> dict[str, float] | None:
         """With `reference="probe"`, per forget row: for a row whose label the retained data
-        alone also gives (the probe's top answer, `eul.reference`), the unseen rows' level;
+        alone also gives (the probe's top answer, `eul.methods.reference`), the unseen rows' level;
         for any other row, the probe's probability of its label divided by `probe_margin`,
         floored at `probe_floor` (never above the unseen rows' level)."""
         if self.config.reference != "probe":
             return None
-        from eul.reference import RetainedProbe
+        from eul.methods.reference import RetainedProbe
 
         n_labels = 1 + max(int(r.label or 0) for r in [*forget, *retained])
         probe = RetainedProbe.fit(tm.tokenizer, retained, n_labels).calibrate(heldout)

@@ -1,0 +1,1 @@
+"""Store and pipeline benchmarks (log, partition, registry, whole batch) with their results."""

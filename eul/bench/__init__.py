@@ -1,0 +1,1 @@
+"""The `eul bench` benchmarks: EUL against the baselines and the retrained oracle."""

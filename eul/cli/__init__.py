@@ -1,0 +1,1 @@
+"""The `eul` command line: one module per command group, plus the demo and the doctor."""

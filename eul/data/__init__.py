@@ -1,0 +1,1 @@
+"""Data: records, the synthetic generator, file readers and public data sets."""

@@ -1,0 +1,1 @@
+"""Evaluation: task metrics, membership inference and the plots of both."""

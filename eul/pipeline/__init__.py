@@ -1,0 +1,2 @@
+"""The pipeline's steps as plain functions: plan, train, fuse, evaluate, register, promote,
+purge, audit."""

@@ -1,0 +1,272 @@
+"""The audit: which deletion requests the production model honours, with evidence, and which
+are pending or overdue.
+
+A request is honoured when the production version's tags cover it (`covered_request_ids`);
+its evidence is the version it was deployed in (the log's `deployed` entry) and, once its
+rows are gone, the purge hashes (the log's `purged` entry). The report is a problem when a
+request is overdue, when the log says a request was deployed but the production version does
+not cover it (e.g. the alias was moved back by hand), or when the log's chain is broken.
+
+Only ids, statuses, times, versions and hashes appear: the log holds nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from eul.pipeline.gates import gate_details
+from eul.stores.log.ledger import DONE_STATUSES, Entry, Ledger, RequestState, utcnow
+
+PRODUCTION_TAGS = (
+    "covered_request_count",
+    "covered_request_ids_sha256",
+    "log_seq",
+    "log_hash",
+    "data_dvc_md5",
+    "gates_passed",
+    "eul.kind",
+    "eul.batch_id",
+    "production_since",
+    "eul.promoted_by",
+    "eul.override_reason",
+)
+
+
+def build_report(
+    states: Sequence[RequestState],
+    entries: Sequence[Entry],
+    production_version: int | None,
+    production_tags: Mapping[str, str],
+    covered: Sequence[str],
+    chain: Mapping[str, Any],
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The audit from plain values: the log's requests and their `deployed`/`purged`
+    entries, the production version, its tags and covered ids, and the chain check."""
+    now = now or utcnow()
+    deployed: dict[str, Entry] = {}
+    purged: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.status == "deployed":
+            deployed[entry.request_id] = entry
+        elif entry.status == "purged":
+            purged[entry.request_id] = entry
+    covered_ids = set(covered)
+    honoured, pending, not_honoured = [], [], []
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.status] = counts.get(state.status, 0) + 1
+        if state.request_id in covered_ids:
+            row: dict[str, Any] = {"request_id": state.request_id, "status": state.status}
+            if state.request_id in deployed:
+                entry = deployed[state.request_id]
+                row["deployed_in"] = entry.details.get("model_version")
+                row["deployed_at"] = entry.at
+            if state.request_id in purged:
+                entry = purged[state.request_id]
+                evidence = entry.details.get("evidence") or {}
+                row["purged_at"] = entry.at
+                row["purge_evidence"] = evidence
+                row["purge_entry_hash"] = entry.hash
+            honoured.append(row)
+        elif state.status in ("deployed", "purged"):
+            not_honoured.append(
+                {
+                    "request_id": state.request_id,
+                    "status": state.status,
+                    "note": f"the log says {state.status} but production "
+                    f"(version {production_version}) does not cover it",
+                }
+            )
+        elif state.status not in DONE_STATUSES:
+            pending.append(
+                {
+                    "request_id": state.request_id,
+                    "status": state.status,
+                    "submitted_at": state.submitted_at,
+                    "deadline": state.deadline,
+                    "overdue": state.is_overdue(now),
+                }
+            )
+    overdue = [p["request_id"] for p in pending if p["overdue"]]
+    known = {s.request_id for s in states}
+    missing = sorted(covered_ids - known)
+    ok = bool(chain.get("ok")) and not overdue and not not_honoured and not missing
+    return {
+        "generated_at": now.isoformat(timespec="seconds"),
+        "ok": ok,
+        "production": {
+            "version": production_version,
+            **{k: production_tags[k] for k in PRODUCTION_TAGS if k in production_tags},
+        },
+        "log": dict(chain),
+        "counts": counts,
+        "honoured": honoured,
+        "pending": pending,
+        "overdue": overdue,
+        "not_honoured": not_honoured,
+        "covered_but_not_in_log": missing,
+    }
+
+
+def audit(ledger: Ledger, settings: Any, now: datetime | None = None) -> dict[str, Any]:
+    """The audit of the production version in the registry at `settings` against `ledger`."""
+    from eul.stores.registry.registry import (
+        PRODUCTION,
+        covered_request_ids,
+        get_alias_version,
+        version_tags,
+    )
+
+    version = get_alias_version(settings, PRODUCTION)
+    tags = version_tags(settings, version) if version is not None else {}
+    report = ledger.verify()
+    chain = {
+        "ok": report.ok,
+        "entries": report.entries,
+        "head_seq": report.head_seq,
+        "head_hash": report.head_hash,
+    }
+    if not report.ok:
+        chain.update(broken_seq=report.broken_seq, reason=report.reason)
+    return build_report(
+        ledger.list(),
+        ledger.entries(("deployed", "purged")),
+        version,
+        tags,
+        covered_request_ids(tags),
+        chain,
+        now,
+    )
+
+
+def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per request of the report, for a table (Prefect artifact, CSV)."""
+    rows = []
+    for row in report["honoured"]:
+        evidence = row.get("purge_evidence") or {}
+        rows.append(
+            {
+                "request_id": row["request_id"],
+                "state": "honoured",
+                "status": row["status"],
+                "version": row.get("deployed_in", ""),
+                "deadline": "",
+                "purge_data_md5": evidence.get("data_dvc_md5_after", ""),
+                "rows_purged": evidence.get("rows_removed", ""),
+            }
+        )
+    for row in report["pending"]:
+        rows.append(
+            {
+                "request_id": row["request_id"],
+                "state": "OVERDUE" if row["overdue"] else "pending",
+                "status": row["status"],
+                "version": "",
+                "deadline": row["deadline"][:16],
+                "purge_data_md5": "",
+                "rows_purged": "",
+            }
+        )
+    for row in report["not_honoured"]:
+        rows.append(
+            {
+                "request_id": row["request_id"],
+                "state": "NOT HONOURED",
+                "status": row["status"],
+                "version": "",
+                "deadline": "",
+                "purge_data_md5": "",
+                "rows_purged": "",
+            }
+        )
+    return rows
+
+
+def format_markdown(report: Mapping[str, Any], limit: int = 50) -> str:
+    """The report for people (the `eul audit` table and the flows' Prefect artifact)."""
+    production = report["production"]
+    version = production.get("version")
+    verdict = "OK" if report["ok"] else "PROBLEMS"
+    lines = [f"# Deletion audit: {verdict}", ""]
+    if version is None:
+        lines.append("No production version yet: no request is honoured by a deployed model.")
+    else:
+        lines.append(
+            f"Production: version {version} (since {production.get('production_since', '?')}), "
+            f"honours {len(report['honoured'])} request(s); deletion log cut at entry "
+            f"{production.get('log_seq', '?')}, data.dvc {production.get('data_dvc_md5', '?')}, "
+            f"gates passed: {production.get('gates_passed', '?')}."
+        )
+    log = report["log"]
+    chain = "verified" if log.get("ok") else f"BROKEN at entry {log.get('broken_seq')}"
+    lines.append(f"Deletion log: {log.get('entries', 0)} entries, hash chain {chain}.")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items())) or "none"
+    lines += [f"Requests by status: {counts}.", ""]
+    if report["overdue"]:
+        lines.append(f"**Overdue: {', '.join(report['overdue'][:limit])}**")
+    if report["not_honoured"]:
+        ids = ", ".join(r["request_id"] for r in report["not_honoured"][:limit])
+        lines.append(f"**Deployed in the log but not honoured by production: {ids}**")
+    if report["covered_but_not_in_log"]:
+        ids = ", ".join(report["covered_but_not_in_log"][:limit])
+        lines.append(f"**Covered by production but unknown to the log: {ids}**")
+    rows = table_rows(report)
+    if rows:
+        if lines[-1]:
+            lines.append("")
+        lines += [
+            "| request | state | status | version | deadline | purged data.dvc | rows purged |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in rows[:limit]:
+            lines.append(
+                f"| {row['request_id']} | {row['state']} | {row['status']} | {row['version']} "
+                f"| {row['deadline']} | {row['purge_data_md5']} | {row['rows_purged']} |"
+            )
+        if len(rows) > limit:
+            lines.append(f"| ... {len(rows) - limit} more (see --json) | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def batch_markdown(summary: Mapping[str, Any]) -> str:
+    """What one flow run did, for its Prefect artifact: requests, version, gates, purge."""
+    lines = [f"# {summary.get('flow', 'batch')}: {summary.get('outcome', '')}", ""]
+    new = summary.get("new_requests") or []
+    lines.append(
+        f"Production before: version {summary.get('production_before')}; "
+        f"requests in this batch: {len(new)}"
+        + (f" ({', '.join(new[:20])}{' ...' if len(new) > 20 else ''})" if new else "")
+        + "."
+    )
+    if summary.get("validated") or summary.get("rejected"):
+        lines.append(
+            f"Validated now: {len(summary.get('validated') or [])}, rejected now: "
+            f"{len(summary.get('rejected') or [])}."
+        )
+    if summary.get("reconciled"):
+        lines.append(f"Already honoured by production, marked deployed: {summary['reconciled']}.")
+    if summary.get("version") is not None:
+        reused = " (registered by an earlier run of this batch)" if summary.get("reused") else ""
+        lines.append(f"Registered version {summary['version']}{reused}.")
+        gates = summary.get("gates") or {}
+        if gates:
+            lines += ["", "| gate | passed | details |", "|---|---|---|"]
+            for name, gate in gates.items():
+                lines.append(f"| {name} | {gate.get('passed')} | {gate_details(gate)} |")
+            lines.append("")
+        for reason in summary.get("gate_reasons") or []:
+            lines.append(f"- not promoted: {reason}")
+    lines.append(
+        f"Production after: version {summary.get('production_after')}"
+        + ("; promoted by this run." if summary.get("promoted") else ".")
+    )
+    purged = summary.get("purged") or []
+    lines.append(f"Purged from data, DVC cache and remotes: {len(purged)} request(s).")
+    seconds = summary.get("seconds") or {}
+    if seconds:
+        shown = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+        lines.append(f"Time: {shown}.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,130 @@
+"""Compaction: a full retrain on the retained data replaces the stack of unlearning layers.
+
+Fused layers are exact and cheap, but each forgotten request still leaves the base model
+holding what it learnt from those rows, masked by the layer. Once enough has been forgotten
+(a share of the training rows, or a number of requests fused on top of the base), the exact
+path is cheaper to keep honest: train the base recipe again on the rows that remain, with a
+tokenizer built from them alone, and start a fresh, empty stack. The new version is
+registered like any other (tags tie it to the log, gates compare it with production) and
+honours every request the production version honours.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from eul.pipeline.steps import (
+    DONE_FILE,
+    FUSED_LAYER,
+    Context,
+    PipelineError,
+    Plan,
+    Production,
+    batch_folder,
+    write_json,
+)
+
+# Requests whose rows a retrain must leave out: every one not yet purged from the data.
+EXCLUDED_STATUSES = ("validated", "unlearned", "fused", "deployed")
+
+
+def stacked_requests(production: Production) -> list[str]:
+    """The requests fused on top of the production version's base model."""
+    if production.state_dir is None:
+        return []
+    meta = json.loads((production.state_dir / "fusion_state.json").read_text())
+    return list(meta["requests"])
+
+
+def compaction_status(ctx: Context, production: Production) -> dict[str, Any]:
+    """How much the production base has had to forget, and whether a compaction is due.
+
+    forget_share = rows of the stacked requests / (those rows + rows still in training).
+    """
+    from eul.stores.dvc.partition import read_rows
+
+    stacked = stacked_requests(production)
+    with ctx.ledger() as ledger:
+        states = {s.request_id: s for s in ledger.list()}
+    forgotten: set[str] = set()
+    for request_id in stacked:
+        state = states.get(request_id)
+        if state is not None:
+            forgotten.update(state.matched_ids or state.record_ids)
+    train = read_rows(ctx.prepared("train.jsonl"))
+    remaining = sum(1 for rid in train.record_ids if rid not in forgotten)
+    total = len(forgotten) + remaining
+    share = len(forgotten) / total if total else 0.0
+    limits = ctx.params.compaction
+    reasons = []
+    if share > limits.max_forget_share:
+        reasons.append(f"forget share {share:.3f} > {limits.max_forget_share}")
+    if len(stacked) > limits.max_requests:
+        reasons.append(f"{len(stacked)} stacked requests > {limits.max_requests}")
+    return {
+        "production_version": production.version,
+        "stacked_requests": len(stacked),
+        "forgotten_rows": len(forgotten),
+        "training_rows": remaining,
+        "forget_share": share,
+        "due": bool(reasons),
+        "reasons": reasons,
+    }
+
+
+def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
+    """Train the base recipe (params `model`, `train`) on the prepared training rows minus
+    every row of a request not yet purged, on `train.device`; save it with an identity
+    (all-zero) fused layer and an empty fusion state. Done once per plan: a rerun finds it
+    on disk."""
+    import torch
+
+    from eul.data.records import load_records
+    from eul.fusion.fuse import FusionState, add_shared_fused_layer, fuse_shared
+    from eul.layers import LayerConfig
+    from eul.model.text_model import resolve_device, seed_everything, train_full
+    from eul.model.tokenizer import train_tokenizer
+    from eul.pipeline.stages import _tokenizer_texts, starting_model
+
+    folder = batch_folder(ctx, plan) / "retrain"
+    if (folder / DONE_FILE).is_file():
+        return {**json.loads((folder / DONE_FILE).read_text()), "skipped": True, "seconds": {}}
+    params = ctx.params
+    started = time.perf_counter()
+    device = resolve_device(params.train.device)
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
+    records = load_records(ctx.prepared("train.jsonl"), task=params.data.task)
+    with ctx.ledger() as ledger:
+        pending = ledger.list(status=EXCLUDED_STATUSES)
+    ids = {i for s in pending for i in (s.matched_ids or s.record_ids)}
+    subjects = {s.subject_id for s in pending if s.subject_id}
+    kept = [r for r in records if r.record_id not in ids and r.subject_id not in subjects]
+    if not kept:
+        raise PipelineError("no training rows would remain; nothing to retrain on")
+    spec = params.model_spec()
+    config = params.train_config()
+    seed_everything(config.seed)
+    tm = starting_model(
+        params, ctx.root, lambda: train_tokenizer(_tokenizer_texts(kept), spec.vocab_size)
+    ).to(device)
+    stats = train_full(tm, kept, config, desc="compaction retrain", progress=False)
+    tm.save(folder / "base")
+    layers = tm.unlearning_layers()
+    layer_config = LayerConfig(**params.unlearn.layer.model_dump())
+    state = FusionState.empty(layers, layer_config)
+    add_shared_fused_layer(layers, FUSED_LAYER, layer_config, fuse_shared(state, "sum"))
+    layers.save_layer(FUSED_LAYER, folder / "layer")
+    state.save(folder / "state")
+    result = {
+        "base_dir": str(folder / "base"),
+        "layer_dir": str(folder / "layer"),
+        "state_dir": str(folder / "state"),
+        "rows": len(kept),
+        "rows_left_out": len(records) - len(kept),
+        "final_loss": stats["final_loss"],
+    }
+    write_json(folder / DONE_FILE, result)
+    return {**result, "skipped": False, "seconds": {"retrain": time.perf_counter() - started}}

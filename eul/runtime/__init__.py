@@ -1,0 +1,1 @@
+"""Process plumbing: environment variables, subprocess environments and loopback servers."""

@@ -1,0 +1,1 @@
+"""The stores a request passes through: the deletion log, DVC and the MLflow registry."""

@@ -1,0 +1,1 @@
+"""The deletion log: an append-only, hash-chained ledger of deletion requests."""

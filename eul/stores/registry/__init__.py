@@ -1,0 +1,1 @@
+"""The MLflow registry: tracking runs, model versions, aliases and compliance tags."""
