@@ -15,6 +15,7 @@ from prefect.concurrency.sync import concurrency
 from eul.pipeline.checks import check_project
 from eul.pipeline.gates import failure_reasons
 from eul.pipeline.steps import (
+    MODEL_LIMIT,
     Clock,
     Context,
     Production,
@@ -38,12 +39,6 @@ from tasks.pipeline import (
     train_stack,
 )
 from tasks.report import report
-
-# A global concurrency limit every flow that may move the production alias holds while it
-# runs (`prefect global-concurrency-limit create eul-model --limit 1`): a nightly batch and
-# an urgent request then never build on the same production version at once. Without the
-# limit the flows run unguarded, and promotion's compare-and-set still refuses the loser.
-MODEL_LIMIT = "eul-model"
 
 
 def model_slot() -> AbstractContextManager[None]:

@@ -268,7 +268,7 @@ class Demo:
         stack = contextlib.ExitStack()
         api = stack.enter_context(local_prefect(self.prefect_home()))
         self._prefect = stack
-        from flows.batch import MODEL_LIMIT
+        from eul.pipeline.steps import MODEL_LIMIT
 
         create_global_limit(MODEL_LIMIT, 1)
         self.echo(f"   Prefect API at {api} (stopped when the demo ends)")

@@ -67,6 +67,11 @@ FUSED_LAYER = "_fused"
 STATE_ARTIFACT = "fusion_state"
 DONE_FILE = "done.json"
 BATCH_KEY_TAG = "eul.batch_key"
+# A global concurrency limit every flow that may move the production alias holds while it
+# runs (`prefect global-concurrency-limit create eul-model --limit 1`): a nightly batch and
+# an urgent request then never build on the same production version at once. Without the
+# limit the flows run unguarded, and promotion's compare-and-set still refuses the loser.
+MODEL_LIMIT = "eul-model"
 FAIL_ENV = "EUL_PIPELINE_FAIL_AT"
 
 # transformers builds a model under a process-wide "meta device" context: two threads
