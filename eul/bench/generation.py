@@ -150,7 +150,7 @@ def run_generation_bench(
     for name, tm, update_s in (
         ("original", original, None),
         ("oracle", oracle.model, oracle.update_s),
-        ("eul", eul.model.text_model, eul.update_s),
+        ("eul", eul.model, eul.update_s),
     ):
         metrics, _, scores = evaluate_with_scores(tm, sets, task="generation")
         methods[name] = {key: metrics[key] for key in METRICS} | {"update_s": update_s}
