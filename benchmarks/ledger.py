@@ -24,7 +24,8 @@ from typing import Any
 import sqlalchemy
 
 from eul.data.records import Record
-from eul.stores.log.ledger import Ledger, utcnow
+from eul.stores.log.schema import utcnow
+from eul.stores.log.store import Ledger
 
 
 def synthetic_index(n_records: int, records_per_subject: int = 5) -> list[Record]:

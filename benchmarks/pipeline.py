@@ -129,7 +129,7 @@ def run(
         params.setdefault("pipeline", {})["train_workers"] = workers
     params.setdefault("pipeline", {})["stack_layers"] = not side_by_side
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    from eul.stores.log.ledger import Ledger
+    from eul.stores.log.store import Ledger
 
     subjects = choose_subjects(copy, requests)
     with Ledger(f"sqlite:///{copy / 'state/deletion-log.sqlite'}") as ledger:

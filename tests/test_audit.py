@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from eul.pipeline.audit import build_report, format_markdown, table_rows
-from eul.stores.log.ledger import Ledger, utcnow
+from eul.stores.log.schema import utcnow
+from eul.stores.log.store import Ledger
 
 EVIDENCE = {"data_dvc_md5_after": "ab" * 16 + ".dir", "rows_removed": 2, "row_sha256": ["c" * 64]}
 

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-import eul.stores.log.ledger
+import eul.stores.log.store
 from eul.cli.main import build_parser, main
 from eul.data.records import Record, save_records
-from eul.stores.log.ledger import Ledger
+from eul.stores.log.store import Ledger
 
 RECORDS = [
     Record("r1", "s1", "A secret sentence Alice wrote.", "positive", 1),
@@ -186,8 +186,8 @@ def test_validate_lists_rejections_with_reasons(capsys, log, data) -> None:
 
 def test_list_is_an_aligned_table_and_filters(capsys, log, data, monkeypatch) -> None:
     # Given one request submitted 40 days ago and two today
-    past = eul.stores.log.ledger.utcnow() - timedelta(days=40)
-    monkeypatch.setattr(eul.stores.log.ledger, "utcnow", lambda: past)
+    past = eul.stores.log.store.utcnow() - timedelta(days=40)
+    monkeypatch.setattr(eul.stores.log.store, "utcnow", lambda: past)
     run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "old-one", *log)
     monkeypatch.undo()
     run(capsys, "requests", "submit", "--subject", "s2", "--request-id", "new-one", *log)

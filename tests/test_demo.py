@@ -19,7 +19,7 @@ from eul.cli.demo import NOBODY, REQUESTS_FILE
 from eul.cli.main import main
 from eul.data.records import SyntheticConfig, generate
 from eul.pipeline.steps import load_context
-from eul.stores.log.ledger import Ledger
+from eul.stores.log.store import Ledger
 from eul.stores.registry.registry import (
     PRODUCTION,
     covered_request_ids,

@@ -17,7 +17,7 @@ from conftest import STORE_ENV
 
 from eul.pipeline.steps import load_context
 from eul.runtime.servers import PREFECT, free_port, start_prefect_server, stop
-from eul.stores.log.ledger import Ledger
+from eul.stores.log.store import Ledger
 from eul.stores.registry.registry import (
     PRODUCTION,
     covered_request_ids,

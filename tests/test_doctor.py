@@ -21,7 +21,7 @@ from eul.layers import LayerConfig
 from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
 from eul.pipeline.steps import load_context
 from eul.stores.dvc import dvcstore
-from eul.stores.log.ledger import Ledger
+from eul.stores.log.store import Ledger
 from eul.stores.registry.registry import (
     PRODUCTION,
     compliance_tags,

@@ -20,7 +20,7 @@ from eul.pipeline.checks import (
     check_version,
 )
 from eul.pipeline.steps import PipelineError
-from eul.stores.log.ledger import Ledger
+from eul.stores.log.store import Ledger
 from eul.stores.registry.registry import compliance_tags, log_batch_run, register_version
 
 

@@ -19,14 +19,9 @@ import pytest
 
 import eul
 from eul.data.records import Record
-from eul.stores.log.ledger import (
-    DEFAULT_URL,
-    GENESIS_HASH,
-    Ledger,
-    LedgerError,
-    resolve_deadline_days,
-    resolve_url,
-)
+from eul.stores.log.config import DEFAULT_URL, resolve_deadline_days, resolve_url
+from eul.stores.log.schema import GENESIS_HASH, LedgerError
+from eul.stores.log.store import Ledger
 
 REPO_ROOT = Path(eul.__file__).resolve().parent.parent
 
@@ -414,7 +409,7 @@ def test_verify_detects_edited_details(ledger, db) -> None:
 
 
 def test_verify_detects_a_rewritten_entry_with_a_recomputed_hash(ledger, db) -> None:
-    from eul.stores.log.ledger import entry_hash
+    from eul.stores.log.chain import entry_hash
 
     _three_requests(ledger)
     (seq, rid, status, at, prev) = _rows(
@@ -462,7 +457,7 @@ def test_verify_detects_a_current_state_that_disagrees(ledger, db) -> None:
 
 SUBMITTER = """
 import os, sys, time
-from eul.stores.log.ledger import Ledger
+from eul.stores.log.store import Ledger
 url, start, stop, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 ledger = Ledger(url, params_path=os.devnull + ".absent")
 open(f"{go}.ready-{start}", "w").close()
@@ -520,7 +515,7 @@ def test_threads_sharing_one_ledger_lose_and_duplicate_nothing(ledger) -> None:
 CRASHING_WRITER = """
 import os, sys, time
 from pathlib import Path
-from eul.stores.log.ledger import Ledger
+from eul.stores.log.store import Ledger
 url, marker = sys.argv[1], Path(sys.argv[2])
 ledger = Ledger(url, params_path=os.devnull + ".absent")
 

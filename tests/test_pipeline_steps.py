@@ -28,7 +28,7 @@ from eul.pipeline.steps import (
     snapshot_log,
     train_request,
 )
-from eul.stores.log.ledger import Ledger
+from eul.stores.log.store import Ledger
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")
 

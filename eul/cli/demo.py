@@ -408,7 +408,7 @@ class Demo:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def submit_requests(self) -> None:
-        from eul.stores.log.ledger import RequestSpec
+        from eul.stores.log.schema import RequestSpec
 
         ctx = self.context()
         specs = self.request_specs()

@@ -166,7 +166,8 @@ def check_params(root: Path, params_file: str) -> tuple[Check, Params | None]:
 
 def check_log(ctx: Context) -> Check:
     """The deletion log opens and its hash chain verifies."""
-    from eul.stores.log.ledger import Ledger, LedgerError
+    from eul.stores.log.schema import LedgerError
+    from eul.stores.log.store import Ledger
 
     name = "deletion log"
     url = ctx.log_url

@@ -103,7 +103,7 @@ def _add_forget_options(p: argparse.ArgumentParser) -> None:
 
 def _statuses(text: str, option: str) -> list[str]:
     """Comma-separated log statuses, each one the log knows."""
-    from eul.stores.log.ledger import STATUSES
+    from eul.stores.log.schema import STATUSES
 
     statuses = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in statuses if s not in STATUSES]
@@ -594,7 +594,7 @@ def _project(args: argparse.Namespace) -> Context:
 def cmd_audit(args: argparse.Namespace) -> int:
     from eul.cli.doctor import mlflow_problem
     from eul.pipeline.audit import audit, format_markdown
-    from eul.stores.log.ledger import Ledger
+    from eul.stores.log.store import Ledger
 
     moment = _moment(args.at)
     ctx = _project(args)
@@ -699,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The EULConfig defaults, read from their mirror in eul.params so that building the
     # parser does not import torch.
     from eul.params import UnlearnParams
-    from eul.stores.log.ledger import STATUSES
+    from eul.stores.log.schema import STATUSES
 
     parser = EulParser(
         prog="eul",
@@ -1084,7 +1084,7 @@ def _failure_types() -> tuple[type[BaseException], ...]:
     from eul.pipeline.steps import PipelineError
     from eul.stores.dvc.dvcstore import DvcError
     from eul.stores.dvc.purge import PurgeError
-    from eul.stores.log.ledger import LedgerUnavailable
+    from eul.stores.log.schema import LedgerUnavailable
     from eul.stores.registry.registry import RegistryError
 
     types: list[type[BaseException]] = [

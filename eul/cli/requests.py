@@ -15,15 +15,9 @@ from typing import Any
 
 from eul.cli.args import writable_path
 from eul.cli.main import _add_data_options, _load
-from eul.stores.log.ledger import (
-    STATUSES,
-    URL_ENV,
-    Ledger,
-    LedgerError,
-    RequestSpec,
-    RequestState,
-    utcnow,
-)
+from eul.stores.log.config import URL_ENV
+from eul.stores.log.schema import STATUSES, LedgerError, RequestSpec, RequestState, utcnow
+from eul.stores.log.store import Ledger
 
 EXIT_BROKEN = 1
 

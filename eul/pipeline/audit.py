@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from eul.pipeline.gates import gate_details
-from eul.stores.log.ledger import DONE_STATUSES, Entry, Ledger, RequestState, utcnow
+from eul.stores.log.schema import DONE_STATUSES, Entry, RequestState, utcnow
+from eul.stores.log.store import Ledger
 
 PRODUCTION_TAGS = (
     "covered_request_count",

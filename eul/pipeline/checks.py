@@ -53,7 +53,7 @@ def check_project(project_dir: str, params_file: str = DEFAULT_PATH) -> Context:
 
 def check_request_id(ctx: Context, request_id: str) -> None:
     """`request_id` names a request in the log (an unknown id is an error, not a no-op)."""
-    from eul.stores.log.ledger import LedgerError
+    from eul.stores.log.schema import LedgerError
 
     if not request_id.strip():
         raise ParameterError("request_id is empty; give an id from `eul requests list`")

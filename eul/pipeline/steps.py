@@ -36,7 +36,9 @@ from urllib.parse import quote
 
 from eul.params import Params, load_params
 from eul.pipeline import gates as gate_checks
-from eul.stores.log.ledger import TRANSITIONS, Ledger, resolve_url
+from eul.stores.log.config import resolve_url
+from eul.stores.log.schema import TRANSITIONS
+from eul.stores.log.store import Ledger
 from eul.stores.registry.registry import (
     CANDIDATE,
     PRODUCTION,
