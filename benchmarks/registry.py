@@ -69,18 +69,11 @@ def run(repeats: int = 5, n_subjects: int = 60) -> dict:
     from eul.layers import LayerConfig
     from eul.methods import EULConfig
     from eul.model.text_model import ModelSpec, TextModel
-    from eul.stores.registry.registry import (
-        CANDIDATE,
-        PRODUCTION,
-        TrackingSettings,
-        compliance_tags,
-        ensure_experiment,
-        load_production,
-        log_batch_run,
-        log_request_run,
-        register_version,
-        set_alias,
-    )
+    from eul.stores.registry.loading import load_production
+    from eul.stores.registry.runs import ensure_experiment, log_batch_run, log_request_run
+    from eul.stores.registry.settings import TrackingSettings
+    from eul.stores.registry.tags import compliance_tags
+    from eul.stores.registry.versions import CANDIDATE, PRODUCTION, register_version, set_alias
 
     transformers.utils.logging.disable_progress_bar()
     spec = ModelSpec()

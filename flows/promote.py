@@ -11,7 +11,7 @@ from prefect import flow
 
 from eul.pipeline.checks import check_promotion, check_version
 from eul.pipeline.steps import Clock, PipelineError
-from eul.stores.registry.registry import CANDIDATE, get_alias_version
+from eul.stores.registry.versions import CANDIDATE, get_alias_version
 from flows.batch import finish, model_slot, open_project
 from tasks.pipeline import production_model, promote
 

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from eul.evaluate.plots import plots_markdown
 from eul.pipeline.audit import audit, batch_markdown, format_markdown, table_rows
 from eul.pipeline.steps import Context, write_json
-from eul.stores.registry.registry import version_artifact_links
+from eul.stores.registry.versions import version_artifact_links
 
 
 @task(name="report", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -20,12 +20,8 @@ from eul.cli.main import main
 from eul.data.records import SyntheticConfig, generate
 from eul.pipeline.steps import load_context
 from eul.stores.log.store import Ledger
-from eul.stores.registry.registry import (
-    PRODUCTION,
-    covered_request_ids,
-    get_alias_version,
-    version_tags,
-)
+from eul.stores.registry.tags import covered_request_ids
+from eul.stores.registry.versions import PRODUCTION, get_alias_version, version_tags
 
 pytestmark = [
     pytest.mark.slow,

@@ -18,12 +18,8 @@ from conftest import STORE_ENV
 from eul.pipeline.steps import load_context
 from eul.runtime.servers import PREFECT, free_port, start_prefect_server, stop
 from eul.stores.log.store import Ledger
-from eul.stores.registry.registry import (
-    PRODUCTION,
-    covered_request_ids,
-    get_alias_version,
-    version_tags,
-)
+from eul.stores.registry.tags import covered_request_ids
+from eul.stores.registry.versions import PRODUCTION, get_alias_version, version_tags
 
 pytestmark = [
     pytest.mark.slow,

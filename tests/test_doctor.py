@@ -22,14 +22,9 @@ from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
 from eul.pipeline.steps import load_context
 from eul.stores.dvc import dvcstore
 from eul.stores.log.store import Ledger
-from eul.stores.registry.registry import (
-    PRODUCTION,
-    compliance_tags,
-    ensure_experiment,
-    log_batch_run,
-    register_version,
-    set_alias,
-)
+from eul.stores.registry.runs import ensure_experiment, log_batch_run
+from eul.stores.registry.tags import compliance_tags
+from eul.stores.registry.versions import PRODUCTION, register_version, set_alias
 
 SPEC = ModelSpec(vocab_size=300, d_model=16, num_layers=1, num_heads=2, d_ff=32)
 CLEARED = (

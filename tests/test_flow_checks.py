@@ -21,7 +21,9 @@ from eul.pipeline.checks import (
 )
 from eul.pipeline.steps import PipelineError
 from eul.stores.log.store import Ledger
-from eul.stores.registry.registry import compliance_tags, log_batch_run, register_version
+from eul.stores.registry.runs import log_batch_run
+from eul.stores.registry.tags import compliance_tags
+from eul.stores.registry.versions import register_version
 
 
 @pytest.fixture

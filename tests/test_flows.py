@@ -29,12 +29,12 @@ from eul.fusion.fuse import FusionState  # noqa: E402
 from eul.pipeline.checks import ParameterError  # noqa: E402
 from eul.pipeline.steps import FAIL_ENV, PipelineError, load_context  # noqa: E402
 from eul.stores.log.store import Ledger  # noqa: E402
-from eul.stores.registry.registry import (  # noqa: E402
+from eul.stores.registry.loading import load_production  # noqa: E402
+from eul.stores.registry.tags import covered_request_ids  # noqa: E402
+from eul.stores.registry.versions import (  # noqa: E402
     CANDIDATE,
     PRODUCTION,
-    covered_request_ids,
     get_alias_version,
-    load_production,
     version_tags,
 )
 

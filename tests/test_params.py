@@ -135,8 +135,8 @@ def test_parse_params_accepts_ints_for_floats():
 
 
 def test_registry_defaults_match_the_tracking_settings():
-    # the `registry` section and eul.stores.registry.registry.TrackingSettings name the same stores
-    from eul.stores.registry.registry import TrackingSettings
+    # the `registry` section and eul.stores.registry.settings.TrackingSettings name the same stores
+    from eul.stores.registry.settings import TrackingSettings
 
     section, settings = Params().registry, TrackingSettings()
     assert (section.tracking_uri, section.model_name, section.experiment) == (

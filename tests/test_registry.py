@@ -19,25 +19,26 @@ from eul.fusion.fuse import capture_statistics, save_fused
 from eul.layers import LayerConfig
 from eul.methods.eul import EULConfig
 from eul.model.text_model import ModelSpec, TextModel
-from eul.stores.registry.registry import (
-    CANDIDATE,
-    PRODUCTION,
-    RegistryError,
-    TrackingSettings,
-    compliance_tags,
-    covered_request_ids,
-    ensure_experiment,
-    get_alias_version,
-    ids_digest,
+from eul.stores.registry.loading import (
     load_model_folders,
     load_production,
     load_pyfunc,
     load_version,
-    log_batch_run,
-    log_request_run,
+)
+from eul.stores.registry.runs import ensure_experiment, log_batch_run, log_request_run
+from eul.stores.registry.settings import RegistryError, TrackingSettings
+from eul.stores.registry.tags import (
+    compliance_tags,
+    covered_request_ids,
+    ids_digest,
+    version_description,
+)
+from eul.stores.registry.versions import (
+    CANDIDATE,
+    PRODUCTION,
+    get_alias_version,
     register_version,
     set_alias,
-    version_description,
     version_tags,
 )
 
@@ -494,7 +495,7 @@ def test_overlapping_blocks_in_threads_leave_no_tracking_uri_behind(tmp_path, mo
     # given no tracking URI in the environment, and two tasks in threads using MLflow at once
     import threading
 
-    from eul.stores.registry.registry import _mlflow
+    from eul.stores.registry.settings import tracking as _mlflow
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = TrackingSettings(f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "art"))
@@ -523,3 +524,63 @@ def test_overlapping_blocks_in_threads_leave_no_tracking_uri_behind(tmp_path, mo
     assert seen == [settings.tracking_uri]
     # then, both blocks done, the environment is as it was: nothing leaks to later calls
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_registry_calls_leave_no_store_in_the_working_directory(
+    store, folders, tmp_path, monkeypatch
+):
+    # given a working directory of its own, and MLflow told no tracking URI at all
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    mlflow.set_tracking_uri(None)
+    assert not is_tracking_uri_set()
+    settings = _settings(store, "cwd")
+    # when runs are logged, a version registered, promoted, read back and loaded
+    ensure_experiment(settings)
+    run = log_batch_run(settings, "b-cwd", ["req-1"], {"test_acc": 0.5}, layer_dir=folders.layer)
+    version = register_version(
+        settings, run, folders.base, folders.layer, compliance_tags(["req-1"], 1, "h", GATES_OK)
+    )
+    set_alias(settings, PRODUCTION, version)
+    assert get_alias_version(settings, PRODUCTION) == version
+    assert covered_request_ids(version_tags(settings, version)) == ["req-1"]
+    load_version(settings, PRODUCTION)
+    # then MLflow is left as it was, told nothing, and the working directory holds no store
+    assert not is_tracking_uri_set()
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert sorted(p.name for p in work.iterdir()) == []
+
+
+def test_registry_calls_put_back_a_tracking_uri_set_before(store, tmp_path, monkeypatch):
+    # given MLflow pointed at another store by its caller
+    import mlflow
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(other)
+    try:
+        # when a registry call runs on the module's store
+        assert get_alias_version(_settings(store, "put-back"), PRODUCTION) is None
+        # then MLflow points where it pointed before, not at the working directory
+        assert mlflow.get_tracking_uri() == other
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize("field", ["tracking_uri", "artifact_location"])
+def test_settings_without_a_store_are_refused(tmp_path, monkeypatch, field):
+    # given no tracking URI (or artifact location): MLflow would take its default in ./
+    monkeypatch.chdir(tmp_path)
+    values = {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "artifact_location": "art"}
+    values[field] = "  " if field == "artifact_location" else ""
+    # then the settings are refused with what to set, before MLflow is touched
+    with pytest.raises(RegistryError, match="no MLflow"):
+        TrackingSettings(**values)
+    assert list(tmp_path.iterdir()) == []

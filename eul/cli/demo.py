@@ -477,7 +477,7 @@ class Demo:
 
     def promote(self) -> None:
         """The `promote` flow for a candidate that passed its gates and is not production."""
-        from eul.stores.registry.registry import (
+        from eul.stores.registry.versions import (
             CANDIDATE,
             PRODUCTION,
             get_alias_version,
@@ -575,12 +575,8 @@ class Demo:
 
     def summary(self, seconds: float) -> None:
         """What happened, from the log and the registry as they are now, and where to look."""
-        from eul.stores.registry.registry import (
-            PRODUCTION,
-            covered_request_ids,
-            get_alias_version,
-            version_tags,
-        )
+        from eul.stores.registry.tags import covered_request_ids
+        from eul.stores.registry.versions import PRODUCTION, get_alias_version, version_tags
 
         ctx = self.context()
         with ctx.ledger() as ledger:

@@ -196,7 +196,7 @@ def check_log(ctx: Context) -> Check:
 
 def check_mlflow(ctx: Context) -> tuple[Check, int | None]:
     """The tracking store answers; returns the production version, if any."""
-    from eul.stores.registry.registry import PRODUCTION, get_alias_version
+    from eul.stores.registry.versions import PRODUCTION, get_alias_version
 
     name = "mlflow"
     uri = ctx.settings.tracking_uri
@@ -359,7 +359,9 @@ def check_base_model(ctx: Context) -> Check:
 
 def check_production(ctx: Context, version: int | None, mlflow_ok: bool) -> Check:
     """The production version from the registry loads, with its fused layer."""
-    from eul.stores.registry.registry import covered_request_ids, load_version, version_tags
+    from eul.stores.registry.loading import load_version
+    from eul.stores.registry.tags import covered_request_ids
+    from eul.stores.registry.versions import version_tags
 
     name = "production model"
     if not mlflow_ok:

@@ -1085,7 +1085,7 @@ def _failure_types() -> tuple[type[BaseException], ...]:
     from eul.stores.dvc.dvcstore import DvcError
     from eul.stores.dvc.purge import PurgeError
     from eul.stores.log.schema import LedgerUnavailable
-    from eul.stores.registry.registry import RegistryError
+    from eul.stores.registry.settings import RegistryError
 
     types: list[type[BaseException]] = [
         RunError,

@@ -114,12 +114,8 @@ def build_report(
 
 def audit(ledger: Ledger, settings: Any, now: datetime | None = None) -> dict[str, Any]:
     """The audit of the production version in the registry at `settings` against `ledger`."""
-    from eul.stores.registry.registry import (
-        PRODUCTION,
-        covered_request_ids,
-        get_alias_version,
-        version_tags,
-    )
+    from eul.stores.registry.tags import covered_request_ids
+    from eul.stores.registry.versions import PRODUCTION, get_alias_version, version_tags
 
     version = get_alias_version(settings, PRODUCTION)
     tags = version_tags(settings, version) if version is not None else {}

@@ -76,7 +76,7 @@ def check_promotion(reviewer: str, version: int | None, override_reason: str | N
 
 def check_version(ctx: Context, version: int) -> None:
     """`version` is registered under the project's model name."""
-    from eul.stores.registry.registry import version_exists
+    from eul.stores.registry.versions import version_exists
 
     if not version_exists(ctx.settings, version):
         raise ParameterError(

@@ -39,22 +39,18 @@ from eul.pipeline import gates as gate_checks
 from eul.stores.log.config import resolve_url
 from eul.stores.log.schema import TRANSITIONS
 from eul.stores.log.store import Ledger
-from eul.stores.registry.registry import (
+from eul.stores.registry.loading import download_version
+from eul.stores.registry.runs import download_run_artifacts, log_batch_run, log_request_run
+from eul.stores.registry.settings import TrackingSettings
+from eul.stores.registry.tags import compliance_tags, covered_request_ids, version_description
+from eul.stores.registry.versions import (
     CANDIDATE,
     PRODUCTION,
-    TrackingSettings,
-    compliance_tags,
-    covered_request_ids,
-    download_run_artifacts,
-    download_version,
     find_versions,
     get_alias_version,
-    log_batch_run,
-    log_request_run,
     register_version,
     set_alias,
     set_version_tags,
-    version_description,
     version_run_id,
     version_tags,
 )

@@ -20,7 +20,7 @@ class UnlearnedTextModel(PythonModel):
     """Texts in, greedy outputs of the unlearned model out."""
 
     def load_context(self, context: Any) -> None:
-        from eul.stores.registry.registry import load_model_folders
+        from eul.stores.registry.loading import load_model_folders
 
         self.model = load_model_folders(
             context.artifacts[BASE_ARTIFACT], context.artifacts[LAYER_ARTIFACT]

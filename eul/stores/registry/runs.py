@@ -1,0 +1,236 @@
+"""MLflow runs: one per deletion request and one per nightly batch, with their artifacts.
+
+A run records params (ids, counts, configs), metrics, the layer and fusion folders, plots and
+JSON documents; never record text.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eul.stores.registry.settings import RegistryError, TrackingSettings, tracking
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+def _experiment_id(client: MlflowClient, settings: TrackingSettings, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=settings.artifact_location)
+        except MlflowException as err:  # created by a parallel task in the meantime
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage != "active":
+        raise RegistryError(
+            f"experiment {name!r} is deleted in {settings.tracking_uri}: restore it "
+            "or choose another name (EUL_MLFLOW_EXPERIMENT)"
+        )
+    if experiment.artifact_location.rstrip("/") != settings.artifact_location.rstrip("/"):
+        raise RegistryError(
+            f"experiment {name!r} keeps its artifacts at {experiment.artifact_location}, "
+            f"not {settings.artifact_location}: an experiment's artifact location is fixed, "
+            "so choose another experiment name (EUL_MLFLOW_EXPERIMENT) or that location"
+        )
+    return experiment.experiment_id
+
+
+def ensure_experiment(settings: TrackingSettings, name: str | None = None) -> str:
+    """The id of experiment `name` (default: settings.experiment), created if missing.
+
+    Created with an explicit artifact location: without one MLflow would put artifacts in
+    ./mlruns of whatever the working directory is.
+    """
+    with tracking(settings) as client:
+        return _experiment_id(client, settings, name or settings.experiment)
+
+
+def flatten_params(values: Mapping[str, Any] | Any, prefix: str = "") -> dict[str, str]:
+    """A config (dataclass or mapping, nested) as flat MLflow params: {"layer.width": "32"}."""
+    if is_dataclass(values) and not isinstance(values, type):
+        values = asdict(values)
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics must be numbers (NaN is kept: MLflow stores it); anything else is a bug."""
+    values: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(value, numbers.Real):
+            raise TypeError(f"metric {key!r} is a {type(value).__name__}, not a number")
+        values[key] = float(value)
+    return values
+
+
+def _log_run(
+    client: MlflowClient,
+    experiment_id: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, str],
+    metrics: Mapping[str, float],
+    folders: Mapping[str, str | Path | None],
+    files: Sequence[tuple[str, str | Path]],
+    documents: Mapping[str, Any],
+) -> str:
+    """One finished run: params, metrics, folders and files as artifacts, JSON documents.
+
+    folders: {artifact folder: local folder}; files: (artifact folder, local file);
+    documents: {file name: JSON-able value}. A failure marks the run FAILED and re-raises.
+    """
+    from mlflow.entities import Metric, Param
+
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+    try:
+        param_list = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(param_list), 100):  # MLflow's per-request limit
+            client.log_batch(run_id, params=param_list[start : start + 100])
+        now = int(time.time() * 1000)
+        metric_list = [Metric(k, v, now, 0) for k, v in metrics.items()]
+        for start in range(0, len(metric_list), 1000):
+            client.log_batch(run_id, metrics=metric_list[start : start + 1000])
+        for artifact_folder, local in folders.items():
+            if local is not None:
+                client.log_artifacts(run_id, str(local), artifact_folder)
+        for artifact_folder, local in files:
+            client.log_artifact(run_id, str(local), artifact_folder)
+        with tempfile.TemporaryDirectory(prefix="eul-run-") as tmp:
+            for name, value in documents.items():
+                path = Path(tmp) / name
+                path.write_text(json.dumps(value, indent=2, default=float) + "\n")
+                client.log_artifact(run_id, str(path))
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _check_folder(folder: str | Path | None, what: str) -> None:
+    if folder is not None and not Path(folder).is_dir():
+        raise FileNotFoundError(f"no {what} folder at {folder}")
+
+
+def log_request_run(
+    settings: TrackingSettings,
+    request_id: str,
+    layer_dir: str | Path,
+    metrics: Mapping[str, float],
+    *,
+    layer_config: Any = None,
+    eul_config: Any = None,
+    params: Mapping[str, Any] | None = None,
+    stats_dir: str | Path | None = None,
+    evaluation: Any = None,
+    plots: Sequence[str | Path] = (),
+    batch_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Log one request's unlearning update as a finished run; returns its run id.
+
+    Params: the request id, `layer_config` (as layer.*), `eul_config` (as eul.*) and `params`
+    (counts, timings: never record text). Metrics: the evaluation dict. Artifacts: the layer
+    folder (layer/), its fusion statistics (fusion_stats/), evaluation.json (`evaluation`, or
+    the metrics: aggregates only, never per-record outputs) and plots (plots/).
+    `parent_run_id` nests the run under a batch run.
+    """
+    _check_folder(layer_dir, "unlearning layer")
+    _check_folder(stats_dir, "fusion statistics")
+    all_params = {"request_id": request_id}
+    if layer_config is not None:
+        all_params.update(flatten_params(layer_config, "layer."))
+    if eul_config is not None:
+        all_params.update(flatten_params(eul_config, "eul."))
+    all_params.update(flatten_params(params or {}))
+    tags = {"eul.kind": "request", "eul.request_id": request_id}
+    if batch_id is not None:
+        tags["eul.batch_id"] = batch_id
+    if parent_run_id is not None:
+        tags["mlflow.parentRunId"] = parent_run_id
+    with tracking(settings) as client:
+        return _log_run(
+            client,
+            _experiment_id(client, settings, settings.experiment),
+            f"request-{request_id}",
+            tags,
+            all_params,
+            _metric_values(metrics),
+            {"layer": layer_dir, "fusion_stats": stats_dir},
+            [("plots", p) for p in plots],
+            {"evaluation.json": dict(metrics) if evaluation is None else evaluation},
+        )
+
+
+def log_batch_run(
+    settings: TrackingSettings,
+    batch_id: str,
+    request_ids: Sequence[str],
+    metrics: Mapping[str, float],
+    *,
+    params: Mapping[str, Any] | None = None,
+    layer_dir: str | Path | None = None,
+    state_dir: str | Path | None = None,
+    evaluation: Any = None,
+    plots: Sequence[str | Path] = (),
+) -> str:
+    """Log one nightly batch as a finished run; returns its run id (register_version's input).
+
+    Params: batch id, request count and `params`. Artifacts: request_ids.json, the fused
+    layer (fused_layer/), the fusion state (fusion_state/), evaluation.json and plots.
+    """
+    _check_folder(layer_dir, "fused layer")
+    _check_folder(state_dir, "fusion state")
+    all_params = {"batch_id": batch_id, "request_count": str(len(request_ids))}
+    all_params.update(flatten_params(params or {}))
+    with tracking(settings) as client:
+        return _log_run(
+            client,
+            _experiment_id(client, settings, settings.experiment),
+            f"batch-{batch_id}",
+            {"eul.kind": "batch", "eul.batch_id": batch_id},
+            all_params,
+            _metric_values(metrics),
+            {"fused_layer": layer_dir, "fusion_state": state_dir},
+            [("plots", p) for p in plots],
+            {
+                "request_ids.json": list(request_ids),
+                "evaluation.json": dict(metrics) if evaluation is None else evaluation,
+            },
+        )
+
+
+def download_run_artifacts(
+    settings: TrackingSettings, run_id: str, artifact_path: str, dst: str | Path
+) -> Path:
+    """Download one artifact folder of a run (e.g. `fusion_state`) into `dst`."""
+    import mlflow
+
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    with tracking(settings):
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=artifact_path,
+            dst_path=str(dst),
+            tracking_uri=settings.tracking_uri,
+        )
+    return Path(local)
