@@ -80,9 +80,7 @@ def forget_split(records: list[Record], args: argparse.Namespace) -> tuple[list,
     """(forget, retained) of `records` for the options of `add_forget_options`."""
     from eul.data.records import select_forget
 
-    return select_forget(
-        records, id_list(args.subject, None), id_list(args.record, args.ids_file)
-    )
+    return select_forget(records, id_list(args.subject, None), id_list(args.record, args.ids_file))
 
 
 def parse_statuses(text: str, option: str) -> list[str]:
