@@ -230,7 +230,7 @@ def test_a_folder_made_with_other_params_is_refused(demo, tmp_path):
 
 
 def test_run_shown_relays_output_and_says_when_a_stage_is_silent(tmp_path):
-    from eul.cli.demo import run_shown
+    from eul.cli.demo_project import run_shown
 
     # given a command that names its stage, is silent for a while, then finishes
     script = "echo \"Running stage 'train':\"; sleep 1.6; echo 'Use `dvc push` to send'; exit 3"

@@ -53,13 +53,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    value = int(_number(int, text, "a whole number"))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
 def positive_float(text: str) -> float:
     """A rate that must be above 0 (learning rates)."""
     value = _number(float, text, "a number")

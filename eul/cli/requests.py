@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eul.cli.args import writable_path
-from eul.cli.main import _add_data_options, _load
+from eul.cli.common import add_data_options, load_data
 from eul.stores.log.config import URL_ENV
 from eul.stores.log.schema import STATUSES, LedgerError, RequestSpec, RequestState, utcnow
 from eul.stores.log.store import Ledger
@@ -183,7 +183,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    records = _load(args.data, args)
+    records = load_data(args.data, args)
     with _ledger(args) as ledger:
         report = ledger.validate(records, data_version=_file_sha256(Path(args.data)))
     if args.json:
@@ -350,7 +350,16 @@ def register(subparsers: Any) -> None:
         "says otherwise).",
     )
     sub = requests.add_subparsers(dest="requests_command", metavar="ACTION", required=True)
+    _declare_submit(sub)
+    _declare_validate(sub)
+    _declare_list(sub)
+    _declare_show(sub)
+    _declare_verify(sub)
+    _declare_snapshot(sub)
 
+
+def _declare_submit(sub: Any) -> None:
+    """`eul requests submit`."""
     submit = sub.add_parser(
         "submit",
         help="record a deletion request (or many, from a file)",
@@ -371,6 +380,9 @@ def register(subparsers: Any) -> None:
     _add_common(submit)
     submit.set_defaults(func=cmd_submit, needs_ml=False)
 
+
+def _declare_validate(sub: Any) -> None:
+    """`eul requests validate`."""
     validate = sub.add_parser(
         "validate",
         help="check received requests against the data set",
@@ -379,10 +391,13 @@ def register(subparsers: Any) -> None:
         "matches nothing becomes rejected with the reason. Both stay in the log.",
     )
     validate.add_argument("--data", required=True, help="training records (.jsonl/.csv/...)")
-    _add_data_options(validate)
+    add_data_options(validate)
     _add_common(validate)
     validate.set_defaults(func=cmd_validate)
 
+
+def _declare_list(sub: Any) -> None:
+    """`eul requests list`."""
     listing = sub.add_parser(
         "list",
         help="list requests and their current status",
@@ -397,6 +412,9 @@ def register(subparsers: Any) -> None:
     _add_common(listing)
     listing.set_defaults(func=cmd_list, needs_ml=False)
 
+
+def _declare_show(sub: Any) -> None:
+    """`eul requests show`."""
     show = sub.add_parser(
         "show",
         help="one request: current state and full history",
@@ -406,6 +424,9 @@ def register(subparsers: Any) -> None:
     _add_common(show)
     show.set_defaults(func=cmd_show, needs_ml=False)
 
+
+def _declare_verify(sub: Any) -> None:
+    """`eul requests verify`."""
     verify = sub.add_parser(
         "verify",
         help="check the hash chain (exit 1 if broken)",
@@ -415,6 +436,9 @@ def register(subparsers: Any) -> None:
     _add_common(verify)
     verify.set_defaults(func=cmd_verify, needs_ml=False)
 
+
+def _declare_snapshot(sub: Any) -> None:
+    """`eul requests snapshot`."""
     snapshot = sub.add_parser(
         "snapshot",
         help="write the validated requests as JSON for the partition stage",

@@ -1,0 +1,176 @@
+"""`eul bench`: EUL against the oracle (retraining) and the baselines; the sequential
+protocol, the generation task and the cost of fusing many requests."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eul.cli.args import CliError, non_negative_float, writable_path
+from eul.cli.common import add_device_option, torch_device
+
+if TYPE_CHECKING:
+    import torch
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _print_written(paths: list[Path]) -> None:
+    """The files a benchmark wrote, one a line: its JSON, its table, its figures."""
+    print("\nwritten:")
+    for path in paths:
+        print(f"  {path}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from eul.bench.classification import BenchConfig, format_table, run_bench, save_report
+
+    device = torch_device(args)
+    if args.out:
+        writable_path(args.out, "--out")
+    if args.fusion_scale:
+        from eul.bench.classification import clean_for_json
+        from eul.bench.fusion_scale import draw_fusion_scale, format_fusion_scale, run_fusion_scale
+        from eul.evaluate.metrics import write_json
+
+        rows = run_fusion_scale(seed=args.seed)
+        print(format_fusion_scale(rows))
+        if args.out:
+            report = {"fusion_scale": rows}
+            write_json(clean_for_json(report), args.out)
+            _print_written([Path(args.out), *draw_fusion_scale(report, Path(args.out))])
+        return
+
+    if args.task == "generation":
+        _bench_generation(args, device)
+        return
+    config = BenchConfig.preset(
+        quick=args.quick, data=args.data, seed=args.seed, variants=args.variants
+    )
+    if args.data and not Path(args.data).is_dir():
+        raise CliError(
+            f"no SST-2 folder at {args.data}: it must hold train.tsv (GLUE SST-2); "
+            "omit --data to use the embedded synthetic data set"
+        )
+    if args.sequential:
+        _bench_sequential(args, config, device)
+        return
+    report = run_bench(config, progress=not args.quiet, device=device)
+    print()
+    print(format_table(report))
+    if args.out:
+        _print_written(save_report(report, args.out))
+
+
+def _bench_sequential(args: argparse.Namespace, bench: object, device: torch.device) -> None:
+    from eul.bench.classification import save_report_as
+    from eul.bench.sequential import (
+        SequentialConfig,
+        draw_sequential,
+        format_sequential,
+        protocol_bench,
+        run_sequential,
+    )
+
+    config = SequentialConfig(
+        bench=protocol_bench(bench),
+        fusion=args.fusion,
+        anchor_weight=args.anchor_weight,
+        variants=args.variants,
+    )
+    result = run_sequential(config, progress=not args.quiet, device=device)
+    table = format_sequential(result)
+    print()
+    print(table)
+    if args.out:
+        report = {"sequential": result["steps"], "setup": result["setup"]}
+        _print_written(save_report_as(report, table, args.out, draw_sequential))
+
+
+def _bench_generation(args: argparse.Namespace, device: torch.device) -> None:
+    from eul.bench.classification import save_report_as
+    from eul.bench.generation import (
+        GenerationBenchConfig,
+        draw_generation,
+        format_generation,
+        run_generation_bench,
+        samsum_file,
+    )
+
+    if args.data:
+        if not Path(args.data).is_dir():
+            raise CliError(
+                f"no SAMSum folder at {args.data}: it must hold val.csv (id, summary, dialogue); "
+                "omit --data to use the embedded synthetic dialogues"
+            )
+        samsum_file(args.data)
+    config = GenerationBenchConfig.preset(quick=args.quick, data=args.data, seed=args.seed)
+    report = run_generation_bench(config, progress=not args.quiet, device=device)
+    table = format_generation(report)
+    print()
+    print(table)
+    if args.out:
+        _print_written(save_report_as(report, table, args.out, draw_generation))
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    """Add `eul bench` to the `eul` command line."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="benchmark EUL against the oracle (retraining) and baselines",
+        description="Original, oracle (retrain), fine-tune, reverse gradient and EUL on the "
+        "embedded synthetic data (or SST-2 with --data), forget set 1%% of rows. "
+        "--sequential: three requests in turn, served by one retrained layer, stacked layers, "
+        "fused layers and the oracle. --task generation: summarisation with planted secrets "
+        "(synthetic dialogues, or SAMSum with --data). --fusion-scale: cost of fusing many "
+        "requests.",
+    )
+    bench.add_argument(
+        "--task",
+        choices=("classification", "generation"),
+        default="classification",
+        help="classification (reviews, SST-2) or generation (dialogue summaries, SAMSum)",
+    )
+    bench.add_argument("--quick", action="store_true", help="smaller run (a few minutes)")
+    bench.add_argument(
+        "--data",
+        help="an SST-2 folder with train.tsv (classification) or a SAMSum folder with val.csv "
+        "(generation), e.g. ../shared/data/sst2 or ../shared/data/samsum (default: the "
+        "embedded synthetic data)",
+    )
+    bench.add_argument("--out", help="write the JSON report here (and a .md table beside it)")
+    bench.add_argument(
+        "--variants",
+        action="store_true",
+        help="also run EUL objective variants (with --sequential: other fusion forms, and the "
+        "paper's trained-basis layers with the linear closed form)",
+    )
+    bench.add_argument(
+        "--sequential",
+        action="store_true",
+        help="instead: three deletion requests in turn (sequential, stacked, fused, oracle)",
+    )
+    bench.add_argument(
+        "--fusion",
+        choices=("sum", "fit"),
+        default="sum",
+        help="with --sequential: fuse to the stack's sum (exact) or the paper's per-layer fit",
+    )
+    bench.add_argument(
+        "--anchor-weight",
+        type=non_negative_float,
+        default=0.0,
+        help="with --sequential: weight of the retained anchor in the fusion (0: none)",
+    )
+    bench.add_argument(
+        "--fusion-scale",
+        action="store_true",
+        help="instead: time and memory of fusing 1, 10, 100 and 1,000 requests' statistics",
+    )
+    bench.add_argument("--seed", type=int, default=0, help="random seed")
+    add_device_option(bench)
+    bench.set_defaults(func=cmd_bench)
