@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from eul.bench.classification import subject_groups, without_subjects
+from eul.bench.classification import RUN, subject_groups, without_subjects
+from eul.bench.envelope import run_record
 from eul.data.records import (
     DataError,
     Record,
@@ -124,7 +125,7 @@ def run_generation_bench(
     device: str | torch.device = "auto",
 ) -> dict:
     """Original, oracle and EUL on the summarisation task, on `device`; returns the
-    JSON-ready result."""
+    JSON-ready result (with what ran under `run`, kept in memory for the envelope)."""
     train, heldout, test, forget, source = prepare_generation(config)
     forget_ids = {r.record_id for r in forget}
     retained = [r for r in train if r.record_id not in forget_ids]
@@ -150,7 +151,7 @@ def run_generation_bench(
     for name, tm, update_s in (
         ("original", original, None),
         ("oracle", oracle.model, oracle.update_s),
-        ("eul", eul.model.text_model, eul.update_s),
+        ("eul", eul.model, eul.update_s),
     ):
         metrics, _, scores = evaluate_with_scores(tm, sets, task="generation")
         methods[name] = {key: metrics[key] for key in METRICS} | {"update_s": update_s}
@@ -180,6 +181,7 @@ def run_generation_bench(
             "seed": config.seed,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         },
+        RUN: run_record("generation", asdict(config), original.device.type),
     }
 
 
