@@ -2,13 +2,13 @@
 
 Runs on an embedded SQLite log against a synthetic index of 100,000 records (ids only, no
 model), so it measures the log alone. ``python -m benchmarks.ledger --out
-results/ledger-bench.json`` prints a markdown table and writes JSON (and a .md beside it).
+benchmarks/results/ledger-bench.json`` (the default), from the repository root, prints a
+markdown table and writes JSON in the result envelope (and a .md beside it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -23,6 +23,8 @@ from typing import Any
 
 import sqlalchemy
 
+from benchmarks import RESULTS
+from eul.bench.envelope import write_result
 from eul.data.records import Record
 from eul.stores.log.schema import utcnow
 from eul.stores.log.store import Ledger
@@ -165,8 +167,8 @@ def format_ledger_bench(report: dict[str, Any]) -> str:
         f"Deletion log at {config['requests']:,} requests against {config['records']:,} records "
         f"(SQLite {report['environment']['sqlite']}, {report['environment']['cpus']} CPUs; "
         f"log file {report['log_mb']:.1f} MB), measured with "
-        "`python -m benchmarks.ledger --out results/ledger-bench.json`. Each single submit "
-        "commits and syncs to disk; most of its time is that sync.",
+        "`python -m benchmarks.ledger --out benchmarks/results/ledger-bench.json`. Each single "
+        "submit commits and syncs to disk; most of its time is that sync.",
         "",
         "| operation | items | total s | per item ms | note |",
         "|---|---:|---:|---:|---|",
@@ -188,17 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folder", help="keep the benchmark logs here (default: a temp folder)")
-    parser.add_argument("--out", help="write the JSON report here (and a .md table beside it)")
+    parser.add_argument(
+        "--out",
+        default=str(RESULTS / "ledger-bench.json"),
+        help="write the JSON result here, and a .md table beside it "
+        "(default: benchmarks/results/ledger-bench.json)",
+    )
     args = parser.parse_args(argv)
     report = run_ledger_bench(args.requests, args.records, args.seed, args.folder)
     table = format_ledger_bench(report)
     print(table)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".md").write_text(table + "\n")
-        print(f"\nwritten to {out} (and {out.with_suffix('.md')})")
+    settings = {"requests": args.requests, "records": args.records, "seed": args.seed}
+    out, table_path = write_result(args.out, "ledger", report, table, settings)
+    print(f"\nwritten to {out} (and {table_path})")
     return 0
 
 

@@ -1,6 +1,9 @@
 """Partition benchmark: time to partition N rows for R pending requests.
 
-    python -m benchmarks.partition --out results/partition-bench.json
+    python -m benchmarks.partition --out benchmarks/results/partition-bench.json
+
+(the default `--out`, from the repository root: JSON in the result envelope, and the table
+as .md beside it).
 
 The target is 1,000 requests against 100,000 rows in under 30 s. Half the requests name a
 subject (all of that person's rows), half name one to five record ids. The time covers the
@@ -11,7 +14,6 @@ set and the manifest with its row hashes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -23,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import RESULTS
+from eul.bench.envelope import write_result
 from eul.data.records import FIRST_NAMES, LAST_NAMES, SyntheticConfig, generate, save_records
 from eul.stores.dvc.partition import parse_snapshot, partition
 
@@ -122,16 +126,22 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.partition", description=__doc__)
-    parser.add_argument("--out", help="write the JSON result here")
+    parser.add_argument(
+        "--out",
+        default=str(RESULTS / "partition-bench.json"),
+        help="write the JSON result here, and the table as .md beside it "
+        "(default: benchmarks/results/partition-bench.json)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="eul-partition-bench-") as tmp:
         result = run_partition_bench(DEFAULT_RUNS, Path(tmp), repeats=args.repeats)
-    print(format_table(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwritten to {args.out}")
+    table = format_table(result)
+    print(table)
+    settings = {"runs": [list(run) for run in DEFAULT_RUNS], "repeats": args.repeats}
+    # the table is aligned text: fenced, so that Markdown keeps its columns
+    write_result(args.out, "partition", result, f"```\n{table}\n```", settings)
+    print(f"\nwritten to {args.out}")
     return 0
 
 

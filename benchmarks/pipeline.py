@@ -1,6 +1,10 @@
 """Time the nightly deletion batch on the embedded default and split its wall time by phase.
 
-    python -m benchmarks.pipeline --out results/pipeline-bench.json
+    python -m benchmarks.pipeline --out benchmarks/results/pipeline-bench.json
+
+(the default `--out`, from the repository root; with --side-by-side the default is
+benchmarks/results/pipeline-bench-side-by-side.json: JSON in the result envelope, and the
+table as .md beside it).
 
 Builds the project once from this checkout (`eul data init`, `dvc repro`: the default data
 and the DVC `train` stage's model, as params.yaml has them), or reuses one given with
@@ -30,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import RESULTS
+from eul.bench.envelope import write_result
 from eul.runtime.environment import tool_variables
 from eul.runtime.servers import free_port, start_prefect_server, stop
 
@@ -209,7 +215,11 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__)
-    parser.add_argument("--out", help="write the JSON here (and the table as .md beside it)")
+    parser.add_argument(
+        "--out",
+        help="write the JSON here, and the table as .md beside it (default: "
+        "benchmarks/results/pipeline-bench.json, or pipeline-bench-side-by-side.json)",
+    )
     parser.add_argument("--project", help="a project already built (default: build one)")
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--train-workers", type=int, help="override pipeline.train_workers")
@@ -233,11 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = {"cpus": os.cpu_count(), "load_avg_1_5_15": [round(x, 2) for x in load]}
     table = format_table(result)
     print(table)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, default=float) + "\n")
-        out.with_suffix(".md").write_text(table + "\n")
+    name = "pipeline-bench-side-by-side.json" if args.side_by_side else "pipeline-bench.json"
+    settings = {
+        "requests": args.requests,
+        "train_workers": args.train_workers,
+        "side_by_side": args.side_by_side,
+        "project": args.project,
+    }
+    write_result(args.out or RESULTS / name, "pipeline", result, table, settings)
     return 0
 
 

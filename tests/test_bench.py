@@ -63,7 +63,10 @@ def test_a_tiny_bench_reports_every_method_and_target(tmp_path) -> None:
     assert report["memory"]["eul"] > 0
     assert len(report["targets"]) == 7
     written = save_report(report, tmp_path / "bench.json")
-    saved = json.loads((tmp_path / "bench.json").read_text())
+    enveloped = json.loads((tmp_path / "bench.json").read_text())
+    assert enveloped["benchmark"] == "classification"
+    assert enveloped["settings"]["n_subjects"] == 60 and enveloped["machine"]["device"] == "cpu"
+    saved = enveloped["figures"]
     assert saved["methods"]["original"]["update_s"] is None
     assert "| eul |" in (tmp_path / "bench.md").read_text()
     assert "MIA AUC" in format_table(report)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 from conftest import TINY_SPEC
 
-from eul.bench.fusion_scale import draw_fusion_scale, format_fusion_scale, run_fusion_scale
+from eul.bench.fusion_scale import (
+    draw_fusion_scale,
+    format_fusion_scale,
+    run_fusion_scale,
+    save_fusion_scale,
+)
 
 
 def test_fusion_scale_reports_cost_per_request_count(tmp_path) -> None:
@@ -22,3 +29,9 @@ def test_fusion_scale_reports_cost_per_request_count(tmp_path) -> None:
     [figure] = draw_fusion_scale({"fusion_scale": rows}, tmp_path / "fusion-scale.json")
     assert figure == tmp_path / "fusion-scale-cost.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = save_fusion_scale({"fusion_scale": rows}, tmp_path / "scale.json", seed=3)
+    assert [p.name for p in written] == ["scale.json", "scale.md", "scale-cost.png"]
+    saved = json.loads(written[0].read_text())
+    assert saved["benchmark"] == "fusion_scale" and saved["settings"]["seed"] == 3
+    assert saved["figures"]["fusion_scale"][1]["forward_ms_stacked"] is None  # NaN as null
+    assert written[1].read_text().strip() == format_fusion_scale(rows)

@@ -597,7 +597,9 @@ def test_the_ledger_benchmark_runs_and_reports_every_operation(tmp_path) -> None
 
     out = tmp_path / "bench.json"
     assert main(["--requests", "60", "--records", "600", "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "ledger" and result["settings"]["requests"] == 60
+    report = result["figures"]
     operations = [r["operation"] for r in report["results"]]
     assert operations[0] == "submit, one call per request" and "validate" in operations
     assert "show (get one request)" in operations and "list (all)" in operations

@@ -9,6 +9,7 @@ import torch
 from conftest import TINY_SPEC
 
 from eul.bench.classification import BenchConfig, choose_requests, save_report_as
+from eul.bench.envelope import run_record
 from eul.bench.generation import (
     GenerationBenchConfig,
     draw_generation,
@@ -73,7 +74,8 @@ def test_sequential_protocol_reports_every_step_and_fuses_exactly(tmp_path) -> N
     table = format_sequential(result)
     assert "| 3 | oracle |" in table and "| 3 | fused_linear_trained_basis |" in table
     # and the steps are drawn beside the JSON
-    report = {"sequential": result["steps"], "setup": result["setup"]}
+    assert result["run"]["benchmark"] == "sequential" and result["run"]["settings"]["variants"]
+    report = {"sequential": result["steps"], "setup": result["setup"], "run": result["run"]}
     written = save_report_as(report, table, tmp_path / "seq.json", draw_sequential)
     assert [p.name for p in written] == ["seq.json", "seq.md", "seq-steps.png"]
     assert written[2].read_bytes()[:8] == PNG
@@ -113,7 +115,12 @@ def test_generation_bench_plants_secrets_only_in_the_forget_set(tmp_path) -> Non
     written = save_report_as(report, "table", tmp_path / "gen.json", draw_generation)
     assert [p.name for p in written] == ["gen.json", "gen.md", "gen-metrics.png", "gen-mia-roc.png"]
     assert all(p.read_bytes()[:8] == PNG for p in written[2:])
-    assert "mia_roc" not in json.loads(written[0].read_text())
+    saved = json.loads(written[0].read_text())
+    assert saved["benchmark"] == "generation" and set(saved["figures"]) == {
+        "methods",
+        "targets",
+        "setup",
+    }
 
 
 def test_bench_cli_rejects_a_missing_samsum_folder(tmp_path, capsys) -> None:
@@ -133,7 +140,7 @@ def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path, 
 
     def record(config, progress, device):
         seen["config"], seen["device"] = config, device
-        return {"steps": [], "setup": {}}
+        return {"steps": [], "setup": {}, "run": run_record("sequential", {"requests": 3}, "cpu")}
 
     monkeypatch.setattr(eul.bench.sequential, "run_sequential", record)
     out = tmp_path / "seq.json"
@@ -145,7 +152,8 @@ def test_bench_cli_passes_the_sequential_options_through(monkeypatch, tmp_path, 
     # the protocol's own EUL settings, over the bench defaults
     assert config.bench.eul.reference == "probe" and config.bench.eul.lam == 0.0
     assert seen["device"] == torch.device("cpu")
-    assert json.loads(out.read_text())["sequential"] == []
+    saved = json.loads(out.read_text())
+    assert saved["figures"]["sequential"] == [] and saved["benchmark"] == "sequential"
     # the files written are listed (no figure: there is no step to draw)
     listed = capsys.readouterr().out.split("written:")[1].split()
     assert listed == [str(out), str(out.with_suffix(".md"))]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from eul.bench.envelope import UNKNOWN, run_record, write_result
+from eul.bench.envelope import clean_for_json as clean_for_json
 from eul.data.records import (
     LABEL_WORDS,
     DataError,
@@ -27,7 +29,7 @@ from eul.data.records import (
     load_sst2,
     split_records,
 )
-from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc, write_json
+from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc
 from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model.memory import measure_peak_mb
 from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
@@ -42,7 +44,9 @@ ORACLE_GAP = 0.05
 PLOTTED = ("test_acc", "retained_acc", "forget_acc", "forget_memorised_acc", "mia_auc")
 # Report keys kept in memory for the plots but not written to the JSON: the ROC curves of
 # every model would outweigh the rest of a file people read and compare; the PNG keeps them.
-IN_MEMORY = ("mia_roc",)
+# `run` says what ran (benchmark, settings, device) for the result's envelope.
+RUN = "run"
+IN_MEMORY = ("mia_roc", RUN)
 
 
 @dataclass(frozen=True)
@@ -182,13 +186,26 @@ def _timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The original model and the oracle, measured: what every method is compared with."""
+
+    original: TextModel
+    base_s: float
+    oracle_losses: list[float]
+    rows: dict[str, dict[str, float | None]]
+    mia_roc: dict[str, dict]
+    oracle_peak_mb: float
+
+
 def run_bench(
     config: BenchConfig,
     progress: bool = True,
     log: Callable[[str], None] = print,
     device: str | torch.device = "auto",
 ) -> dict:
-    """Run every method on `device` and return the JSON-ready result."""
+    """Run every method on `device` and return the JSON-ready result (its `run` key, kept in
+    memory only, says what ran for the result's envelope)."""
     data = prepare(config)
     retained = data.retained
     task = ForgetTask(forget=data.forget, retained=retained, heldout=data.heldout, name="bench")
@@ -198,7 +215,35 @@ def run_bench(
         f"({sum(r.memorised for r in data.forget)} memorised), test {len(data.test)}, "
         f"held-out {len(data.heldout)}"
     )
+    reference = _reference(config, data, task, sets, progress, log, device)
+    results = dict(reference.rows)
+    mia_roc = dict(reference.mia_roc)
+    for name, method in method_runs(config):
+        results[name], scores = _method_row(method, reference, task, sets, progress)
+        if name == "eul":
+            mia_roc["eul"] = membership_roc(**scores)
+        log(f"{name} done in {results[name]['update_s']:.1f} s")
 
+    task_only = get_method("eul", config=replace(config.eul, objective="task_only"))
+    memory = {
+        "oracle": reference.oracle_peak_mb,
+        "layers_task_only": _peak(task_only, reference.original, task),
+        "eul": results["eul"]["peak_mem_mb"],
+    }
+    return _report(config, data, reference, results, mia_roc, memory)
+
+
+def _reference(
+    config: BenchConfig,
+    data: Prepared,
+    task: ForgetTask,
+    sets: EvalSets,
+    progress: bool,
+    log: Callable[[str], None],
+    device: str | torch.device,
+) -> Reference:
+    """Train the original on everything, retrain the oracle without the forget set, and
+    measure both (the oracle's forget losses are the KS test's reference)."""
     original = TextModel.create([r.text for r in data.train] + list(LABEL_WORDS), config.spec)
     original.to(device)  # copies and the oracle follow it there
     base_s = _timed(lambda: train_full(original, data.train, config.train, "original", progress))
@@ -208,7 +253,6 @@ def run_bench(
     oracle = oracle_method.run(original, task, progress)
     log(f"oracle retrained in {oracle.update_s:.1f} s")
 
-    results: dict[str, dict[str, float | None]] = {}
     oracle_metrics, oracle_losses, oracle_scores = evaluate_with_scores(oracle.model, sets)
     original_metrics, _, original_scores = evaluate_with_scores(
         original, sets, oracle_forget_losses=oracle_losses
@@ -218,22 +262,27 @@ def run_bench(
         "oracle": membership_roc(**oracle_scores),
     }
     oracle_metrics["ks_p"] = 1.0
-    memory = {
-        "oracle": _peak(oracle_method, original, task),
+    oracle_peak = _peak(oracle_method, original, task)
+    rows = {
+        "original": {
+            **original_metrics,
+            "update_s": None,
+            "trainable_share": None,
+            "peak_mem_mb": oracle_peak,
+        },
+        "oracle": {
+            **oracle_metrics,
+            "update_s": oracle.update_s,
+            "trainable_share": 1.0,
+            "peak_mem_mb": oracle_peak,
+        },
     }
-    results["original"] = {
-        **original_metrics,
-        "update_s": None,
-        "trainable_share": None,
-        "peak_mem_mb": memory["oracle"],
-    }
-    results["oracle"] = {
-        **oracle_metrics,
-        "update_s": oracle.update_s,
-        "trainable_share": 1.0,
-        "peak_mem_mb": memory["oracle"],
-    }
+    return Reference(original, base_s, oracle_losses, rows, mia_roc, oracle_peak)
 
+
+def method_runs(config: BenchConfig) -> list[tuple[str, object]]:
+    """The methods measured against the oracle, by name: the baselines, EUL, and with
+    `config.variants` EUL's variants."""
     runs: list[tuple[str, object]] = [
         (
             "finetune",
@@ -255,29 +304,42 @@ def run_bench(
         runs.append(
             ("eul_trained_basis", get_method("eul", config=replace(config.eul, layer=trained)))
         )
-    for name, method in runs:
-        result = method.run(original.copy(), task, progress)
-        metrics, _, scores = evaluate_with_scores(
-            result.model, sets, oracle_forget_losses=oracle_losses
-        )
-        if name == "eul":
-            mia_roc["eul"] = membership_roc(**scores)
-        results[name] = {
-            **metrics,
-            "update_s": result.update_s,
-            "trainable_share": result.trainable_share,
-            "peak_mem_mb": _peak(method, original, task),
-            "epochs_run": len(result.history) or None,
-        }
-        log(f"{name} done in {result.update_s:.1f} s")
+    return runs
 
-    task_only = get_method("eul", config=replace(config.eul, objective="task_only"))
-    memory["layers_task_only"] = _peak(task_only, original, task)
-    memory["eul"] = results["eul"]["peak_mem_mb"]
 
+def _method_row(
+    method: object, reference: Reference, task: ForgetTask, sets: EvalSets, progress: bool
+) -> tuple[dict[str, float | None], dict]:
+    """One method run on a copy of the original: its metrics and costs, and the membership
+    scores its MIA ROC is drawn from."""
+    original = reference.original
+    result = method.run(original.copy(), task, progress)
+    metrics, _, scores = evaluate_with_scores(
+        result.model, sets, oracle_forget_losses=reference.oracle_losses
+    )
+    row = {
+        **metrics,
+        "update_s": result.update_s,
+        "trainable_share": result.trainable_share,
+        "peak_mem_mb": _peak(method, original, task),
+        "epochs_run": len(result.history) or None,
+    }
+    return row, scores
+
+
+def _report(
+    config: BenchConfig,
+    data: Prepared,
+    reference: Reference,
+    results: dict[str, dict],
+    mia_roc: dict[str, dict],
+    memory: dict[str, float],
+) -> dict:
+    """The JSON-ready result: methods, variants, memory, targets and the setup."""
+    original = reference.original
     methods = {k: v for k, v in results.items() if k in METHOD_ORDER}
     variants = {k: v for k, v in results.items() if k not in METHOD_ORDER}
-    report = {
+    return {
         "methods": methods,
         "variants": variants,
         "memory": {**memory, "eul_over_task_only": memory["eul"] / memory["layers_task_only"]},
@@ -291,7 +353,7 @@ def run_bench(
             "test_rows": len(data.test),
             "heldout_rows": len(data.heldout),
             "model": asdict(config.spec),
-            "base_train_s": base_s,
+            "base_train_s": reference.base_s,
             "base_parameters": sum(p.numel() for p in original.model.parameters()),
             "eul": asdict(config.eul),
             "quick": config.quick,
@@ -299,8 +361,8 @@ def run_bench(
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
             + original.device.type,
         },
+        RUN: run_record("classification", asdict(config), original.device.type),
     }
-    return report
 
 
 def _peak(method: object, original: TextModel, task: ForgetTask) -> float:
@@ -421,15 +483,6 @@ def _nan(value: object) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def clean_for_json(data: object) -> object:
-    """NaN is not JSON: write null instead."""
-    if isinstance(data, dict):
-        return {k: clean_for_json(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [clean_for_json(v) for v in data]
-    return None if _nan(data) else data
-
-
 def save_report(report: dict, path: str | Path) -> list[Path]:
     """The benchmark's JSON, Markdown table and figures; returns every file written."""
     return save_report_as(report, format_table(report), path, draw_report)
@@ -441,10 +494,14 @@ def save_report_as(
     path: str | Path,
     draw: Callable[[dict, Path], list[Path]] | None = None,
 ) -> list[Path]:
-    """The report as JSON at `path` (less the IN_MEMORY keys), its table as Markdown beside
-    it, and the figures `draw` makes of it; returns every file written."""
+    """The report as JSON at `path` in the result envelope (its figures: the report less the
+    IN_MEMORY keys; what ran: its `run` key), its table as Markdown beside it, and the
+    figures `draw` makes of it; returns every file written."""
     path = Path(path)
-    write_json(clean_for_json({k: v for k, v in report.items() if k not in IN_MEMORY}), path)
-    table_path = path.with_suffix(".md")
-    table_path.write_text(table + "\n")
-    return [path, table_path, *(draw(report, path) if draw else [])]
+    run = report.get(RUN) or {}
+    figures = {k: v for k, v in report.items() if k not in IN_MEMORY}
+    benchmark = run.get("benchmark", UNKNOWN)
+    written = write_result(
+        path, benchmark, figures, table, run.get("settings"), run.get("device", "cpu")
+    )
+    return [*written, *(draw(report, path) if draw else [])]

@@ -14,10 +14,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from eul.bench.envelope import write_result
 from eul.data.records import LABEL_WORDS
 from eul.fusion.fuse import (
     FusionState,
@@ -32,6 +34,8 @@ from eul.model.memory import measure_peak_mb
 from eul.model.text_model import ModelSpec, TextModel
 
 COUNTS = (1, 10, 100, 1000)
+TOKENS_PER_REQUEST = 200
+STACKED_LIMIT = 100
 
 
 def synthetic_stats(
@@ -68,8 +72,8 @@ def _forward_ms(tm: TextModel, batch: dict[str, torch.Tensor], repeats: int = 5)
 def run_fusion_scale(
     counts: Sequence[int] = COUNTS,
     spec: ModelSpec | None = None,
-    tokens_per_request: int = 200,
-    stacked_limit: int = 100,
+    tokens_per_request: int = TOKENS_PER_REQUEST,
+    stacked_limit: int = STACKED_LIMIT,
     seed: int = 0,
 ) -> list[dict[str, float]]:
     """For each N: seconds and peak MiB to fuse N requests, and forward time per batch with
@@ -170,3 +174,19 @@ def draw_fusion_scale(report: dict, path: str | Path) -> list[Path]:
         return []
     title = "fusing N requests: cost of the fusion, and of serving the result"
     return [plot_fusion_scale(rows, sibling(path, "cost"), title)]
+
+
+def save_fusion_scale(report: dict, path: str | Path, seed: int = 0) -> list[Path]:
+    """The result of a run with the default sizes ({"fusion_scale": rows}) as JSON at `path`
+    in the result envelope, its table as Markdown beside it, and its figure; returns every
+    file written. It runs on the CPU."""
+    rows = report["fusion_scale"]
+    settings = {
+        "counts": [row["requests"] for row in rows],
+        "spec": asdict(ModelSpec()),
+        "tokens_per_request": TOKENS_PER_REQUEST,
+        "stacked_limit": STACKED_LIMIT,
+        "seed": seed,
+    }
+    written = write_result(path, "fusion_scale", report, format_fusion_scale(rows), settings)
+    return [*written, *draw_fusion_scale(report, Path(path))]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from eul.bench.classification import subject_groups, without_subjects
+from eul.bench.classification import RUN, subject_groups, without_subjects
+from eul.bench.envelope import run_record
 from eul.data.records import (
     DataError,
     Record,
@@ -124,7 +125,7 @@ def run_generation_bench(
     device: str | torch.device = "auto",
 ) -> dict:
     """Original, oracle and EUL on the summarisation task, on `device`; returns the
-    JSON-ready result."""
+    JSON-ready result (with what ran under `run`, kept in memory for the envelope)."""
     train, heldout, test, forget, source = prepare_generation(config)
     forget_ids = {r.record_id for r in forget}
     retained = [r for r in train if r.record_id not in forget_ids]
@@ -180,6 +181,7 @@ def run_generation_bench(
             "seed": config.seed,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         },
+        RUN: run_record("generation", asdict(config), original.device.type),
     }
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from eul.bench.classification import BenchConfig, choose_requests, load_bench_records
+from eul.bench.envelope import run_record
 from eul.data.records import LABEL_WORDS, Record, split_records
 from eul.evaluate.metrics import EvalSets, accuracy, evaluate
 from eul.fusion.fuse import (
@@ -99,13 +100,79 @@ def _per_request(tm: TextModel, requests: list[list[Record]]) -> list[dict]:
     return rows
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """What every step starts from: the data, the requests and the trained original."""
+
+    source: str
+    train: list[Record]
+    heldout: list[Record]
+    test: list[Record]
+    requests: list[list[Record]]
+    original: TextModel
+
+
+@dataclass
+class Served:
+    """The state carried from step to step: the stack of per-request layers with their
+    fusion statistics, and (with `variants`) the trained-basis stack with its statistics."""
+
+    stack: TextModel
+    trained_stack: TextModel | None
+    state: FusionState | None = None
+    trained_state: FusionStats | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step's sets: the requests so far, their union and the rows retained."""
+
+    k: int
+    done: list[list[Record]]
+    union: list[Record]
+    retained: list[Record]
+    sets: EvalSets
+
+
 def run_sequential(
     config: SequentialConfig,
     progress: bool = True,
     log: Callable[[str], None] = print,
     device: str | torch.device = "auto",
 ) -> dict:
-    """Run the protocol on `device`; returns {"steps": [...], "setup": {...}} ready for JSON."""
+    """Run the protocol on `device`; returns {"steps": [...], "setup": {...}} ready for JSON,
+    and what ran under `run` (kept in memory for the result's envelope)."""
+    protocol = _prepare(config, progress, log, device)
+    original = protocol.original
+    eul = get_method("eul", config=config.bench.eul)
+    served = Served(
+        stack=original.copy(), trained_stack=original.copy() if config.variants else None
+    )
+    steps: list[dict] = []
+    for k in range(1, config.requests + 1):
+        step = _run_step(config, protocol, served, eul, _step_sets(protocol, k), progress)
+        for serving in ("original", *NAMES):
+            row = step[serving]
+            log(
+                f"step {k} {serving}: test {row['test_acc']:.3f} forget {row['forget_acc']:.3f} "
+                f"memorised {row['forget_memorised_acc']:.3f} MIA {row['mia_auc']:.3f} "
+                f"({row['update_s']:.1f} s)"
+            )
+        steps.append({name: step[name] for name in [*NAMES, *sorted(set(step) - set(NAMES))]})
+    return {
+        "steps": steps,
+        "setup": _setup(config, protocol),
+        "run": run_record("sequential", asdict(config), original.device.type),
+    }
+
+
+def _prepare(
+    config: SequentialConfig,
+    progress: bool,
+    log: Callable[[str], None],
+    device: str | torch.device,
+) -> Protocol:
+    """The data split, the requests chosen, and the original trained on everything."""
     bench = config.bench
     records, source = load_bench_records(bench)
     train, heldout, test = split_records(records, seed=bench.seed)
@@ -121,87 +188,120 @@ def run_sequential(
     started = time.perf_counter()
     train_full(original, train, bench.train, "original", progress)
     log(f"original trained in {time.perf_counter() - started:.1f} s")
-    eul = get_method("eul", config=bench.eul)
-    stack = original.copy()
-    state: FusionState | None = None
-    trained_stack = original.copy() if config.variants else None
-    trained_state: FusionStats | None = None
-    steps: list[dict] = []
-    for k in range(1, config.requests + 1):
-        done = requests[:k]
-        union = [r for request in done for r in request]
-        gone = {r.record_id for r in union}
-        retained = [r for r in train if r.record_id not in gone]
-        sets = EvalSets(test=test, retained=retained, forget=union, unseen=heldout)
-        step: dict[str, dict] = {"original": _measure(original, sets, done, 0.0)}
+    return Protocol(source, train, heldout, test, requests, original)
 
-        # one layer per request, on top of the earlier ones
-        name = f"request-{k}"
-        layers = stack.unlearning_layers()
-        layers.set_active([f"request-{i}" for i in range(1, k)])
-        # held off the earlier requests' tokens through their statistics (`keep_weight`)
-        keep = keep_grams(state.stats) if state is not None and bench.eul.keep_weight else None
-        task = ForgetTask(requests[k - 1], retained, heldout, name=name, keep=keep)
-        result = eul.run(stack, task, progress)
-        step["stacked"] = _measure(stack, sets, done, result.update_s)
-        train_s = result.update_s
 
-        # fuse them into one layer: add this request's statistics, solve
-        started = time.perf_counter()
-        stats = capture_statistics(stack, name, requests[k - 1], space="features")
-        if state is None:
-            state = FusionState.empty(layers, layers.configs[name])
-        state.add(layers, name, stats)
-        anchor = None
-        if config.anchor_weight > 0:
-            anchor = anchor_statistics(stack, retained[: config.anchor_rows], basis_of=name)
-        matrices = fuse_shared(state, config.fusion, config.ridge, anchor, config.anchor_weight)
-        if FUSED in layers.layers:
-            layers.remove_layer(FUSED)
-        add_shared_fused_layer(layers, FUSED, state.config, matrices)
-        fuse_s = time.perf_counter() - started
-        with layers.only([FUSED]):
-            step["fused"] = _measure(stack, sets, done, train_s + fuse_s)
-        step["fused"]["fuse_s"] = fuse_s
-        if config.variants:
-            step.update(_other_fusions(config, stack, state, retained, sets, done, name))
-            trained_stack, trained_state = _trained_basis_step(
-                config, original, trained_stack, trained_state, task, sets, done, step, progress
-            )
+def _step_sets(protocol: Protocol, k: int) -> Step:
+    done = protocol.requests[:k]
+    union = [r for request in done for r in request]
+    gone = {r.record_id for r in union}
+    retained = [r for r in protocol.train if r.record_id not in gone]
+    sets = EvalSets(test=protocol.test, retained=retained, forget=union, unseen=protocol.heldout)
+    return Step(k, done, union, retained, sets)
 
-        # one layer retrained on everything asked so far
-        single = original.copy()
-        union_task = ForgetTask(forget=union, retained=retained, heldout=heldout, name="all")
-        result = eul.run(single, union_task, progress)
-        step["sequential"] = _measure(single, sets, done, result.update_s)
 
-        # the oracle: retrained without every request so far
-        oracle = get_method("retrain", train=bench.train).run(original, union_task, progress)
-        step["oracle"] = _measure(oracle.model, sets, done, oracle.update_s)
-        for serving in ("original", *NAMES):
-            row = step[serving]
-            log(
-                f"step {k} {serving}: test {row['test_acc']:.3f} forget {row['forget_acc']:.3f} "
-                f"memorised {row['forget_memorised_acc']:.3f} MIA {row['mia_auc']:.3f} "
-                f"({row['update_s']:.1f} s)"
-            )
-        steps.append({name: step[name] for name in [*NAMES, *sorted(set(step) - set(NAMES))]})
+def _run_step(
+    config: SequentialConfig,
+    protocol: Protocol,
+    served: Served,
+    eul: object,
+    at: Step,
+    progress: bool,
+) -> dict[str, dict]:
+    """Step k: every way of serving the requests so far, measured on the same sets."""
+    bench, original, k = config.bench, protocol.original, at.k
+    step: dict[str, dict] = {"original": _measure(original, at.sets, at.done, 0.0)}
+
+    # one layer per request, on top of the earlier ones
+    name = f"request-{k}"
+    stack = served.stack
+    layers = stack.unlearning_layers()
+    layers.set_active([f"request-{i}" for i in range(1, k)])
+    # held off the earlier requests' tokens through their statistics (`keep_weight`)
+    state = served.state
+    keep = keep_grams(state.stats) if state is not None and bench.eul.keep_weight else None
+    task = ForgetTask(protocol.requests[k - 1], at.retained, protocol.heldout, name=name, keep=keep)
+    result = eul.run(stack, task, progress)
+    step["stacked"] = _measure(stack, at.sets, at.done, result.update_s)
+    step["fused"] = _fuse_step(config, served, name, task.forget, at, result.update_s)
+    if config.variants:
+        step.update(
+            _other_fusions(config, stack, served.state, at.retained, at.sets, at.done, name)
+        )
+        served.trained_stack, served.trained_state = _trained_basis_step(
+            config,
+            original,
+            served.trained_stack,
+            served.trained_state,
+            task,
+            at.sets,
+            at.done,
+            step,
+            progress,
+        )
+
+    # one layer retrained on everything asked so far
+    single = original.copy()
+    union_task = ForgetTask(
+        forget=at.union, retained=at.retained, heldout=protocol.heldout, name="all"
+    )
+    result = eul.run(single, union_task, progress)
+    step["sequential"] = _measure(single, at.sets, at.done, result.update_s)
+
+    # the oracle: retrained without every request so far
+    oracle = get_method("retrain", train=bench.train).run(original, union_task, progress)
+    step["oracle"] = _measure(oracle.model, at.sets, at.done, oracle.update_s)
+    return step
+
+
+def _fuse_step(
+    config: SequentialConfig,
+    served: Served,
+    name: str,
+    forget: list[Record],
+    at: Step,
+    train_s: float,
+) -> dict:
+    """Fuse the stack into one layer: add this request's statistics, solve; the fused layer
+    measured alone, its time the layer's training plus the fusion."""
+    stack = served.stack
+    layers = stack.unlearning_layers()
+    started = time.perf_counter()
+    stats = capture_statistics(stack, name, forget, space="features")
+    if served.state is None:
+        served.state = FusionState.empty(layers, layers.configs[name])
+    state = served.state
+    state.add(layers, name, stats)
+    anchor = None
+    if config.anchor_weight > 0:
+        anchor = anchor_statistics(stack, at.retained[: config.anchor_rows], basis_of=name)
+    matrices = fuse_shared(state, config.fusion, config.ridge, anchor, config.anchor_weight)
+    if FUSED in layers.layers:
+        layers.remove_layer(FUSED)
+    add_shared_fused_layer(layers, FUSED, state.config, matrices)
+    fuse_s = time.perf_counter() - started
+    with layers.only([FUSED]):
+        row = _measure(stack, at.sets, at.done, train_s + fuse_s)
+    row["fuse_s"] = fuse_s
+    return row
+
+
+def _setup(config: SequentialConfig, protocol: Protocol) -> dict:
+    """The protocol's data and settings, as the result reports them."""
+    bench, requests = config.bench, protocol.requests
     return {
-        "steps": steps,
-        "setup": {
-            "data": source,
-            "train_rows": len(train),
-            "request_rows": [len(r) for r in requests],
-            "request_memorised_rows": [sum(x.memorised for x in r) for r in requests],
-            "fusion": config.fusion,
-            "anchor_weight": config.anchor_weight,
-            "ridge": config.ridge,
-            "variants": [name for name, _, _ in OTHER_FUSIONS] if config.variants else [],
-            "layer": asdict(bench.eul.layer),
-            "eul": {k: v for k, v in asdict(bench.eul).items() if k != "layer"},
-            "quick": bench.quick,
-            "seed": bench.seed,
-        },
+        "data": protocol.source,
+        "train_rows": len(protocol.train),
+        "request_rows": [len(r) for r in requests],
+        "request_memorised_rows": [sum(x.memorised for x in r) for r in requests],
+        "fusion": config.fusion,
+        "anchor_weight": config.anchor_weight,
+        "ridge": config.ridge,
+        "variants": [name for name, _, _ in OTHER_FUSIONS] if config.variants else [],
+        "layer": asdict(bench.eul.layer),
+        "eul": {k: v for k, v in asdict(bench.eul).items() if k != "layer"},
+        "quick": bench.quick,
+        "seed": bench.seed,
     }
 
 

@@ -30,16 +30,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.out:
         writable_path(args.out, "--out")
     if args.fusion_scale:
-        from eul.bench.classification import clean_for_json
-        from eul.bench.fusion_scale import draw_fusion_scale, format_fusion_scale, run_fusion_scale
-        from eul.evaluate.metrics import write_json
+        from eul.bench.fusion_scale import format_fusion_scale, run_fusion_scale, save_fusion_scale
 
         rows = run_fusion_scale(seed=args.seed)
         print(format_fusion_scale(rows))
         if args.out:
-            report = {"fusion_scale": rows}
-            write_json(clean_for_json(report), args.out)
-            _print_written([Path(args.out), *draw_fusion_scale(report, Path(args.out))])
+            _print_written(save_fusion_scale({"fusion_scale": rows}, args.out, seed=args.seed))
         return
 
     if args.task == "generation":
@@ -84,7 +80,7 @@ def _bench_sequential(args: argparse.Namespace, bench: object, device: torch.dev
     print()
     print(table)
     if args.out:
-        report = {"sequential": result["steps"], "setup": result["setup"]}
+        report = {"sequential": result["steps"], "setup": result["setup"], "run": result["run"]}
         _print_written(save_report_as(report, table, args.out, draw_sequential))
 
 

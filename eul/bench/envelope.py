@@ -1,0 +1,102 @@
+"""One result envelope for every benchmark, so that any two results can be compared.
+
+Each result is written as JSON `{"benchmark", "commit", "machine", "settings", "figures"}`
+with its table as Markdown beside it (`.md`). `figures` holds what the benchmark measured,
+exactly as it reports it; the rest says what ran, from which commit, on which machine.
+Used by `eul bench` and by the store and pipeline benchmarks in `benchmarks/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+# The checkout this module sits in: its commit is the one a result was measured at.
+REPO = Path(__file__).resolve().parents[2]
+UNKNOWN = "unknown"
+KEYS = ("benchmark", "commit", "machine", "settings", "figures")
+
+
+def clean_for_json(data: object) -> object:
+    """NaN is not JSON: write null instead."""
+    if isinstance(data, dict):
+        return {k: clean_for_json(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [clean_for_json(v) for v in data]
+    return None if isinstance(data, float) and math.isnan(data) else data
+
+
+def git_commit(repo: str | Path = REPO) -> str:
+    """The commit checked out at `repo`, or "unknown" (no git, or not a checkout)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return UNKNOWN
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and commit else UNKNOWN
+
+
+def machine(device: str = "cpu") -> dict[str, object]:
+    """Where the benchmark ran: cores, torch's threads, platform, versions and the device."""
+    import torch
+
+    return {
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+
+
+def envelope(
+    benchmark: str,
+    figures: Mapping[str, object],
+    settings: Mapping[str, object] | None = None,
+    device: str = "cpu",
+) -> dict[str, object]:
+    """The result as JSON-ready data: `figures` unchanged (NaN as null) inside the envelope."""
+    return {
+        "benchmark": benchmark,
+        "commit": git_commit(),
+        "machine": machine(device),
+        "settings": clean_for_json(dict(settings or {})),
+        "figures": clean_for_json(dict(figures)),
+    }
+
+
+def write_result(
+    path: str | Path,
+    benchmark: str,
+    figures: Mapping[str, object],
+    table: str,
+    settings: Mapping[str, object] | None = None,
+    device: str = "cpu",
+) -> list[Path]:
+    """The enveloped result as JSON at `path` and `table` as Markdown beside it; returns
+    both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = envelope(benchmark, figures, settings, device)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=float) + "\n")
+    table_path = path.with_suffix(".md")
+    table_path.write_text(table + "\n")
+    return [path, table_path]
+
+
+def run_record(benchmark: str, settings: Mapping[str, object], device: str) -> dict[str, object]:
+    """What ran, kept beside a report in memory until its result is written: the benchmark's
+    name, its settings and the device it ran on."""
+    return {"benchmark": benchmark, "settings": dict(settings), "device": str(device)}
