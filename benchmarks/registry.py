@@ -64,7 +64,8 @@ def run(repeats: int = 5, n_subjects: int = 60) -> dict:
 
     import transformers
 
-    from eul.data.records import LABEL_WORDS, SyntheticConfig, generate
+    from eul.data.records import LABEL_WORDS
+    from eul.data.synthetic import SyntheticConfig, generate
     from eul.fusion.fuse import capture_statistics
     from eul.layers import LayerConfig
     from eul.methods import EULConfig

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from eul.data.records import LABEL_WORDS, SyntheticConfig, generate, split_records  # noqa: E402
+from eul.data.records import LABEL_WORDS, split_records  # noqa: E402
+from eul.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from eul.evaluate.metrics import EvalSets, evaluate  # noqa: E402
 from eul.fusion.fuse import (  # noqa: E402
     FusionState,

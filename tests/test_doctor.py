@@ -16,7 +16,8 @@ from conftest import STORE_ENV
 
 from eul.cli.doctor import FAIL, OK, SKIP, check_dvc, check_prefect, run_doctor
 from eul.cli.main import main
-from eul.data.records import LABEL_WORDS, SyntheticConfig, generate
+from eul.data.records import LABEL_WORDS
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.layers import LayerConfig
 from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
 from eul.pipeline.steps import load_context

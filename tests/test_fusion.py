@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from eul.data.records import LABEL_WORDS, Record, SyntheticConfig, generate
+from eul.data.records import LABEL_WORDS, Record
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.fusion.fuse import (
     FUSED_FILE,
     STATS_FILE,

@@ -18,15 +18,9 @@ from pathlib import Path
 
 import torch
 
-from eul.data.records import (
-    LABEL_WORDS,
-    DataError,
-    Record,
-    SyntheticConfig,
-    generate,
-    load_sst2,
-    split_records,
-)
+from eul.data.public import load_sst2
+from eul.data.records import LABEL_WORDS, DataError, Record, split_records
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc, write_json
 from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model.memory import measure_peak_mb

@@ -54,7 +54,7 @@ def _ids(values: Sequence[str] | None, file: str | None) -> list[str]:
 
 
 def _load(path: str, args: argparse.Namespace, option: str = "--data") -> list:
-    from eul.data.records import ColumnMap, load_records
+    from eul.data.readers import ColumnMap, load_records
 
     existing_file(path, option, "give a .jsonl, .csv, .tsv or .parquet file of records")
 
@@ -149,7 +149,8 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from eul.data.records import SyntheticConfig, generate, save_records, split_records
+    from eul.data.records import save_records, split_records
+    from eul.data.synthetic import SyntheticConfig, generate
 
     out = writable_path(args.out, "--out", folder=True)
     config = SyntheticConfig(

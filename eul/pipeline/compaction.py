@@ -81,7 +81,7 @@ def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
     on disk."""
     import torch
 
-    from eul.data.records import load_records
+    from eul.data.readers import load_records
     from eul.fusion.fuse import FusionState, add_shared_fused_layer, fuse_shared
     from eul.layers import LayerConfig
     from eul.model.text_model import resolve_device, seed_everything, train_full

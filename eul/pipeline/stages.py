@@ -15,14 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eul.data.records import (
-    LABEL_WORDS,
-    Record,
-    SyntheticConfig,
-    generate,
-    load_records,
-    save_records,
-)
+from eul.data.readers import load_records
+from eul.data.records import LABEL_WORDS, Record, save_records
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.params import Params
 
 if TYPE_CHECKING:

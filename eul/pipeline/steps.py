@@ -354,7 +354,7 @@ def snapshot_log(ctx: Context, production: Production) -> dict[str, Any]:
         validated: list[str] = []
         rejected: list[str] = []
         if ledger.counts().get("received"):
-            from eul.data.records import load_records
+            from eul.data.readers import load_records
 
             if not raw.is_file():
                 raise PipelineError(f"no raw data at {raw}; run `eul data init` or `dvc pull`")
@@ -433,7 +433,7 @@ def layer_folder(ctx: Context, request_id: str) -> Path:
 
 
 def _load(path: str | Path, task: str) -> list[Record]:
-    from eul.data.records import load_records
+    from eul.data.readers import load_records
 
     return load_records(path, task=task)
 
