@@ -40,8 +40,10 @@ from eul.fusion.fuse import (  # noqa: E402
     keep_grams,
 )
 from eul.methods import EULConfig, ForgetTask, get_method  # noqa: E402
+from eul.model.device import resolve_device  # noqa: E402
 from eul.model.memory import measure_peak_mb  # noqa: E402
-from eul.model.text_model import ModelSpec, TextModel, TrainConfig, resolve_device, train_full  # noqa: E402
+from eul.model.text_model import ModelSpec, TextModel  # noqa: E402
+from eul.model.training import TrainConfig, train_full  # noqa: E402
 
 SPEC = ModelSpec(vocab_size=600, d_model=64, num_layers=2, num_heads=4, d_ff=256)
 GPT2_SPEC = ModelSpec(family="gpt2", vocab_size=600, d_model=64, num_layers=2, num_heads=4)

@@ -19,7 +19,8 @@ from eul.cli.main import main
 from eul.data.records import LABEL_WORDS
 from eul.data.synthetic import SyntheticConfig, generate
 from eul.layers import LayerConfig
-from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
+from eul.model.text_model import ModelSpec, TextModel
+from eul.model.training import TrainConfig, train_full
 from eul.pipeline.steps import load_context
 from eul.stores.dvc import dvcstore
 from eul.stores.log.ledger import Ledger

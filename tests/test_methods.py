@@ -7,7 +7,7 @@ import torch
 
 from eul.evaluate.metrics import EvalSets, evaluate
 from eul.methods import METHODS, EULConfig, ForgetTask, get_method
-from eul.model.text_model import TrainConfig
+from eul.model.training import TrainConfig
 
 TINY_TRAIN = TrainConfig(epochs=15, batch_size=32, lr=3e-3)
 

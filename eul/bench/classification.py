@@ -24,7 +24,8 @@ from eul.data.synthetic import SyntheticConfig, generate
 from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc, write_json
 from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model.memory import measure_peak_mb
-from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
+from eul.model.text_model import ModelSpec, TextModel
+from eul.model.training import TrainConfig, train_full
 
 METHOD_ORDER = ("original", "oracle", "finetune", "reverse_gradient", "eul")
 MEMORY_PROBE_STEPS = 30

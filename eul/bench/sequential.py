@@ -36,7 +36,8 @@ from eul.fusion.fuse import (
     keep_grams,
 )
 from eul.methods import ForgetTask, get_method
-from eul.model.text_model import TextModel, train_full
+from eul.model.text_model import TextModel
+from eul.model.training import train_full
 
 NAMES = ("sequential", "stacked", "fused", "oracle")
 FUSED = "fused"

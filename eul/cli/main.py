@@ -130,7 +130,7 @@ def _add_device_option(p: argparse.ArgumentParser) -> None:
 
 def _device(args: argparse.Namespace) -> torch.device:
     """The torch device of --device, checked before any work starts."""
-    from eul.model.text_model import resolve_device
+    from eul.model.device import resolve_device
 
     try:
         return resolve_device(args.device)
@@ -346,7 +346,8 @@ def cmd_data_remote(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from eul.data.records import LABEL_WORDS
-    from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
+    from eul.model.text_model import ModelSpec, TextModel
+    from eul.model.training import TrainConfig, train_full
 
     device = _device(args)
     if args.init:

@@ -57,7 +57,8 @@ from eul.data.records import Record
 from eul.layers import LayerConfig
 from eul.methods import objectives
 from eul.methods.base import ForgetTask, UnlearnResult, register_method
-from eul.model.text_model import IGNORE, TextModel, linear_schedule, seed_everything
+from eul.model.text_model import IGNORE, TextModel
+from eul.model.training import linear_schedule, seed_everything
 
 OBJECTIVES = ("paper", "unlikelihood", "npo", "task_only")
 REFERENCES = ("threshold", "probe", "none")

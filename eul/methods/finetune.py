@@ -9,7 +9,8 @@ import time
 from dataclasses import replace
 
 from eul.methods.base import ForgetTask, UnlearnResult, register_method
-from eul.model.text_model import TextModel, TrainConfig, train_full
+from eul.model.text_model import TextModel
+from eul.model.training import TrainConfig, train_full
 
 
 @register_method("finetune")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 
 from eul.methods.base import ForgetTask, UnlearnResult, register_method
-from eul.model.text_model import TextModel, TrainConfig, seed_everything, train_full
+from eul.model.text_model import TextModel
+from eul.model.training import TrainConfig, seed_everything, train_full
 
 
 @register_method("retrain")

@@ -12,7 +12,8 @@ import torch
 from tqdm.auto import tqdm
 
 from eul.methods.base import ForgetTask, UnlearnResult, register_method
-from eul.model.text_model import TextModel, seed_everything
+from eul.model.text_model import TextModel
+from eul.model.training import seed_everything
 
 
 @register_method("reverse_gradient")

@@ -172,7 +172,8 @@ def train_base(params: Params, root: str | Path = ".", progress: bool = False) -
     import torch
     from transformers import AutoTokenizer
 
-    from eul.model.text_model import resolve_device, seed_everything, train_full
+    from eul.model.device import resolve_device
+    from eul.model.training import seed_everything, train_full
 
     device = resolve_device(params.train.device)
     if params.train.threads:

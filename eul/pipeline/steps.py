@@ -492,7 +492,7 @@ def train_request(
 
     from eul.fusion.fuse import save_request_statistics
     from eul.methods import ForgetTask, get_method
-    from eul.model.text_model import resolve_device
+    from eul.model.device import resolve_device
 
     device = resolve_device(params.unlearn.device)
     if params.train.threads:
@@ -754,7 +754,7 @@ def evaluate_batch(
     forget metrics per request too, and the MIA ROC curves (aggregates, for the plots).
     Both models run on `unlearn.device`."""
     from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc
-    from eul.model.text_model import resolve_device
+    from eul.model.device import resolve_device
 
     params = ctx.params
     device = resolve_device(params.unlearn.device)
