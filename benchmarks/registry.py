@@ -66,7 +66,7 @@ def run(repeats: int = 5, n_subjects: int = 60) -> dict:
 
     from eul.data.records import LABEL_WORDS
     from eul.data.synthetic import SyntheticConfig, generate
-    from eul.fusion.fuse import capture_statistics
+    from eul.fusion.statistics import capture_statistics
     from eul.layers import LayerConfig
     from eul.methods import EULConfig
     from eul.model.text_model import ModelSpec, TextModel

@@ -32,13 +32,8 @@ if str(REPO) not in sys.path:
 from eul.data.records import LABEL_WORDS, split_records  # noqa: E402
 from eul.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from eul.evaluate.metrics import EvalSets, evaluate  # noqa: E402
-from eul.fusion.fuse import (  # noqa: E402
-    FusionState,
-    add_shared_fused_layer,
-    capture_statistics,
-    fuse_shared,
-    keep_grams,
-)
+from eul.fusion.fuse import FusionState, add_shared_fused_layer, fuse_shared  # noqa: E402
+from eul.fusion.statistics import capture_statistics, keep_grams  # noqa: E402
 from eul.methods import EULConfig, ForgetTask, get_method  # noqa: E402
 from eul.model.device import resolve_device  # noqa: E402
 from eul.model.memory import measure_peak_mb  # noqa: E402

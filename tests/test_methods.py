@@ -134,7 +134,7 @@ def test_the_forget_level_drops_to_what_unseen_rows_get_when_that_is_below_one_h
 
 def test_keeping_earlier_requests_holds_a_new_layer_off_their_tokens(tiny_trained, forget_task):
     # given a first request forgotten by a shared-basis layer, and its feature statistics
-    from eul.fusion.fuse import capture_statistics, keep_grams
+    from eul.fusion.statistics import capture_statistics, keep_grams
 
     task, _ = forget_task
     subjects = sorted({r.subject_id for r in task.forget})

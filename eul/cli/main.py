@@ -390,7 +390,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     import time
 
     from eul.data.records import DataError
-    from eul.fusion.fuse import save_request_statistics
+    from eul.fusion.statistics import save_request_statistics
     from eul.layers import LayerConfig
     from eul.methods import EULConfig, ForgetTask, get_method
     from eul.model.text_model import TextModel

@@ -490,7 +490,7 @@ def train_request(
 
     import torch
 
-    from eul.fusion.fuse import save_request_statistics
+    from eul.fusion.statistics import save_request_statistics
     from eul.methods import ForgetTask, get_method
     from eul.model.device import resolve_device
 
@@ -566,7 +566,8 @@ def _earlier_requests(production: Production, below: Sequence[dict[str, Any]]):
     """Mean feature Grams of the requests already served (production's fused ones and the
     batch's layers underneath), for `ForgetTask.keep`; None where there are none or the
     layers have no shared basis (no feature statistics)."""
-    from eul.fusion.fuse import FEATURE_STATS, STATE_FILE, FusionState, FusionStats, keep_grams
+    from eul.fusion.fuse import STATE_FILE, FusionState
+    from eul.fusion.statistics import FEATURE_STATS, FusionStats, keep_grams
 
     parts = []
     if production.state_dir is not None and (production.state_dir / STATE_FILE).is_file():
@@ -668,14 +669,8 @@ def fuse_batch(
 ) -> dict[str, Any]:
     """Add the new layers to the production model's fusion state and solve it ("sum" mode:
     exactly the stack of production's fused layer and the new layers, in one layer)."""
-    from eul.fusion.fuse import (
-        FEATURE_STATS,
-        FusionState,
-        FusionStats,
-        add_shared_fused_layer,
-        fuse_shared,
-        up_matrix,
-    )
+    from eul.fusion.fuse import FusionState, add_shared_fused_layer, fuse_shared, up_matrix
+    from eul.fusion.statistics import FEATURE_STATS, FusionStats
     from eul.layers import LayerConfig
     from eul.model.text_model import TextModel
 
