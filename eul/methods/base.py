@@ -101,9 +101,6 @@ class UnlearningMethod:
         raise NotImplementedError
 
 
-# Kept for annotations that name the protocol every method follows.
-Method = UnlearningMethod
-
 METHODS: dict[str, Callable[..., UnlearningMethod]] = {}
 
 

@@ -222,13 +222,14 @@ class EUL(UnlearningMethod):
         total = steps_per_epoch * cfg.epochs
         scheduler = linear_schedule(optimizer, total, cfg.warmup_share)
         bar = tqdm(total=total, desc=f"unlearn {name}", disable=not progress, leave=False)
-        penalty = None
-        if keep is not None and cfg.keep_weight > 0:
 
-            def penalty() -> torch.Tensor:
-                return cfg.keep_weight * self._keep_penalty(layers, name, keep)
+        def keep_penalty() -> torch.Tensor:
+            return cfg.keep_weight * self._keep_penalty(layers, name, keep or {})
 
-        return Stepper(params, optimizer, scheduler, bar, max_steps, penalty)
+        holds = keep is not None and cfg.keep_weight > 0
+        return Stepper(
+            params, optimizer, scheduler, bar, max_steps, keep_penalty if holds else None
+        )
 
     def _train(
         self,
