@@ -27,7 +27,9 @@ from typing import Any
 
 from benchmarks import RESULTS
 from eul.bench.envelope import write_result
-from eul.data.records import FIRST_NAMES, LAST_NAMES, SyntheticConfig, generate, save_records
+from eul.data.records import save_records
+from eul.data.synthetic import SyntheticConfig, generate
+from eul.data.words import FIRST_NAMES, LAST_NAMES
 from eul.stores.dvc.partition import parse_snapshot, partition
 
 DEFAULT_RUNS = ((10_000, 100), (100_000, 1_000), (100_000, 3_000))

@@ -114,8 +114,9 @@ def run(repeats: int = 5, n_subjects: int = N_SUBJECTS) -> dict:
 
 def _fill_store(root: Path, spec: ModelSpec, n_subjects: int) -> Store:
     """The untrained base model and one layer with its statistics, saved under `root`."""
-    from eul.data.records import LABEL_WORDS, SyntheticConfig, generate
-    from eul.fusion.fuse import capture_statistics
+    from eul.data.records import LABEL_WORDS
+    from eul.data.synthetic import SyntheticConfig, generate
+    from eul.fusion.statistics import capture_statistics
     from eul.layers import LayerConfig
     from eul.model.text_model import TextModel
     from eul.stores.registry.settings import TrackingSettings

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from eul.model.device import DEVICE_PATTERN
+
 if TYPE_CHECKING:
     from eul.methods.eul import EULConfig
-    from eul.model.text_model import ModelSpec, TrainConfig
+    from eul.model.text_model import ModelSpec
+    from eul.model.training import TrainConfig
 
 DEFAULT_PATH = "params.yaml"
-# Where training and evaluation run (`eul.model.text_model.resolve_device`): auto takes a GPU
-# if there is one.
-DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
 
 
 class ParamsError(ValueError):
@@ -251,8 +251,8 @@ class Params(_Section):
         return ModelSpec(**self.model.model_dump())
 
     def train_config(self) -> TrainConfig:
-        """The `eul.model.text_model.TrainConfig` of the base model's training."""
-        from eul.model.text_model import TrainConfig
+        """The `eul.model.training.TrainConfig` of the base model's training."""
+        from eul.model.training import TrainConfig
 
         return TrainConfig(**self.train.model_dump(exclude={"out", "threads", "init", "device"}))
 

@@ -29,18 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from eul.data.records import LABEL_WORDS, SyntheticConfig, generate, split_records  # noqa: E402
+from eul.data.records import LABEL_WORDS, split_records  # noqa: E402
+from eul.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from eul.evaluate.metrics import EvalSets, evaluate  # noqa: E402
-from eul.fusion.fuse import (  # noqa: E402
-    FusionState,
-    add_shared_fused_layer,
-    capture_statistics,
-    fuse_shared,
-    keep_grams,
-)
+from eul.fusion.fuse import FusionState, add_shared_fused_layer, fuse_shared  # noqa: E402
+from eul.fusion.statistics import capture_statistics, keep_grams  # noqa: E402
 from eul.methods import EULConfig, ForgetTask, get_method  # noqa: E402
+from eul.model.device import resolve_device  # noqa: E402
 from eul.model.memory import measure_peak_mb  # noqa: E402
-from eul.model.text_model import ModelSpec, TextModel, TrainConfig, resolve_device, train_full  # noqa: E402
+from eul.model.text_model import ModelSpec, TextModel  # noqa: E402
+from eul.model.training import TrainConfig, train_full  # noqa: E402
 
 SPEC = ModelSpec(vocab_size=600, d_model=64, num_layers=2, num_heads=4, d_ff=256)
 GPT2_SPEC = ModelSpec(family="gpt2", vocab_size=600, d_model=64, num_layers=2, num_heads=4)

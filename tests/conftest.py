@@ -16,8 +16,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from eul.data.records import LABEL_WORDS, Record, SyntheticConfig, generate, split_records  # noqa: E402
-from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full  # noqa: E402
+from eul.data.records import LABEL_WORDS, Record, split_records  # noqa: E402
+from eul.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from eul.model.text_model import ModelSpec, TextModel  # noqa: E402
+from eul.model.training import TrainConfig, train_full  # noqa: E402
 from eul.runtime.environment import tool_variables  # noqa: E402
 from eul.runtime.servers import free_port, port_open, stop, wait_until_up  # noqa: E402
 from eul.stores.dvc import dvcstore  # noqa: E402

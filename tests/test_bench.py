@@ -16,7 +16,8 @@ from eul.bench.classification import (
     save_report,
     target_bands,
 )
-from eul.data.records import DataError, SyntheticConfig, generate
+from eul.data.records import DataError
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.methods import EULConfig
 
 METRICS = {

@@ -176,7 +176,7 @@ def test_unlearn_then_evaluate_with_the_layer(capsys, workspace) -> None:
     assert (layer_dir / "layer.safetensors").is_file()
     assert json.loads((layer_dir / "training.json").read_text())["reference"] == "probe"
     # and the sums that fusing it needs lie beside the weights, in both spaces
-    from eul.fusion.fuse import FEATURE_STATS, FusionStats
+    from eul.fusion.statistics import FEATURE_STATS, FusionStats
 
     features = FusionStats.load(layer_dir, stem=FEATURE_STATS)
     hidden = FusionStats.load(layer_dir)

@@ -8,22 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from eul.data.records import (
-    LABEL_WORDS,
-    ColumnMap,
-    DataError,
-    Record,
-    SyntheticConfig,
-    generate,
-    load_records,
-    load_samsum,
-    load_sst2,
-    save_records,
-    split_records,
-)
+from eul.data.public import load_samsum, load_sst2
+from eul.data.readers import ColumnMap, load_records
+from eul.data.records import LABEL_WORDS, DataError, Record, save_records, split_records
+from eul.data.synthetic import SyntheticConfig, generate
 
-SST2_DIR = Path("/work/shared/data/sst2")
-SAMSUM_CSV = Path("/work/shared/data/samsum/val.csv")
+# The public data sets, next to the repository (../shared/data); their tests skip without them.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SST2_DIR = SHARED_DATA / "sst2"
+SAMSUM_CSV = SHARED_DATA / "samsum" / "val.csv"
 
 SMALL_CLS = SyntheticConfig(task="classification", n_subjects=60, memorised_share=0.05, seed=1)
 SMALL_GEN = SyntheticConfig(task="generation", n_subjects=40, memorised_share=0.1, seed=2)
@@ -282,7 +275,7 @@ def test_split_rejects_impossible_shares(cls_data) -> None:
 # --- real data sets (optional) ----------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SST2_DIR.is_dir(), reason="SST-2 not available")
+@pytest.mark.skipif(not SST2_DIR.is_dir(), reason=f"SST-2 not available: no {SST2_DIR}")
 def test_load_sst2_groups_subjects() -> None:
     records = load_sst2(SST2_DIR, limit=50, seed=0, records_per_subject=5)
     assert len(records) == 50
@@ -290,7 +283,7 @@ def test_load_sst2_groups_subjects() -> None:
     assert all(r.target == LABEL_WORDS[r.label] for r in records)
 
 
-@pytest.mark.skipif(not SAMSUM_CSV.is_file(), reason="SAMSum not available")
+@pytest.mark.skipif(not SAMSUM_CSV.is_file(), reason=f"SAMSum not available: no {SAMSUM_CSV}")
 def test_load_samsum_uses_first_speaker() -> None:
     records = load_samsum(SAMSUM_CSV, limit=20)
     assert len(records) == 20

@@ -16,9 +16,11 @@ from conftest import STORE_ENV
 
 from eul.cli.doctor import FAIL, OK, SKIP, check_dvc, check_prefect, run_doctor
 from eul.cli.main import main
-from eul.data.records import LABEL_WORDS, SyntheticConfig, generate
+from eul.data.records import LABEL_WORDS
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.layers import LayerConfig
-from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
+from eul.model.text_model import ModelSpec, TextModel
+from eul.model.training import TrainConfig, train_full
 from eul.pipeline.steps import load_context
 from eul.stores.dvc import dvcstore
 from eul.stores.log.store import Ledger

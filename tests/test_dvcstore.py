@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from eul.cli.main import main
-from eul.data.records import SyntheticConfig, generate, save_records
+from eul.data.records import save_records
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.stores.dvc import dvcstore
 
 

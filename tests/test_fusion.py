@@ -8,17 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from eul.data.records import LABEL_WORDS, Record, SyntheticConfig, generate
+from eul.data.records import LABEL_WORDS, Record
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.fusion.fuse import (
     FUSED_FILE,
-    STATS_FILE,
     FusionState,
-    FusionStats,
     LinearFusedLayer,
     add_fused_layer,
     add_shared_fused_layer,
-    anchor_statistics,
-    capture_statistics,
     fit_error,
     fuse,
     fuse_shared,
@@ -26,6 +23,7 @@ from eul.fusion.fuse import (
     save_fused,
     up_matrix,
 )
+from eul.fusion.statistics import STATS_FILE, FusionStats, anchor_statistics, capture_statistics
 from eul.layers import LayerConfig
 from eul.model.text_model import IGNORE, ModelSpec, TextModel
 

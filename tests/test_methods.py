@@ -7,7 +7,7 @@ import torch
 
 from eul.evaluate.metrics import EvalSets, evaluate
 from eul.methods import METHODS, EULConfig, ForgetTask, get_method
-from eul.model.text_model import TrainConfig
+from eul.model.training import TrainConfig
 
 TINY_TRAIN = TrainConfig(epochs=15, batch_size=32, lr=3e-3)
 
@@ -110,6 +110,30 @@ def test_baselines_change_the_model(tiny_model, forget_task, name) -> None:
     assert result.trainable_share == 1.0
 
 
+# Short runs of each registered method (one without options here runs with its defaults).
+SHORT_RUNS = {
+    "eul": {"config": EULConfig(epochs=1)},
+    "retrain": {"train": TrainConfig(epochs=1)},
+    "finetune": {"train": TrainConfig(epochs=1)},
+    "reverse_gradient": {"steps": 5},
+}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_leaves_the_callers_weights_unchanged(tiny_model, forget_task, name) -> None:
+    # given the caller's model and a copy of its weights
+    task, _ = forget_task
+    before = {k: v.clone() for k, v in tiny_model.model.state_dict().items()}
+    # when a method unlearns the request from it
+    result = get_method(name, **SHORT_RUNS.get(name, {})).run(tiny_model, task, progress=False)
+    # then the caller's weights are as they were, and a method that trains weights did so on
+    # a model of its own
+    after = tiny_model.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    if METHODS[name].copies_model:
+        assert result.model is not tiny_model
+
+
 def test_the_forget_level_drops_to_what_unseen_rows_get_when_that_is_below_one_half(
     tiny_records,
 ) -> None:
@@ -134,7 +158,7 @@ def test_the_forget_level_drops_to_what_unseen_rows_get_when_that_is_below_one_h
 
 def test_keeping_earlier_requests_holds_a_new_layer_off_their_tokens(tiny_trained, forget_task):
     # given a first request forgotten by a shared-basis layer, and its feature statistics
-    from eul.fusion.fuse import capture_statistics, keep_grams
+    from eul.fusion.statistics import capture_statistics, keep_grams
 
     task, _ = forget_task
     subjects = sorted({r.subject_id for r in task.forget})

@@ -6,15 +6,9 @@ import pytest
 import torch
 
 from eul.data.records import LABEL_WORDS, Record
-from eul.model.text_model import (
-    IGNORE,
-    ModelError,
-    ModelSpec,
-    TextModel,
-    TrainConfig,
-    resolve_device,
-    train_full,
-)
+from eul.model.device import resolve_device
+from eul.model.text_model import IGNORE, ModelError, ModelSpec, TextModel
+from eul.model.training import TrainConfig, train_full
 
 SPEC = ModelSpec(vocab_size=300, d_model=32, num_layers=1, num_heads=2, d_ff=64)
 TEXTS = ["the food was great", "the service was awful", "what a lovely film", "a dull plot"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from eul.cli.main import main
-from eul.data.records import SyntheticConfig, generate, save_records
+from eul.data.records import save_records
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.stores.dvc.partition import (
     PartitionError,
     canonical_bytes,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from eul.cli.main import main
-from eul.data.records import SyntheticConfig, generate, save_records
+from eul.data.records import save_records
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.params import Params
 from eul.stores.dvc import dvcstore
 from eul.stores.dvc.purge import PurgeError, PurgeRequest, purge, purged_record_ids

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from eul.data.records import LABEL_WORDS, Record
-from eul.fusion.fuse import capture_statistics, save_fused
+from eul.fusion.fuse import save_fused
+from eul.fusion.statistics import capture_statistics
 from eul.layers import LayerConfig
 from eul.methods.eul import EULConfig
 from eul.model.text_model import ModelSpec, TextModel

@@ -25,7 +25,7 @@ from eul.bench.sequential import (
     run_sequential,
 )
 from eul.cli.main import main
-from eul.data.records import SyntheticConfig, generate, plant_secrets
+from eul.data.synthetic import SyntheticConfig, generate, plant_secrets
 from eul.methods import EULConfig
 from eul.model.text_model import ModelSpec
 

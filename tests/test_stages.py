@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from eul.data.records import SyntheticConfig, generate, load_records
+from eul.data.readers import load_records
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.params import parse_params
 from eul.pipeline.stages import DataInitError, init_data, raw_records_path, split_by_subject
 from eul.stores.dvc.partition import parse_snapshot

@@ -20,19 +20,14 @@ import torch
 
 from eul.bench.envelope import UNKNOWN, run_record, write_result
 from eul.bench.envelope import clean_for_json as clean_for_json
-from eul.data.records import (
-    LABEL_WORDS,
-    DataError,
-    Record,
-    SyntheticConfig,
-    generate,
-    load_sst2,
-    split_records,
-)
+from eul.data.public import load_sst2
+from eul.data.records import LABEL_WORDS, DataError, Record, split_records
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc
 from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model.memory import measure_peak_mb
-from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
+from eul.model.text_model import ModelSpec, TextModel
+from eul.model.training import TrainConfig, train_full
 
 METHOD_ORDER = ("original", "oracle", "finetune", "reverse_gradient", "eul")
 MEMORY_PROBE_STEPS = 30

@@ -21,14 +21,8 @@ import torch
 
 from eul.bench.envelope import write_result
 from eul.data.records import LABEL_WORDS
-from eul.fusion.fuse import (
-    FusionState,
-    FusionStats,
-    add_fused_layer,
-    add_shared_fused_layer,
-    fuse,
-    fuse_shared,
-)
+from eul.fusion.fuse import FusionState, add_fused_layer, add_shared_fused_layer, fuse, fuse_shared
+from eul.fusion.statistics import FusionStats
 from eul.layers import LayerConfig
 from eul.model.memory import measure_peak_mb
 from eul.model.text_model import ModelSpec, TextModel

@@ -21,18 +21,14 @@ import torch
 
 from eul.bench.classification import RUN, subject_groups, without_subjects
 from eul.bench.envelope import run_record
-from eul.data.records import (
-    DataError,
-    Record,
-    SyntheticConfig,
-    generate,
-    load_samsum,
-    plant_secrets,
-)
+from eul.data.public import load_samsum
+from eul.data.records import DataError, Record
 from eul.data.records import split_records as split_by_subject
+from eul.data.synthetic import SyntheticConfig, generate, plant_secrets
 from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc
 from eul.methods import EULConfig, ForgetTask, get_method
-from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
+from eul.model.text_model import ModelSpec, TextModel
+from eul.model.training import TrainConfig, train_full
 
 GENERATION_SPEC = ModelSpec(max_input_len=96, max_target_len=24)
 SAMSUM_FILES = ("val.csv", "validation.csv", "test.csv", "train.csv")

@@ -25,19 +25,11 @@ from eul.bench.classification import BenchConfig, choose_requests, load_bench_re
 from eul.bench.envelope import run_record
 from eul.data.records import LABEL_WORDS, Record, split_records
 from eul.evaluate.metrics import EvalSets, accuracy, evaluate
-from eul.fusion.fuse import (
-    FusionState,
-    FusionStats,
-    add_fused_layer,
-    add_shared_fused_layer,
-    anchor_statistics,
-    capture_statistics,
-    fuse,
-    fuse_shared,
-    keep_grams,
-)
+from eul.fusion.fuse import FusionState, add_fused_layer, add_shared_fused_layer, fuse, fuse_shared
+from eul.fusion.statistics import FusionStats, anchor_statistics, capture_statistics, keep_grams
 from eul.methods import ForgetTask, get_method
-from eul.model.text_model import TextModel, train_full
+from eul.model.text_model import TextModel
+from eul.model.training import train_full
 
 NAMES = ("sequential", "stacked", "fused", "oracle")
 FUSED = "fused"

@@ -29,7 +29,7 @@ def id_list(values: Sequence[str] | None, file: str | None) -> list[str]:
 
 def load_data(path: str, args: argparse.Namespace, option: str = "--data") -> list[Record]:
     """The records of `path`, read with the column options of `add_data_options`."""
-    from eul.data.records import ColumnMap, load_records
+    from eul.data.readers import ColumnMap, load_records
 
     existing_file(path, option, "give a .jsonl, .csv, .tsv or .parquet file of records")
 
@@ -106,7 +106,7 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
 
 def torch_device(args: argparse.Namespace) -> torch.device:
     """The torch device of --device, checked before any work starts."""
-    from eul.model.text_model import resolve_device
+    from eul.model.device import resolve_device
 
     try:
         return resolve_device(args.device)

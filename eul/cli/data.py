@@ -16,7 +16,8 @@ from eul.cli.common import add_params_option, parse_statuses, read_params
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from eul.data.records import SyntheticConfig, generate, save_records, split_records
+    from eul.data.records import save_records, split_records
+    from eul.data.synthetic import SyntheticConfig, generate
 
     out = writable_path(args.out, "--out", folder=True)
     config = SyntheticConfig(

@@ -71,7 +71,7 @@ def choose_subjects(train_file: Path, n: int, task: str) -> list[str]:
     """`n` subjects of the training split with at least three rows, in id order: the first
     one with a memorised row (a flipped label learnt by heart, which forgetting must undo),
     then ones without. Deterministic, so the demo always asks for the same people."""
-    from eul.data.records import load_records
+    from eul.data.readers import load_records
 
     rows: dict[str, list[bool]] = {}
     for record in load_records(train_file, task=task):

@@ -30,7 +30,8 @@ from eul.cli.common import (
 
 def cmd_train(args: argparse.Namespace) -> None:
     from eul.data.records import LABEL_WORDS
-    from eul.model.text_model import ModelSpec, TextModel, TrainConfig, train_full
+    from eul.model.text_model import ModelSpec, TextModel
+    from eul.model.training import TrainConfig, train_full
 
     device = torch_device(args)
     if args.init:
@@ -73,7 +74,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     import time
 
     from eul.data.records import DataError
-    from eul.fusion.fuse import save_request_statistics
+    from eul.fusion.statistics import save_request_statistics
     from eul.layers import LayerConfig
     from eul.methods import EULConfig, ForgetTask, get_method
     from eul.model.text_model import TextModel

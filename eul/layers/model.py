@@ -170,11 +170,6 @@ class UnlearningModel(nn.Module):
         base = sum(p.numel() for p in self.base.parameters())
         return sum(p.numel() for p in self.layer_parameters(name)) / base
 
-    def detach_hooks(self) -> None:
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
-
     # -- persistence --------------------------------------------------------------------
 
     def save_layer(self, name: str, folder: str | Path) -> Path:

@@ -46,18 +46,25 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+import eul.methods.objectives as objectives
 from eul.data.records import Record
-from eul.layers import LayerConfig
-from eul.methods import objectives
-from eul.methods.base import ForgetTask, UnlearnResult, register_method
-from eul.model.text_model import IGNORE, TextModel, linear_schedule, seed_everything
+from eul.layers import LayerConfig, UnlearningModel
+from eul.methods.base import (
+    ForgetTask,
+    Unlearned,
+    UnlearningMethod,
+    UnlearnResult,
+    register_method,
+)
+from eul.methods.loop import Stepper, TeacherCache, batches
+from eul.model.text_model import IGNORE, TextModel
+from eul.model.training import linear_schedule, seed_everything
 
 OBJECTIVES = ("paper", "unlikelihood", "npo", "task_only")
 REFERENCES = ("threshold", "probe", "none")
@@ -115,55 +122,13 @@ class EULConfig:
             raise ValueError("epochs and retained_sample must be at least 1")
 
 
-def _batches(records: list[Record], size: int, rng: random.Random) -> list[list[Record]]:
-    order = records[:]
-    rng.shuffle(order)
-    return [order[i : i + size] for i in range(0, len(order), size)]
-
-
-class TeacherCache:
-    """The teacher's top-k log-probabilities on the retained sample, computed once.
-
-    The teacher is frozen and each retained row is visited several times, so keeping its
-    top-k distribution saves one forward pass per retained step, at k numbers per target
-    position (a few hundred KB), not a vocabulary-sized tensor. It stays on the model's
-    device, where the student's logits are compared with it.
-    """
-
-    def __init__(self, tm: TextModel, records: list[Record], k: int, batch_size: int = 32) -> None:
-        self.rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.k = k
-        if k <= 0:
-            return
-        tm.model.eval()
-        with torch.no_grad():
-            for start in range(0, len(records), batch_size):
-                chunk = records[start : start + batch_size]
-                batch = tm.batch([r.text for r in chunk], [r.target for r in chunk])
-                logp = torch.log_softmax(tm.logits(batch).float(), -1)
-                top = logp.topk(k, dim=-1)
-                for row, record in enumerate(chunk):
-                    keep = batch["labels"][row] != IGNORE
-                    self.rows[record.record_id] = (top.indices[row][keep], top.values[row][keep])
-
-    def lookup(
-        self, chunk: list[Record], labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Teacher top-k (indices, log-probs) laid out like `labels` (and on its device), or
-        None if not cached."""
-        if not chunk or any(r.record_id not in self.rows for r in chunk):
-            return None
-        idx = torch.zeros(*labels.shape, self.k, dtype=torch.long, device=labels.device)
-        logp = torch.full((*labels.shape, self.k), -30.0, device=labels.device)
-        for row, record in enumerate(chunk):
-            positions = (labels[row] != IGNORE).nonzero().squeeze(-1)
-            idx[row, positions], logp[row, positions] = self.rows[record.record_id]
-        return idx, logp
-
-
 @register_method("eul")
-class EUL:
+class EUL(UnlearningMethod):
     """Train one unlearning layer for one forget request."""
+
+    # the base stays frozen: the new layer is added to the model passed in, where callers
+    # save it from (`UnlearningModel.save_layer`)
+    copies_model = False
 
     def __init__(self, config: EULConfig | None = None, **overrides: object) -> None:
         base = config or EULConfig()
@@ -177,101 +142,160 @@ class EUL:
         max_steps: int | None = None,
         on_epoch: Callable[[int, TextModel], None] | None = None,
     ) -> UnlearnResult:
+        """Train a layer named `task.name` and add it to `original`, whose base weights stay
+        frozen and untouched; `on_epoch(epoch, model)` is called after every epoch."""
+        return self.timed(
+            original, lambda tm: self.unlearn(tm, task, progress, max_steps, on_epoch)
+        )
+
+    def unlearn(
+        self,
+        tm: TextModel,
+        task: ForgetTask,
+        progress: bool,
+        max_steps: int | None,
+        on_epoch: Callable[[int, TextModel], None] | None = None,
+    ) -> Unlearned:
         cfg = self.config
         seed_everything(cfg.seed)
         rng = random.Random(cfg.seed)
-        tm = original
-        started = time.perf_counter()
         forget = list(task.forget)
         retained = rng.sample(list(task.retained), min(cfg.retained_sample, len(task.retained)))
+        self._measure_references(tm, task, forget, retained)
+        keep = self._keep_on_device(tm, task)
+        name = task.name
+        layers = tm.unlearning_layers()
+        layers.add_layer(name, cfg.layer)
+        layers.set_active([*layers.active, name])
         per_epoch = min(cfg.retained_per_epoch, len(retained))
+        stepper = self._stepper(layers, name, len(forget), per_epoch, keep, max_steps, progress)
+        history = self._train(tm, name, forget, retained, per_epoch, rng, stepper, on_epoch)
+        tm.model.eval()
+        return Unlearned(
+            model=tm,
+            trainable_share=layers.parameter_share(name),
+            history=history,
+            layer_name=name,
+        )
+
+    # -- steps of a run -----------------------------------------------------------------
+
+    def _measure_references(
+        self, tm: TextModel, task: ForgetTask, forget: list[Record], retained: list[Record]
+    ) -> None:
+        """What training compares with, measured once on the model before the new layer: the
+        teacher's top-k on the retained sample, the answers, the unseen and per-row levels."""
+        cfg = self.config
         cache_k = 0 if cfg.objective == "task_only" else cfg.teacher_top_k
         self._cache = TeacherCache(tm, retained, cache_k, cfg.batch_size)
         self._options = self._label_options(forget, retained)
         self._unseen_level = self._measure_unseen_level(tm, list(task.heldout))
         self._row_levels = self._probe_levels(tm, forget, list(task.retained), task.heldout)
 
-        if task.keep is not None and not cfg.layer.shared_basis:
+    def _keep_on_device(self, tm: TextModel, task: ForgetTask) -> dict[str, torch.Tensor] | None:
+        """`task.keep`, checked against the layer's basis and put where the model is."""
+        if task.keep is not None and not self.config.layer.shared_basis:
             raise ValueError(
                 "ForgetTask.keep holds shared-basis feature statistics; this layer trains its "
                 "own basis (basis='trained'): leave keep out or use basis='shared'"
             )
         # the Grams come from CPU statistics: moved once, not at every step
-        keep = None if task.keep is None else {p: g.to(tm.device) for p, g in task.keep.items()}
-        layers = tm.unlearning_layers()
-        name = task.name
-        layers.add_layer(name, cfg.layer)
-        layers.set_active([*layers.active, name])
+        return None if task.keep is None else {p: g.to(tm.device) for p, g in task.keep.items()}
+
+    def _stepper(
+        self,
+        layers: UnlearningModel,
+        name: str,
+        n_forget: int,
+        per_epoch: int,
+        keep: Mapping[str, torch.Tensor] | None,
+        max_steps: int | None,
+        progress: bool,
+    ) -> Stepper:
+        """The optimiser, schedule and progress bar of the new layer `name`."""
+        cfg = self.config
         params = layers.layer_parameters(name)
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        steps_per_epoch = math.ceil(len(forget) / cfg.forget_batch_size) + math.ceil(
+        steps_per_epoch = math.ceil(n_forget / cfg.forget_batch_size) + math.ceil(
             per_epoch / cfg.batch_size
         )
         total = steps_per_epoch * cfg.epochs
         scheduler = linear_schedule(optimizer, total, cfg.warmup_share)
         bar = tqdm(total=total, desc=f"unlearn {name}", disable=not progress, leave=False)
+
+        def keep_penalty() -> torch.Tensor:
+            return cfg.keep_weight * self._keep_penalty(layers, name, keep or {})
+
+        holds = keep is not None and cfg.keep_weight > 0
+        return Stepper(
+            params, optimizer, scheduler, bar, max_steps, keep_penalty if holds else None
+        )
+
+    def _train(
+        self,
+        tm: TextModel,
+        name: str,
+        forget: list[Record],
+        retained: list[Record],
+        per_epoch: int,
+        rng: random.Random,
+        stepper: Stepper,
+        on_epoch: Callable[[int, TextModel], None] | None,
+    ) -> list[dict[str, float]]:
+        """Epochs until the forget tokens are below their level, `epochs` or `max_steps`."""
+        cfg = self.config
         history: list[dict[str, float]] = []
-        steps = 0
-
-        def step(loss: torch.Tensor) -> None:
-            nonlocal steps
-            if keep is not None and cfg.keep_weight > 0:
-                loss = loss + cfg.keep_weight * self._keep_penalty(layers, name, keep)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            steps += 1
-            bar.update()
-
-        def out_of_steps() -> bool:
-            return max_steps is not None and steps >= max_steps
-
         for epoch in range(cfg.epochs):
-            tm.model.train()
-            forget_losses, retained_losses = [], []
-            if cfg.objective != "task_only":
-                for chunk in _batches(forget, cfg.forget_batch_size, rng):
-                    loss = self._forget_loss(tm, name, chunk, rng)
-                    if loss.requires_grad:
-                        step(loss)
-                    forget_losses.append(loss.item())
-                    if out_of_steps():
-                        break
-            offset = (epoch * per_epoch) % len(retained)
-            window = (retained + retained)[offset : offset + per_epoch]
-            for chunk in _batches(window, cfg.batch_size, rng):
-                if out_of_steps():
-                    break
-                loss = self._retained_loss(tm, name, chunk)
-                step(loss)
-                retained_losses.append(loss.item())
-            above = self._share_above_level(tm, forget)
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "forget_loss": sum(forget_losses) / max(1, len(forget_losses)),
-                    "retained_loss": sum(retained_losses) / max(1, len(retained_losses)),
-                    "share_above_level": above,
-                }
-            )
-            bar.set_postfix(epoch=epoch + 1, above=f"{above:.2f}")
+            row = self._epoch(tm, name, forget, retained, per_epoch, epoch, rng, stepper)
+            history.append(row)
+            above = row["share_above_level"]
+            stepper.bar.set_postfix(epoch=epoch + 1, above=f"{above:.2f}")
             if on_epoch is not None:
                 on_epoch(epoch + 1, tm)
-            if out_of_steps():
+            if stepper.out_of_steps:
                 break
             if cfg.reference != "none" and cfg.objective != "task_only" and above <= cfg.stop_share:
                 break
-        bar.close()
-        tm.model.eval()
-        return UnlearnResult(
-            model=tm,
-            update_s=time.perf_counter() - started,
-            trainable_share=layers.parameter_share(name),
-            history=history,
-            layer_name=name,
-        )
+        stepper.bar.close()
+        return history
+
+    def _epoch(
+        self,
+        tm: TextModel,
+        name: str,
+        forget: list[Record],
+        retained: list[Record],
+        per_epoch: int,
+        epoch: int,
+        rng: random.Random,
+        stepper: Stepper,
+    ) -> dict[str, float]:
+        """One epoch over the forget batches, then one over a window of the retained sample."""
+        cfg = self.config
+        tm.model.train()
+        forget_losses, retained_losses = [], []
+        if cfg.objective != "task_only":
+            for chunk in batches(forget, cfg.forget_batch_size, rng):
+                loss = self._forget_loss(tm, name, chunk, rng)
+                if loss.requires_grad:
+                    stepper.step(loss)
+                forget_losses.append(loss.item())
+                if stepper.out_of_steps:
+                    break
+        offset = (epoch * per_epoch) % len(retained)
+        window = (retained + retained)[offset : offset + per_epoch]
+        for chunk in batches(window, cfg.batch_size, rng):
+            if stepper.out_of_steps:
+                break
+            loss = self._retained_loss(tm, name, chunk)
+            stepper.step(loss)
+            retained_losses.append(loss.item())
+        return {
+            "epoch": epoch + 1,
+            "forget_loss": sum(forget_losses) / max(1, len(forget_losses)),
+            "retained_loss": sum(retained_losses) / max(1, len(retained_losses)),
+            "share_above_level": self._share_above_level(tm, forget),
+        }
 
     # -- pieces -------------------------------------------------------------------------
 

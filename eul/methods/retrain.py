@@ -5,28 +5,26 @@ The exact answer to "forget these rows", and the yardstick every other method is
 
 from __future__ import annotations
 
-import time
-
-from eul.methods.base import ForgetTask, UnlearnResult, register_method
-from eul.model.text_model import TextModel, TrainConfig, seed_everything, train_full
+from eul.methods.base import ForgetTask, Unlearned, UnlearningMethod, register_method
+from eul.model.text_model import TextModel
+from eul.model.training import TrainConfig, seed_everything, train_full
 
 
 @register_method("retrain")
-class Retrain:
+class Retrain(UnlearningMethod):
+    # a fresh model is built from the original's config: the original only lends its config,
+    # tokenizer and device, so there is nothing to copy
+    copies_model = False
+
     def __init__(self, train: TrainConfig | None = None) -> None:
         self.train = train or TrainConfig()
 
-    def run(
-        self,
-        original: TextModel,
-        task: ForgetTask,
-        progress: bool = True,
-        max_steps: int | None = None,
-    ) -> UnlearnResult:
-        started = time.perf_counter()
+    def unlearn(
+        self, model: TextModel, task: ForgetTask, progress: bool, max_steps: int | None
+    ) -> Unlearned:
         seed_everything(self.train.seed)
-        fresh = type(original.model)(original.model.config)
-        tm = TextModel(fresh, original.tokenizer, original.max_input_len, original.max_target_len)
-        tm.to(original.device)  # initialised on the CPU (the same weights anywhere), trained there
+        fresh = type(model.model)(model.model.config)
+        tm = TextModel(fresh, model.tokenizer, model.max_input_len, model.max_target_len)
+        tm.to(model.device)  # initialised on the CPU (the same weights anywhere), trained there
         train_full(tm, task.retained, self.train, "retrain (oracle)", progress, max_steps)
-        return UnlearnResult(tm, time.perf_counter() - started, 1.0)
+        return Unlearned(tm, 1.0)

@@ -6,33 +6,27 @@ Every weight moves; the ascent is unbounded, so the number of steps is what stop
 from __future__ import annotations
 
 import random
-import time
 
 import torch
 from tqdm.auto import tqdm
 
-from eul.methods.base import ForgetTask, UnlearnResult, register_method
-from eul.model.text_model import TextModel, seed_everything
+from eul.methods.base import ForgetTask, Unlearned, UnlearningMethod, register_method
+from eul.model.text_model import TextModel
+from eul.model.training import seed_everything
 
 
 @register_method("reverse_gradient")
-class ReverseGradient:
+class ReverseGradient(UnlearningMethod):
     def __init__(
         self, steps: int = 30, lr: float = 1e-4, batch_size: int = 32, seed: int = 0
     ) -> None:
         self.steps, self.lr, self.batch_size, self.seed = steps, lr, batch_size, seed
 
-    def run(
-        self,
-        original: TextModel,
-        task: ForgetTask,
-        progress: bool = True,
-        max_steps: int | None = None,
-    ) -> UnlearnResult:
-        started = time.perf_counter()
+    def unlearn(
+        self, tm: TextModel, task: ForgetTask, progress: bool, max_steps: int | None
+    ) -> Unlearned:
         seed_everything(self.seed)
         rng = random.Random(self.seed)
-        tm = original
         params = list(tm.model.parameters())
         for p in params:
             p.requires_grad_(True)
@@ -51,4 +45,4 @@ class ReverseGradient:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
         tm.model.eval()
-        return UnlearnResult(tm, time.perf_counter() - started, 1.0)
+        return Unlearned(tm, 1.0)

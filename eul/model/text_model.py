@@ -4,23 +4,21 @@ Everything the unlearning methods need from a model goes through `TextModel`: ba
 records, per-token log-probabilities of the target, and greedy generation. Encoder-decoder
 (T5) and decoder-only (GPT-2, Llama) checkpoints are handled the same way from outside.
 
-A model runs where its weights are (`TextModel.to`, `resolve_device`): every batch it builds
-is put there, and what it returns to Python (scores, choices, texts) comes back to the CPU.
+A model runs where its weights are (`TextModel.to`, `eul.model.device.resolve_device`): every
+batch it builds is put there, and what it returns to Python (scores, choices, texts) comes back
+to the CPU. Full training lives in `eul.model.training`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -35,8 +33,9 @@ from transformers import (
 
 from eul.data.records import Record
 from eul.layers import UnlearningModel
+from eul.model.device import resolve_device
 from eul.model.tokenizer import train_tokenizer
-from eul.params import DEVICE_PATTERN
+from eul.model.training import seed_everything
 
 IGNORE = -100
 
@@ -58,60 +57,6 @@ class ModelSpec:
     dropout: float = 0.0
     max_input_len: int = 64
     max_target_len: int = 16
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Full-model training (base model, oracle retrain, fine-tune baseline)."""
-
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_share: float = 0.06
-    weight_decay: float = 0.01
-    seed: int = 0
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """The torch device that `name` (auto, cpu, cuda, cuda:N, mps) stands for on this machine.
-
-    "auto" takes a CUDA GPU, else Apple's MPS, else the CPU. A device this machine does not
-    have is a ValueError of one line that says what to use instead, raised before any work.
-    """
-    text = str(name).strip().lower()
-    if not re.fullmatch(DEVICE_PATTERN, text):
-        raise ValueError(f"unknown device {str(name)!r}: use auto, cpu, cuda, cuda:N or mps")
-    fix = "use --device cpu or auto (train.device / unlearn.device in params.yaml)"
-    if text == "auto":
-        if torch.cuda.is_available():
-            text = "cuda"
-        elif _mps_available():
-            text = "mps"
-        else:
-            text = "cpu"
-    device = torch.device(text)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {text!r} is not available (torch sees no CUDA GPU): {fix}")
-        count = torch.cuda.device_count()
-        index = torch.cuda.current_device() if device.index is None else device.index
-        if index >= count:
-            raise ValueError(f"device {text!r} is not available (torch sees {count} GPU): {fix}")
-        # explicit index: equal to the device that the parameters report once moved
-        return torch.device("cuda", index)
-    if device.type == "mps" and not _mps_available():
-        raise ValueError(f"device {text!r} is not available (torch sees no MPS backend): {fix}")
-    return device
 
 
 def build_model(tokenizer: PreTrainedTokenizerBase, spec: ModelSpec) -> nn.Module:
@@ -456,64 +401,3 @@ class TextModel:
             eos_token_id=eos,
         )
         return out[:, width:]
-
-
-def linear_schedule(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_share: float
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then linear decay to zero, as in the paper's training recipe."""
-    warmup = max(1, int(total_steps * warmup_share))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def train_full(
-    tm: TextModel,
-    records: Sequence[Record],
-    config: TrainConfig,
-    desc: str = "train",
-    progress: bool = True,
-    max_steps: int | None = None,
-) -> dict[str, float]:
-    """Train every weight of the model on the task loss (base model, oracle, fine-tune),
-    on the device the model is on (move it first with `TextModel.to`).
-
-    `max_steps` cuts the run short (used to measure memory on a few representative steps).
-    """
-    if not records:
-        raise ValueError("cannot train on an empty data set")
-    seed_everything(config.seed)
-    model = tm.model
-    model.train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    steps_per_epoch = math.ceil(len(records) / config.batch_size)
-    scheduler = linear_schedule(optimizer, steps_per_epoch * config.epochs, config.warmup_share)
-    bar = tqdm(total=steps_per_epoch * config.epochs, desc=desc, disable=not progress, leave=False)
-    loss_value = float("nan")
-    done = 0
-    for epoch in range(config.epochs):
-        for batch in tm.record_batches(
-            records, config.batch_size, shuffle=True, seed=config.seed + epoch
-        ):
-            if max_steps is not None and done >= max_steps:
-                break
-            loss = tm.task_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            loss_value = loss.item()
-            done += 1
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}")
-            bar.update()
-    bar.close()
-    model.eval()
-    return {"final_loss": loss_value, "steps": done}

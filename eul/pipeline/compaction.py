@@ -81,11 +81,12 @@ def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
     on disk."""
     import torch
 
-    from eul.data.records import load_records
+    from eul.data.readers import load_records
     from eul.fusion.fuse import FusionState, add_shared_fused_layer, fuse_shared
     from eul.layers import LayerConfig
-    from eul.model.text_model import resolve_device, seed_everything, train_full
+    from eul.model.device import resolve_device
     from eul.model.tokenizer import train_tokenizer
+    from eul.model.training import seed_everything, train_full
     from eul.pipeline.stages import _tokenizer_texts, starting_model
 
     folder = batch_folder(ctx, plan) / "retrain"

@@ -15,14 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eul.data.records import (
-    LABEL_WORDS,
-    Record,
-    SyntheticConfig,
-    generate,
-    load_records,
-    save_records,
-)
+from eul.data.readers import load_records
+from eul.data.records import LABEL_WORDS, Record, save_records
+from eul.data.synthetic import SyntheticConfig, generate
 from eul.params import Params
 
 if TYPE_CHECKING:
@@ -177,7 +172,8 @@ def train_base(params: Params, root: str | Path = ".", progress: bool = False) -
     import torch
     from transformers import AutoTokenizer
 
-    from eul.model.text_model import resolve_device, seed_everything, train_full
+    from eul.model.device import resolve_device
+    from eul.model.training import seed_everything, train_full
 
     device = resolve_device(params.train.device)
     if params.train.threads:

@@ -352,7 +352,7 @@ def snapshot_log(ctx: Context, production: Production) -> dict[str, Any]:
         validated: list[str] = []
         rejected: list[str] = []
         if ledger.counts().get("received"):
-            from eul.data.records import load_records
+            from eul.data.readers import load_records
 
             if not raw.is_file():
                 raise PipelineError(f"no raw data at {raw}; run `eul data init` or `dvc pull`")
@@ -431,7 +431,7 @@ def layer_folder(ctx: Context, request_id: str) -> Path:
 
 
 def _load(path: str | Path, task: str) -> list[Record]:
-    from eul.data.records import load_records
+    from eul.data.readers import load_records
 
     return load_records(path, task=task)
 
@@ -488,9 +488,9 @@ def train_request(
 
     import torch
 
-    from eul.fusion.fuse import save_request_statistics
+    from eul.fusion.statistics import save_request_statistics
     from eul.methods import ForgetTask, get_method
-    from eul.model.text_model import resolve_device
+    from eul.model.device import resolve_device
 
     device = resolve_device(params.unlearn.device)
     if params.train.threads:
@@ -564,7 +564,8 @@ def _earlier_requests(production: Production, below: Sequence[dict[str, Any]]):
     """Mean feature Grams of the requests already served (production's fused ones and the
     batch's layers underneath), for `ForgetTask.keep`; None where there are none or the
     layers have no shared basis (no feature statistics)."""
-    from eul.fusion.fuse import FEATURE_STATS, STATE_FILE, FusionState, FusionStats, keep_grams
+    from eul.fusion.fuse import STATE_FILE, FusionState
+    from eul.fusion.statistics import FEATURE_STATS, FusionStats, keep_grams
 
     parts = []
     if production.state_dir is not None and (production.state_dir / STATE_FILE).is_file():
@@ -666,14 +667,8 @@ def fuse_batch(
 ) -> dict[str, Any]:
     """Add the new layers to the production model's fusion state and solve it ("sum" mode:
     exactly the stack of production's fused layer and the new layers, in one layer)."""
-    from eul.fusion.fuse import (
-        FEATURE_STATS,
-        FusionState,
-        FusionStats,
-        add_shared_fused_layer,
-        fuse_shared,
-        up_matrix,
-    )
+    from eul.fusion.fuse import FusionState, add_shared_fused_layer, fuse_shared, up_matrix
+    from eul.fusion.statistics import FEATURE_STATS, FusionStats
     from eul.layers import LayerConfig
     from eul.model.text_model import TextModel
 
@@ -752,7 +747,7 @@ def evaluate_batch(
     forget metrics per request too, and the MIA ROC curves (aggregates, for the plots).
     Both models run on `unlearn.device`."""
     from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc
-    from eul.model.text_model import resolve_device
+    from eul.model.device import resolve_device
 
     params = ctx.params
     device = resolve_device(params.unlearn.device)
