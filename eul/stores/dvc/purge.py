@@ -206,6 +206,97 @@ def _check(
     return problems, cache, reports
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What a purge works on, checked before anything is changed."""
+
+    root: Path
+    params: Params
+    raw_dir: Path
+    dvc_file: Path
+    old_md5: str
+    remotes: list[str]
+    rebuild: list[str]
+    old_oids: set[str]
+
+
+def _target(root: Path, params: Params, remotes: Sequence[str] | None) -> _Target:
+    """The data, remotes and stages of the purge; refused when the workspace differs from
+    data.dvc or a remote is unknown."""
+    raw_dir = root / params.data.raw
+    dvc_file = root / params.data.dvc_file
+    old_md5 = dvcstore.tracked_md5(dvc_file)
+    if _workspace_md5(raw_dir, old_md5) != old_md5:
+        raise PurgeError(
+            f"{params.data.raw} is missing or differs from {params.data.dvc_file}; "
+            "run `dvc pull` (or `dvc add` your changes) first"
+        )
+    configured = dvcstore.remotes(root)
+    names = list(remotes) if remotes is not None else sorted(configured)
+    unknown = [n for n in names if n not in configured]
+    if unknown:
+        raise PurgeError(f"no remote named {', '.join(unknown)}; see `dvc remote list`")
+    rebuild = [s for s in params.purge.rebuild if s in _lock_outs(root)]
+    old_oids = _tracked_oids(root, dvc_file, rebuild)
+    if old_md5.endswith(".dir"):
+        old_oids.update(entry["md5"] for entry in dvcstore.dir_entries(raw_dir))
+    return _Target(root, params, raw_dir, dvc_file, old_md5, names, rebuild, old_oids)
+
+
+def _new_evidence(target: _Target, rows: DataRows, matches: Sequence[Any]) -> dict[str, Any]:
+    """The evidence before any change: per request, the removed rows' ids and hashes."""
+    removed = {i for m in matches for i in m.rows}
+    return {
+        "purged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dvc_file": target.params.data.dvc_file,
+        "old_md5": target.old_md5,
+        "new_md5": target.old_md5,
+        "rows_removed": len(removed),
+        "requests": [
+            {
+                "request_id": m.request_id,
+                "subject_id": m.subject_id,
+                "rows_removed": len(m.rows),
+                "record_ids": [rows.record_ids[i] for i in m.rows],
+                "row_sha256": [row_sha256(rows.lines[i]) for i in m.rows],
+                "missing_record_ids": m.missing_record_ids,
+            }
+            for m in matches
+        ],
+        "rebuilt_stages": target.rebuild,
+        "remotes_swept": target.remotes,
+    }
+
+
+def _rewrite_and_sweep(
+    target: _Target,
+    records_path: Path,
+    kept_bytes: bytes | None,
+    needles: Sequence[bytes],
+    evidence: dict[str, Any],
+) -> list[str]:
+    """Write the kept rows (None: nothing removed), rebuild the stages, sweep cache and
+    remotes, and check them; returns the problems the check found."""
+    root, params, rebuild = target.root, target.params, target.rebuild
+    if kept_bytes is not None:
+        tmp = records_path.with_name(records_path.name + ".purge-tmp")
+        tmp.write_bytes(kept_bytes)
+        os.replace(tmp, records_path)
+        evidence["new_md5"] = dvcstore.add(root, params.data.raw, params.data.dvc_file)
+    if rebuild:
+        # Also when nothing was removed: an interrupted purge may have left them stale.
+        dvcstore.run_dvc(["repro", *rebuild], root)
+    gone = target.old_oids - _tracked_oids(root, target.dvc_file, rebuild)
+    evidence["removed_objects"] = sorted(gone)
+    _sweep(root, target.remotes, [params.data.dvc_file, *rebuild])
+    local_paths = [root / ".dvc", target.raw_dir]
+    local_paths += [root / path for stage in rebuild for path, _ in _lock_outs(root)[stage]]
+    problems, evidence["cache"], evidence["remotes"] = _check(
+        root, target.remotes, gone, local_paths, needles
+    )
+    return problems
+
+
 def purge(
     requests: Sequence[PurgeRequest],
     root: str | Path = ".",
@@ -226,25 +317,8 @@ def purge(
         params = load_params(root / "params.yaml" if (root / "params.yaml").is_file() else None)
     if not requests:
         raise PurgeError("no requests to purge")
-    raw_dir = root / params.data.raw
-    dvc_file = root / params.data.dvc_file
-    old_md5 = dvcstore.tracked_md5(dvc_file)
-    if _workspace_md5(raw_dir, old_md5) != old_md5:
-        raise PurgeError(
-            f"{params.data.raw} is missing or differs from {params.data.dvc_file}; "
-            "run `dvc pull` (or `dvc add` your changes) first"
-        )
-    configured = dvcstore.remotes(root)
-    names = list(remotes) if remotes is not None else sorted(configured)
-    unknown = [n for n in names if n not in configured]
-    if unknown:
-        raise PurgeError(f"no remote named {', '.join(unknown)}; see `dvc remote list`")
-    rebuild = [s for s in params.purge.rebuild if s in _lock_outs(root)]
-    old_oids = _tracked_oids(root, dvc_file, rebuild)
-    if old_md5.endswith(".dir"):
-        old_oids.update(entry["md5"] for entry in dvcstore.dir_entries(raw_dir))
-
-    records_path = raw_dir / params.data.records_file
+    target = _target(root, params, remotes)
+    records_path = target.raw_dir / params.data.records_file
     rows = read_rows(records_path)
     matches = match_requests(rows, requests)
     removed = sorted({i for m in matches for i in m.rows})
@@ -252,46 +326,14 @@ def purge(
     kept = "".join(line + "\n" for i, line in enumerate(rows.lines) if i not in removed_set)
     kept_bytes = kept.encode("utf-8")
     needles = _needles(rows, removed, kept_bytes) if scan else []
-    evidence: dict[str, Any] = {
-        "purged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dvc_file": params.data.dvc_file,
-        "old_md5": old_md5,
-        "new_md5": old_md5,
-        "rows_removed": len(removed),
-        "requests": [
-            {
-                "request_id": m.request_id,
-                "subject_id": m.subject_id,
-                "rows_removed": len(m.rows),
-                "record_ids": [rows.record_ids[i] for i in m.rows],
-                "row_sha256": [row_sha256(rows.lines[i]) for i in m.rows],
-                "missing_record_ids": m.missing_record_ids,
-            }
-            for m in matches
-        ],
-        "rebuilt_stages": rebuild,
-        "remotes_swept": names,
-    }
+    evidence = _new_evidence(target, rows, matches)
     del rows  # the purged rows' text is not needed past this point (only `needles` are)
 
     problems: list[str] = []
     finished = False
     try:
-        if removed:
-            tmp = records_path.with_name(records_path.name + ".purge-tmp")
-            tmp.write_bytes(kept_bytes)
-            os.replace(tmp, records_path)
-            evidence["new_md5"] = dvcstore.add(root, params.data.raw, params.data.dvc_file)
-        if rebuild:
-            # Also when nothing was removed: an interrupted purge may have left them stale.
-            dvcstore.run_dvc(["repro", *rebuild], root)
-        gone = old_oids - _tracked_oids(root, dvc_file, rebuild)
-        evidence["removed_objects"] = sorted(gone)
-        _sweep(root, names, [params.data.dvc_file, *rebuild])
-        local_paths = [root / ".dvc", raw_dir]
-        local_paths += [root / path for stage in rebuild for path, _ in _lock_outs(root)[stage]]
-        problems, evidence["cache"], evidence["remotes"] = _check(
-            root, names, gone, local_paths, needles
+        problems = _rewrite_and_sweep(
+            target, records_path, kept_bytes if removed else None, needles, evidence
         )
         finished = True
     except (PurgeError, dvcstore.DvcError) as err:
