@@ -18,7 +18,7 @@ from conftest import FLOW_PARAMS, REPO, STORE_ENV
 from eul.cli.demo import NOBODY, REQUESTS_FILE
 from eul.cli.main import main
 from eul.data.records import SyntheticConfig, generate
-from eul.pipeline.steps import load_context
+from eul.pipeline.context import load_context
 from eul.stores.log.ledger import Ledger
 from eul.stores.registry.registry import (
     PRODUCTION,

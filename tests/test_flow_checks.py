@@ -19,7 +19,7 @@ from eul.pipeline.checks import (
     check_request_id,
     check_version,
 )
-from eul.pipeline.steps import PipelineError
+from eul.pipeline.context import PipelineError
 from eul.stores.log.ledger import Ledger
 from eul.stores.registry.registry import compliance_tags, log_batch_run, register_version
 

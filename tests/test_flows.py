@@ -27,7 +27,7 @@ from conftest import STORE_ENV, unique_text_subjects  # noqa: E402
 from eul.cli.main import main  # noqa: E402
 from eul.fusion.fuse import FusionState  # noqa: E402
 from eul.pipeline.checks import ParameterError  # noqa: E402
-from eul.pipeline.steps import FAIL_ENV, PipelineError, load_context  # noqa: E402
+from eul.pipeline.context import PipelineError, load_context  # noqa: E402
 from eul.stores.log.ledger import Ledger  # noqa: E402
 from eul.stores.registry.registry import (  # noqa: E402
     CANDIDATE,

@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from eul.pipeline.context import Context, load_context
 from eul.pipeline.gates import gate_details
-from eul.pipeline.steps import Context, load_context
 from eul.runtime.environment import environment, tool_variables
 from eul.runtime.servers import free_port
 
@@ -268,7 +268,7 @@ class Demo:
         stack = contextlib.ExitStack()
         api = stack.enter_context(local_prefect(self.prefect_home()))
         self._prefect = stack
-        from eul.pipeline.steps import MODEL_LIMIT
+        from eul.pipeline.context import MODEL_LIMIT
 
         create_global_limit(MODEL_LIMIT, 1)
         self.echo(f"   Prefect API at {api} (stopped when the demo ends)")
@@ -516,7 +516,7 @@ class Demo:
     def purge(self) -> None:
         """Purge what is still deployed (the `promote` flow usually has), then show the
         evidence the log keeps: hashes and counts, never rows."""
-        from eul.pipeline.steps import purge_deployed
+        from eul.pipeline.purge_step import purge_deployed
 
         ctx = self.context()
         with ctx.ledger() as ledger:

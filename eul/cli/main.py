@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import torch
 
     from eul.cli.doctor import Check
-    from eul.pipeline.steps import Context
+    from eul.pipeline.context import Context
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "CliError", "RunError", "build_parser", "main"]
 
@@ -583,7 +583,7 @@ def _moment(text: str | None):
 
 def _project(args: argparse.Namespace) -> Context:
     """The project `--project` names (eul.pipeline.steps.Context), its inputs checked first."""
-    from eul.pipeline.steps import load_context
+    from eul.pipeline.context import load_context
 
     root = existing_dir(args.project, "--project", "give the project folder (with params.yaml)")
     if args.params != "params.yaml" and not (root / args.params).is_file():
@@ -592,8 +592,8 @@ def _project(args: argparse.Namespace) -> Context:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from eul.cli.doctor import mlflow_problem
     from eul.pipeline.audit import audit, format_markdown
+    from eul.pipeline.probes import mlflow_problem
     from eul.stores.log.ledger import Ledger
 
     moment = _moment(args.at)
@@ -687,7 +687,7 @@ def command_overview(parser: argparse.ArgumentParser) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from eul.cli.demo import DemoError, run_demo
-    from eul.pipeline.steps import PipelineError
+    from eul.pipeline.context import PipelineError
 
     try:
         return run_demo(args.dir, args.params)
@@ -1081,7 +1081,7 @@ def _add_project_options(p: argparse.ArgumentParser) -> None:
 
 def _failure_types() -> tuple[type[BaseException], ...]:
     """Errors of the stores and of the work itself: exit status 1, one line."""
-    from eul.pipeline.steps import PipelineError
+    from eul.pipeline.context import PipelineError
     from eul.stores.dvc.dvcstore import DvcError
     from eul.stores.dvc.purge import PurgeError
     from eul.stores.log.ledger import LedgerUnavailable
