@@ -14,7 +14,13 @@ import torch
 from eul.fusion.fuse import FusionState
 from eul.pipeline.batch import evaluate_batch, fuse_batch, plan_batch
 from eul.pipeline.compaction import compaction_status
-from eul.pipeline.context import FUSED_LAYER, load_context
+from eul.pipeline.context import (
+    FAIL_POINTS,
+    FUSED_LAYER,
+    PipelineError,
+    fail_point,
+    load_context,
+)
 from eul.pipeline.files import layer_key
 from eul.pipeline.intake import partition_data, snapshot_log
 from eul.pipeline.production import Production, current_production, load_serving
@@ -199,3 +205,22 @@ def test_a_request_trains_against_the_probe_reference_when_params_ask(project):
     assert trained.skipped is False
     training = json.loads((Path(trained.layer_dir) / "training.json").read_text())
     assert training["reference"] == "probe" and training["epochs"] >= 1
+
+
+def test_a_failure_drill_stops_only_at_its_own_point(tmp_path):
+    # given a project whose params.yaml sets a failure drill after registration
+    (tmp_path / "params.yaml").write_text("pipeline:\n  drill_fail_at: after-register\n")
+    ctx = load_context(tmp_path)
+    assert ctx.drill_fail_at == "after-register"
+    # then that point raises, in one line that names the setting, and the others pass
+    with pytest.raises(PipelineError, match=r"'after-register' \(pipeline.drill_fail_at\)"):
+        fail_point(ctx, "after-register")
+    for point in set(FAIL_POINTS) - {"after-register"}:
+        fail_point(ctx, point)
+    # and a point that does not exist is a mistake in the code, not a silent pass
+    with pytest.raises(ValueError, match="not a failure drill point"):
+        fail_point(ctx, "after-lunch")
+    # without the setting (production), no point raises
+    (tmp_path / "params.yaml").write_text("pipeline:\n  drill_fail_at: null\n")
+    for point in FAIL_POINTS:
+        fail_point(load_context(tmp_path), point)

@@ -61,13 +61,6 @@ def replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def fresh_dir(path: Path) -> Path:
-    """`path`, emptied of what an interrupted attempt left there."""
-    if path.exists():
-        shutil.rmtree(path)
-    return path
-
-
 def layer_key(request_id: str) -> str:
     """A request's layer name and folder name: its id percent-encoded, dots included
     (torch module names may not hold '.', and ids may hold '/')."""
