@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from eul.model.training import TrainConfig
 
 DEFAULT_PATH = "params.yaml"
+# The named points where a failure drill (`pipeline.drill_fail_at`) stops a batch, in the
+# order a batch reaches them: before its version is registered, after registration (before
+# promotion), inside promotion before the production alias moves, after promotion (before
+# the purge).
+DrillPoint = Literal["before-register", "after-register", "before-alias", "after-promote"]
 
 
 class ParamsError(ValueError):
@@ -197,6 +202,9 @@ class PipelineParams(_Section):
     after the other, so that their sum is the model that was trained; off, they train side
     by side against production alone, `train_workers` at a time (threads), and their sum was
     never trained as such (measured: it loses utility, see README).
+    `drill_fail_at`: a failure drill, null in production. Naming a point (`DrillPoint`)
+    makes every batch stop there with an error, to check that a rerun with it null
+    finishes the batch and repeats nothing.
     """
 
     workdir: str = "state/pipeline"
@@ -207,6 +215,7 @@ class PipelineParams(_Section):
     stack_layers: bool = True
     train_workers: int = Field(2, ge=1)
     eval_retained: int = Field(500, ge=1)
+    drill_fail_at: DrillPoint | None = None
 
 
 class RegistryParams(_Section):

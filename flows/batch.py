@@ -1,8 +1,10 @@
 """The steps every flow shares, composed from the tasks in `tasks/`: a batch of requests
 (nightly or one urgent request), and the tail of every flow (promote, purge, report).
 
-Failure drills: $EUL_PIPELINE_FAIL_AT=after-register stops a batch between registration and
-promotion, after-promote between promotion and purge; a rerun finishes the batch.
+Failure drills: `pipeline.drill_fail_at: after-register` in params.yaml stops a batch
+between registration and promotion, `after-promote` between promotion and purge (and
+`before-register`, `before-alias` inside those steps); a rerun with it null finishes the
+batch.
 """
 
 from __future__ import annotations
@@ -12,16 +14,12 @@ from typing import Any
 
 from prefect.concurrency.sync import concurrency
 
+from eul.pipeline.batch import plan_batch
 from eul.pipeline.checks import check_project
-from eul.pipeline.gates import failure_reasons
-from eul.pipeline.steps import (
-    MODEL_LIMIT,
-    Clock,
-    Context,
-    Production,
-    fail_point,
-    plan_batch,
-)
+from eul.pipeline.context import MODEL_LIMIT, Context, fail_point
+from eul.pipeline.outcome import RunSummary, should_promote
+from eul.pipeline.production import Production
+from eul.pipeline.results import LayerResult, Partition, Registered
 from eul.runtime.quiet import quiet_libraries
 from tasks.pipeline import (
     check_gates,
@@ -54,21 +52,16 @@ def open_project(project_dir: str, params_file: str) -> Context:
     return ctx
 
 
-def add_seconds(total: dict[str, float], part: dict[str, Any] | None) -> None:
-    for name, value in ((part or {}).get("seconds") or {}).items():
-        total[name] = total.get(name, 0.0) + float(value)
-
-
 def train_all(
-    ctx: Context, production: Production, request_ids: list[str], split: dict[str, Any]
-) -> list[dict[str, Any]]:
+    ctx: Context, production: Production, request_ids: list[str], split: Partition
+) -> list[LayerResult]:
     """The batch's layers. Stacked (`pipeline.stack_layers`): one after the other, each on
     top of the earlier ones, in one task. Side by side: submitted to the flow's task runner
     `pipeline.train_workers` at a time, each against production alone. Either way the
     `gpu` tag limit on the server bounds how many run at once."""
     if ctx.params.pipeline.stack_layers:
         return train_stack(ctx, production, request_ids, split)
-    results: list[dict[str, Any]] = []
+    results: list[LayerResult] = []
     width = ctx.params.pipeline.train_workers
     for start in range(0, len(request_ids), width):
         wave = [
@@ -81,57 +74,37 @@ def train_all(
 
 def finish(
     ctx: Context,
-    summary: dict[str, Any],
-    clock: Clock,
-    inner: dict[str, float],
+    run: RunSummary,
     production: Production,
-    registered: dict[str, Any] | None,
+    registered: Registered | None,
     auto_promote: bool | None,
     promoted_by: str,
     key: str,
 ) -> dict[str, Any]:
     """Promote a passing candidate (when auto-promotion is on), purge what is deployed,
     publish the report; returns the run's summary."""
-    summary.setdefault("production_after", production.version)
-    summary.setdefault("promoted", False)
+    run.finishing(production)
     if registered is not None:
-        summary.update(
-            version=registered["version"],
-            reused=registered.get("reused", False),
-            gates=registered["gates"],
-            gates_passed=registered["passed"],
-            gate_reasons=failure_reasons(registered["gates"]),
-        )
-        fail_point("after-register")
-        wanted = ctx.params.pipeline.auto_promote if auto_promote is None else auto_promote
-        if registered["passed"] and wanted:
-            with clock("promote"):
+        run.registered(registered)
+        fail_point(ctx, "after-register")
+        if should_promote(ctx, registered, auto_promote):
+            with run.clock("promote"):
                 promoted = promote(
                     ctx,
-                    registered["version"],
+                    registered.version,
                     promoted_by=promoted_by,
                     expected_production=production.version,
                 )
-            add_seconds(inner, promoted)
-            summary.update(promoted=True, production_after=promoted["version"])
-            summary["outcome"] = f"version {registered['version']} promoted to production"
-        elif registered["passed"]:
-            summary["outcome"] = f"version {registered['version']} awaits a reviewer"
+            run.promoted(registered, promoted)
         else:
-            summary["outcome"] = f"version {registered['version']} failed its gates"
-        fail_point("after-promote")
-    with clock("purge"):
+            run.not_promoted(registered)
+        fail_point(ctx, "after-promote")
+    with run.clock("purge"):
         purged = purge(ctx)
-    add_seconds(inner, purged)
-    summary["purged"] = purged["purged"]
-    summary.setdefault("outcome", "nothing to do")
-    with clock("report"):
-        found = report(ctx, {**summary, "seconds": dict(clock.seconds)}, key)
-    summary["audit_ok"] = found["ok"]
-    summary["overdue"] = found["overdue"]
-    summary["seconds"] = dict(clock.seconds)
-    summary["inner_seconds"] = inner
-    return summary
+    run.purged(purged)
+    with run.clock("report"):
+        found = report(ctx, run.for_report(), key)
+    return run.closed(found)
 
 
 def run_batch(
@@ -143,59 +116,39 @@ def run_batch(
 ) -> dict[str, Any]:
     """Every pending request (or only those in `only`): train, fuse, evaluate, gate,
     register, then `finish`."""
-    clock = Clock()
-    inner: dict[str, float] = {}
-    with clock("production"):
+    run = RunSummary(flow_name, kind)
+    with run.clock("production"):
         production = production_model(ctx)
-    with clock("snapshot"):
+    with run.clock("snapshot"):
         snapshot = snapshot_log(ctx, production)
-    pending = snapshot["pending"]
+    pending = snapshot.pending
     request_ids = pending if only is None else [r for r in pending if r in set(only)]
-    summary: dict[str, Any] = {
-        "flow": flow_name,
-        "kind": kind,
-        "production_before": production.version,
-        "log_seq": snapshot["log_seq"],
-        "validated": snapshot["validated"],
-        "rejected": snapshot["rejected"],
-        "reconciled": snapshot["reconciled"],
-        "new_requests": request_ids,
-    }
-    if only is not None:
-        summary["not_pending"] = sorted(set(only) - set(pending))
+    run.batch_started(production, snapshot, request_ids, only)
     registered = None
     if request_ids:
-        with clock("partition"):
+        with run.clock("partition"):
             split = partition(ctx, snapshot)
         plan = plan_batch(ctx, production, request_ids, snapshot, kind)
-        summary["batch_id"] = plan.folder_name
+        run.planned(plan)
         registered = find_registered(ctx, plan)
         if registered is None:
-            with clock("train"):
+            with run.clock("train"):
                 trained = train_all(ctx, production, request_ids, split)
-            for result in trained:
-                add_seconds(inner, result)
-            summary["trained"] = sum(1 for r in trained if not r["skipped"] and r["layer_dir"])
-            summary["reused_layers"] = sum(1 for r in trained if r["skipped"])
-            with clock("fuse"):
+            run.trained(trained)
+            with run.clock("fuse"):
                 fused = fuse_layers(ctx, production, trained, plan)
-            with clock("evaluate"):
+            with run.clock("evaluate"):
                 evaluation = evaluate(
-                    ctx, production, fused["base_dir"], fused["layer_dir"], split, request_ids
+                    ctx, production, fused.base_dir, fused.layer_dir, split, request_ids
                 )
             verdict = check_gates(ctx, evaluation)
-            with clock("register"):
+            with run.clock("register"):
                 registered = register_candidate(ctx, production, plan, fused, evaluation, verdict)
-            for part in (fused, evaluation, registered):
-                add_seconds(inner, part)
-            summary["metrics"] = evaluation["candidate"]
-            summary["production_metrics"] = evaluation["production"]
-        mark_fused(ctx, request_ids, registered["version"], plan.folder_name)
+            run.built(fused, evaluation, registered, evaluation=evaluation)
+        mark_fused(ctx, request_ids, registered.version, plan.folder_name)
     return finish(
         ctx,
-        summary,
-        clock,
-        inner,
+        run,
         production,
         registered,
         auto_promote,

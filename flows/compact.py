@@ -9,8 +9,9 @@ from typing import Any
 
 from prefect import flow
 
-from eul.pipeline.steps import Clock, plan_batch
-from flows.batch import add_seconds, finish, model_slot, open_project
+from eul.pipeline.batch import plan_batch
+from eul.pipeline.outcome import RunSummary
+from flows.batch import finish, model_slot, open_project
 from tasks.pipeline import (
     check_gates,
     compaction_status,
@@ -36,45 +37,33 @@ def compact(
     """Retrain when a threshold is passed (or `force`); else report the status only."""
     ctx = open_project(project_dir, params_file)
     with model_slot():
-        clock = Clock()
-        inner: dict[str, float] = {}
-        with clock("production"):
+        run = RunSummary(NAME, "compaction")
+        with run.clock("production"):
             production = production_model(ctx)
-        with clock("snapshot"):
+        with run.clock("snapshot"):
             snapshot = snapshot_log(ctx, production)
         status = compaction_status(ctx, production)
-        summary: dict[str, Any] = {
-            "flow": NAME,
-            "kind": "compaction",
-            "production_before": production.version,
-            "compaction": status,
-            "new_requests": [],
-        }
+        run.compaction_started(production, status)
         registered = None
-        if status["due"] or force:
-            with clock("partition"):
+        if status.due or force:
+            with run.clock("partition"):
                 split = partition(ctx, snapshot)
             plan = plan_batch(ctx, production, [], snapshot, "compaction")
-            summary["batch_id"] = plan.folder_name
+            run.planned(plan)
             registered = find_registered(ctx, plan)
             if registered is None:
-                with clock("retrain"):
+                with run.clock("retrain"):
                     model = retrain(ctx, plan)
-                with clock("evaluate"):
+                with run.clock("evaluate"):
                     evaluation = evaluate(
-                        ctx, production, model["base_dir"], model["layer_dir"], split, []
+                        ctx, production, model.base_dir, model.layer_dir, split, []
                     )
                 verdict = check_gates(ctx, evaluation)
-                with clock("register"):
+                with run.clock("register"):
                     registered = register_candidate(
                         ctx, production, plan, model, evaluation, verdict
                     )
-                for part in (model, evaluation, registered):
-                    add_seconds(inner, part)
-                summary["metrics"] = evaluation["candidate"]
-                summary["production_metrics"] = evaluation["production"]
+                run.built(model, evaluation, registered, evaluation=evaluation)
         else:
-            summary["outcome"] = "no compaction due"
-        return finish(
-            ctx, summary, clock, inner, production, registered, auto_promote, "compact flow", NAME
-        )
+            run.nothing_due("no compaction due")
+        return finish(ctx, run, production, registered, auto_promote, "compact flow", NAME)

@@ -10,7 +10,8 @@ from typing import Any
 from prefect import flow
 
 from eul.pipeline.checks import check_promotion, check_version
-from eul.pipeline.steps import Clock, PipelineError
+from eul.pipeline.context import PipelineError
+from eul.pipeline.outcome import RunSummary
 from eul.stores.registry.versions import CANDIDATE, get_alias_version
 from flows.batch import finish, model_slot, open_project
 from tasks.pipeline import production_model, promote
@@ -31,24 +32,14 @@ def promote_version(
     check_promotion(reviewer, version, override_reason)
     ctx = open_project(project_dir, params_file)
     with model_slot():
-        clock = Clock()
-        inner: dict[str, float] = {}
+        run = RunSummary(NAME, "promote")
         if version is None:
             version = get_alias_version(ctx.settings, CANDIDATE)
             if version is None:
                 raise PipelineError("no version has the `candidate` alias; name a version")
         check_version(ctx, version)
-        with clock("promote"):
+        with run.clock("promote"):
             before = production_model(ctx)
             promoted = promote(ctx, version, f"reviewer {reviewer}", override_reason)
-        summary: dict[str, Any] = {
-            "flow": NAME,
-            "kind": "promote",
-            "version": version,
-            "production_before": before.version,
-            "production_after": version,
-            "promoted": True,
-            "new_requests": promoted["deployed"],
-            "outcome": f"version {version} promoted to production by reviewer {reviewer}",
-        }
-        return finish(ctx, summary, clock, inner, before, None, False, "", NAME)
+        run.reviewer_promoted(before, promoted, reviewer)
+        return finish(ctx, run, before, None, False, "", NAME)

@@ -4,43 +4,56 @@ Training is tagged `gpu`: a tag concurrency limit on the Prefect server
 (`prefect concurrency-limit create gpu 1`) lets one training run at a time per GPU, while
 the flow's task runner submits them all. Tasks that touch a store (log, MLflow, DVC) retry
 once; the functions they call are idempotent, so a retry repeats nothing. No caching: every
-run must look at the log and the registry as they are now.
+run must look at the log and the registry as they are now. What they take and return are
+the frozen results of `eul.pipeline.results`: ids, counts, paths, metrics, never rows.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from eul.pipeline import compaction
-from eul.pipeline import steps as pipeline
-from eul.pipeline.steps import Context, Plan, Production
+from eul.pipeline import batch, compaction, intake, marks, purge_step, release, train
+from eul.pipeline.batch import Plan
+from eul.pipeline.context import Context
+from eul.pipeline.production import Production, current_production
+from eul.pipeline.results import (
+    CompactionStatus,
+    Evaluation,
+    FusedBatch,
+    LayerResult,
+    Partition,
+    Promoted,
+    PurgeReport,
+    Registered,
+    Retrained,
+    Snapshot,
+    Verdict,
+)
 
 
 @task(name="production-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def production_model(ctx: Context) -> Production:
     """The production version (downloaded once), or the DVC-trained base before any."""
-    return pipeline.current_production(ctx)
+    return current_production(ctx)
 
 
 @task(name="snapshot-log", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def snapshot_log(ctx: Context, production: Production) -> dict[str, Any]:
+def snapshot_log(ctx: Context, production: Production) -> Snapshot:
     """Validate received requests, reconcile with production, snapshot the pending ones."""
-    return pipeline.snapshot_log(ctx, production)
+    return intake.snapshot_log(ctx, production)
 
 
 @task(name="partition", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def partition(ctx: Context, snapshot: dict[str, Any]) -> dict[str, Any]:
+def partition(ctx: Context, snapshot: Snapshot) -> Partition:
     """Forget sets per request and the retained set (the DVC `partition` stage)."""
-    return pipeline.partition_data(ctx, snapshot)
+    return intake.partition_data(ctx, snapshot)
 
 
 @task(name="find-registered", cache_policy=NO_CACHE)
-def find_registered(ctx: Context, plan: Plan) -> dict[str, Any] | None:
+def find_registered(ctx: Context, plan: Plan) -> Registered | None:
     """The version an earlier run of this very batch registered, if any."""
-    return pipeline.find_registered(ctx, plan)
+    return batch.find_registered(ctx, plan)
 
 
 @task(
@@ -55,37 +68,32 @@ def train_layer(
     ctx: Context,
     production: Production,
     request_id: str,
-    partition: dict[str, Any],
-    below: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+    partition: Partition,
+    below: list[LayerResult] | None = None,
+) -> LayerResult:
     """One request's unlearning layer, on top of `below` (skipped when already on disk)."""
-    return pipeline.train_request(ctx, production, request_id, partition, below or [])
+    return train.train_request(ctx, production, request_id, partition, below or [])
 
 
 @task(name="train-stack", tags=["gpu"], retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def train_stack(
-    ctx: Context, production: Production, request_ids: list[str], partition: dict[str, Any]
-) -> list[dict[str, Any]]:
+    ctx: Context, production: Production, request_ids: list[str], partition: Partition
+) -> list[LayerResult]:
     """The batch's layers one after the other, each on top of the earlier ones.
 
     One task holds the GPU slot for the whole stack: the layers cannot run side by side
     anyway, and each slot request costs a round trip (seconds on a SQLite server). A retry
     finds the layers already on disk and trains only the rest.
     """
-    results: list[dict[str, Any]] = []
-    for request_id in request_ids:
-        results.append(
-            pipeline.train_request(ctx, production, request_id, partition, list(results))
-        )
-    return results
+    return train.train_stack(ctx, production, request_ids, partition)
 
 
 @task(name="fuse-layers", cache_policy=NO_CACHE)
 def fuse_layers(
-    ctx: Context, production: Production, trained: list[dict[str, Any]], plan: Plan
-) -> dict[str, Any]:
+    ctx: Context, production: Production, trained: list[LayerResult], plan: Plan
+) -> FusedBatch:
     """Production's fusion state plus the new layers, solved into one layer."""
-    return pipeline.fuse_batch(ctx, production, trained, plan)
+    return batch.fuse_batch(ctx, production, trained, plan)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -94,17 +102,17 @@ def evaluate(
     production: Production,
     base_dir: str,
     layer_dir: str,
-    partition: dict[str, Any] | None,
+    partition: Partition | None,
     request_ids: list[str],
-) -> dict[str, Any]:
+) -> Evaluation:
     """The candidate and the production model on the same rows."""
-    return pipeline.evaluate_batch(ctx, production, base_dir, layer_dir, partition, request_ids)
+    return batch.evaluate_batch(ctx, production, base_dir, layer_dir, partition, request_ids)
 
 
 @task(name="check-gates", cache_policy=NO_CACHE)
-def check_gates(ctx: Context, evaluation: dict[str, Any]) -> dict[str, Any]:
+def check_gates(ctx: Context, evaluation: Evaluation) -> Verdict:
     """Utility, membership-inference and forget-vs-test gates (thresholds in params.yaml)."""
-    return pipeline.check_batch_gates(ctx, evaluation)
+    return batch.check_batch_gates(ctx, evaluation)
 
 
 @task(name="register-candidate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -112,21 +120,21 @@ def register_candidate(
     ctx: Context,
     production: Production,
     plan: Plan,
-    fused: dict[str, Any],
-    evaluation: dict[str, Any],
-    verdict: dict[str, Any],
-) -> dict[str, Any]:
+    fused: FusedBatch | Retrained,
+    evaluation: Evaluation,
+    verdict: Verdict,
+) -> Registered:
     """Batch run, registered version tagged with the log, alias `candidate`."""
-    found = pipeline.find_registered(ctx, plan)  # a retry after a half-finished attempt
+    found = batch.find_registered(ctx, plan)  # a retry after a half-finished attempt
     if found is not None:
         return found
-    return pipeline.register_candidate(
+    return release.register_candidate(
         ctx,
         production,
         plan,
-        base_dir=fused["base_dir"],
-        layer_dir=fused["layer_dir"],
-        state_dir=fused["state_dir"],
+        base_dir=fused.base_dir,
+        layer_dir=fused.layer_dir,
+        state_dir=fused.state_dir,
         evaluation=evaluation,
         verdict=verdict,
     )
@@ -135,7 +143,7 @@ def register_candidate(
 @task(name="mark-fused", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def mark_fused(ctx: Context, request_ids: list[str], version: int, batch_id: str) -> list[str]:
     """The batch's requests become `fused` into the registered version."""
-    return pipeline.mark_fused(ctx, request_ids, version, batch_id)
+    return marks.mark_fused(ctx, request_ids, version, batch_id)
 
 
 @task(name="promote", cache_policy=NO_CACHE)
@@ -145,9 +153,9 @@ def promote(
     promoted_by: str,
     override_reason: str | None = None,
     expected_production: int | None | str = "any",
-) -> dict[str, Any]:
+) -> Promoted:
     """Compliance checks, then alias `production` and the log's `deployed` marks."""
-    return pipeline.promote_version(
+    return release.promote_version(
         ctx,
         version,
         promoted_by=promoted_by,
@@ -157,18 +165,18 @@ def promote(
 
 
 @task(name="purge", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def purge(ctx: Context) -> dict[str, Any]:
+def purge(ctx: Context) -> PurgeReport:
     """Deployed requests' rows out of data, DVC cache and remotes; `purged` with hashes."""
-    return pipeline.purge_deployed(ctx)
+    return purge_step.purge_deployed(ctx)
 
 
 @task(name="compaction-status", cache_policy=NO_CACHE)
-def compaction_status(ctx: Context, production: Production) -> dict[str, Any]:
+def compaction_status(ctx: Context, production: Production) -> CompactionStatus:
     """Forget share and stacked requests of the production base against the thresholds."""
     return compaction.compaction_status(ctx, production)
 
 
 @task(name="retrain", tags=["gpu"], retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
+def retrain(ctx: Context, plan: Plan) -> Retrained:
     """The base recipe trained again on the retained rows (skipped when on disk)."""
     return compaction.retrain(ctx, plan)

@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from eul.evaluate.plots import plots_markdown
 from eul.pipeline.audit import audit, batch_markdown, format_markdown, table_rows
-from eul.pipeline.steps import Context, write_json
+from eul.pipeline.context import Context
+from eul.pipeline.files import write_json
 from eul.stores.registry.versions import version_artifact_links
 
 

@@ -171,7 +171,6 @@ STORE_ENV = (
     "EUL_MLFLOW_ARTIFACTS",
     "EUL_MLFLOW_MODEL",
     "EUL_MLFLOW_EXPERIMENT",
-    "EUL_PIPELINE_FAIL_AT",
 )
 
 # Small enough that `dvc repro` and a whole batch take seconds; every gate passes.

@@ -18,7 +18,7 @@ from conftest import FLOW_PARAMS, REPO, STORE_ENV
 from eul.cli.demo import NOBODY, REQUESTS_FILE
 from eul.cli.main import main
 from eul.data.synthetic import SyntheticConfig, generate
-from eul.pipeline.steps import load_context
+from eul.pipeline.context import load_context
 from eul.stores.log.store import Ledger
 from eul.stores.registry.tags import covered_request_ids
 from eul.stores.registry.versions import PRODUCTION, get_alias_version, version_tags

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import STORE_ENV
 
-from eul.pipeline.steps import load_context
+from eul.pipeline.context import load_context
 from eul.runtime.servers import PREFECT, free_port, start_prefect_server, stop
 from eul.stores.log.store import Ledger
 from eul.stores.registry.tags import covered_request_ids

@@ -14,14 +14,14 @@ import pytest
 import yaml
 from conftest import STORE_ENV
 
-from eul.cli.doctor import FAIL, OK, SKIP, check_dvc, check_prefect, run_doctor
+from eul.cli.doctor import FAIL, OK, SKIP, WARN, check_dvc, check_prefect, run_doctor
 from eul.cli.main import main
 from eul.data.records import LABEL_WORDS
 from eul.data.synthetic import SyntheticConfig, generate
 from eul.layers import LayerConfig
 from eul.model.text_model import ModelSpec, TextModel
 from eul.model.training import TrainConfig, train_full
-from eul.pipeline.steps import load_context
+from eul.pipeline.context import load_context
 from eul.stores.dvc import dvcstore
 from eul.stores.log.store import Ledger
 from eul.stores.registry.runs import ensure_experiment, log_batch_run
@@ -106,6 +106,25 @@ def test_a_healthy_project_passes_every_check(project, capsys) -> None:
     assert main(["doctor", "--project", str(project), "--no-models"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("OK    params") and lines[-1].startswith("all ")
+
+
+def test_a_failure_drill_left_set_is_a_warning_with_its_fix(project, capsys) -> None:
+    # given a project whose params.yaml sets a failure drill
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["pipeline"] = {"drill_fail_at": "after-register"}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    # when the doctor looks at it
+    found = by_name(run_doctor(project, models=False))
+    # then it warns, in one line with the fix, and fails nothing because of it
+    drill = found["failure drill"]
+    assert drill.status == WARN and not drill.failed
+    assert "'after-register'" in drill.detail and "drill_fail_at: null" in drill.hint
+    assert "\n" not in drill.line()
+    assert [c for c in found.values() if c.status == FAIL] == []
+    # and a project without a drill has no such line
+    del params["pipeline"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert "failure drill" not in by_name(run_doctor(project, models=False))
 
 
 def test_the_production_version_is_loaded_from_the_registry(project, tmp_path) -> None:

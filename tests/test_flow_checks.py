@@ -19,7 +19,7 @@ from eul.pipeline.checks import (
     check_request_id,
     check_version,
 )
-from eul.pipeline.steps import PipelineError
+from eul.pipeline.context import PipelineError
 from eul.stores.log.store import Ledger
 from eul.stores.registry.runs import log_batch_run
 from eul.stores.registry.tags import compliance_tags

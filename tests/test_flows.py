@@ -27,7 +27,7 @@ from conftest import STORE_ENV, unique_text_subjects  # noqa: E402
 from eul.cli.main import main  # noqa: E402
 from eul.fusion.fuse import FusionState  # noqa: E402
 from eul.pipeline.checks import ParameterError  # noqa: E402
-from eul.pipeline.steps import FAIL_ENV, PipelineError, load_context  # noqa: E402
+from eul.pipeline.context import PipelineError, load_context  # noqa: E402
 from eul.stores.log.store import Ledger  # noqa: E402
 from eul.stores.registry.loading import load_production  # noqa: E402
 from eul.stores.registry.tags import covered_request_ids  # noqa: E402
@@ -245,13 +245,13 @@ def test_a_failed_gate_registers_without_promoting_until_a_reviewer_decides(proj
     assert tags["eul.promoted_by"] == "reviewer dana"
 
 
-def test_rerun_after_a_failure_between_registration_and_promotion(project, monkeypatch):
+def test_rerun_after_a_failure_between_registration_and_promotion(project):
     from flows.nightly import nightly_deletion_batch
 
     a, b = unique_subjects(project, 2)
     submit(project, **{"req-a": a, "req-b": b})
     # given a batch that stops right after registering its version
-    monkeypatch.setenv(FAIL_ENV, "after-register")
+    set_params(project, pipeline={"drill_fail_at": "after-register"})
     with pytest.raises(PipelineError, match="after-register"):
         nightly_deletion_batch(project_dir=str(project))
     ctx = load_context(project)
@@ -261,7 +261,7 @@ def test_rerun_after_a_failure_between_registration_and_promotion(project, monke
     layer = ctx.workdir / "layers" / "req-a" / "layer.safetensors"
     trained_at = layer.stat().st_mtime_ns
     # when it is run again
-    monkeypatch.delenv(FAIL_ENV)
+    set_params(project, pipeline={"drill_fail_at": None})
     summary = nightly_deletion_batch(project_dir=str(project))
     # then it finishes the same batch: the same version promoted, nothing trained again
     assert summary["version"] == 1 and summary["reused"] is True
@@ -280,6 +280,48 @@ def test_rerun_after_a_failure_between_registration_and_promotion(project, monke
         f"name='{ctx.settings.model_name}'"
     )
     assert [int(v.version) for v in versions] == [1]
+
+
+# Each other failure drill point: where the batch stops, what the log and the registry hold
+# then (statuses; the candidate and production aliases), and how the rerun with the drill
+# off finishes (whether it registers the version itself, and its outcome).
+DRILLS = {
+    "before-register": ({"req-a": "unlearned"}, None, None, False, "promoted to production"),
+    "before-alias": ({"req-a": "fused"}, 1, None, True, "promoted to production"),
+    "after-promote": ({"req-a": "deployed"}, 1, 1, None, "nothing to do"),
+}
+
+
+@pytest.mark.parametrize("point", sorted(DRILLS))
+def test_each_failure_drill_stops_there_and_a_rerun_finishes_the_batch(project, point):
+    from flows.nightly import nightly_deletion_batch
+
+    (a,) = unique_subjects(project, 1)
+    submit(project, **{"req-a": a})
+    expected, candidate, production, reused, outcome = DRILLS[point]
+    # given a batch that stops at the drill's point
+    set_params(project, pipeline={"drill_fail_at": point})
+    with pytest.raises(PipelineError, match=f"failure injected at '{point}'"):
+        nightly_deletion_batch(project_dir=str(project))
+    # then it stopped there: the log and the aliases are as that point leaves them
+    ctx = load_context(project)
+    assert statuses(project) == expected
+    assert get_alias_version(ctx.settings, CANDIDATE) == candidate
+    assert get_alias_version(ctx.settings, PRODUCTION) == production
+    layer = ctx.workdir / "layers" / "req-a" / "layer.safetensors"
+    trained_at = layer.stat().st_mtime_ns
+    # when it is run again with the drill off
+    set_params(project, pipeline={"drill_fail_at": None})
+    summary = nightly_deletion_batch(project_dir=str(project))
+    # then it finishes the same batch, training nothing again
+    assert outcome in summary["outcome"] and summary.get("reused") is reused
+    assert "trained" not in summary or summary["trained"] == 0
+    assert layer.stat().st_mtime_ns == trained_at
+    assert get_alias_version(ctx.settings, PRODUCTION) == 1
+    assert histories(project) == {
+        "req-a": ["received", "validated", "unlearned", "fused", "deployed", "purged"]
+    }
+    assert len(request_runs(project)) == 1
 
 
 def test_unlearn_request_handles_one_request_now(project):

@@ -159,6 +159,6 @@ def test_the_checks_see_an_upward_import_and_a_circle(tmp_path: Path) -> None:
     sample = ast.parse("from flows.batch import x\nimport eul.cli.main\n")
     names = {a.name for n in ast.walk(sample) if isinstance(n, ast.Import) for a in n.names}
     assert "eul.cli.main" in names and role("eul.cli.main") == ("eul.cli", 8)
-    assert role("eul.stores.log.store")[1] < role("eul.pipeline.steps")[1]
+    assert role("eul.stores.log.store")[1] < role("eul.pipeline.context")[1]
     assert eul_edges()  # the graph of the real package is not empty
     assert any(eul_edges().values())

@@ -145,3 +145,22 @@ def test_registry_defaults_match_the_tracking_settings():
         settings.experiment,
     )
     assert TrackingSettings(artifact_location=section.artifact_location) == settings
+
+
+@pytest.mark.parametrize(
+    "point", ["before-register", "after-register", "before-alias", "after-promote"]
+)
+def test_a_failure_drill_names_one_of_the_points(tmp_path, point):
+    # given a params file that sets a failure drill at a named point
+    path = tmp_path / "params.yaml"
+    path.write_text(f"pipeline:\n  drill_fail_at: {point}\n")
+    # then it loads, and the default (production) is no drill at all
+    assert load_params(path).pipeline.drill_fail_at == point
+    assert Params().pipeline.drill_fail_at is None
+
+
+def test_a_failure_drill_at_an_unknown_point_is_an_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("pipeline:\n  drill_fail_at: after-lunch\n")
+    with pytest.raises(ParamsError, match="drill_fail_at"):
+        load_params(path)

@@ -12,22 +12,21 @@ import pytest
 import torch
 
 from eul.fusion.fuse import FusionState
+from eul.pipeline.batch import evaluate_batch, fuse_batch, plan_batch
 from eul.pipeline.compaction import compaction_status
-from eul.pipeline.steps import (
+from eul.pipeline.context import (
+    FAIL_POINTS,
     FUSED_LAYER,
-    Production,
-    current_production,
-    evaluate_batch,
-    fuse_batch,
-    layer_key,
+    PipelineError,
+    fail_point,
     load_context,
-    load_serving,
-    partition_data,
-    plan_batch,
-    promotion_problems,
-    snapshot_log,
-    train_request,
 )
+from eul.pipeline.files import layer_key
+from eul.pipeline.intake import partition_data, snapshot_log
+from eul.pipeline.production import Production, current_production, load_serving
+from eul.pipeline.release import promotion_problems
+from eul.pipeline.results import ForgetSet, Partition, Snapshot
+from eul.pipeline.train import train_request
 from eul.stores.log.store import Ledger
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")
@@ -67,14 +66,14 @@ def test_a_batch_step_by_step(project):
     assert production.version is None and production.base_dir == project / "models/base"
     # when the log is snapshotted and partitioned through DVC
     snapshot = snapshot_log(ctx, production)
-    assert snapshot["validated"] == ["req.a", "req-b"] == snapshot["pending"]
+    assert snapshot.validated == ["req.a", "req-b"] == snapshot.pending
     split = partition_data(ctx, snapshot)
-    assert split["via"] == "dvc" and split["requests"]["req.a"]["rows"] >= 3
+    assert split.via == "dvc" and split.requests["req.a"].rows >= 3
     # and each request's layer is trained, the second on top of the first
     first = train_request(ctx, production, "req.a", split)
     trained = [first, train_request(ctx, production, "req-b", split, [first])]
-    assert [t["skipped"] for t in trained] == [False, False]
-    assert [t["trained_on"] for t in trained] == [[], ["req.a"]]
+    assert [t.skipped for t in trained] == [False, False]
+    assert [t.trained_on for t in trained] == [[], ["req.a"]]
     with ctx.ledger() as ledger:
         assert {s.request_id: s.status for s in ledger.list()} == {
             "req.a": "unlearned",
@@ -82,43 +81,43 @@ def test_a_batch_step_by_step(project):
         }
     # then asking again finds the layer on disk: nothing is retrained or logged twice
     again = train_request(ctx, production, "req.a", split)
-    assert again["skipped"] is True and again["mlflow_run_id"] == trained[0]["mlflow_run_id"]
+    assert again.skipped is True and again.mlflow_run_id == trained[0].mlflow_run_id
 
     # when the layers are fused
     plan = plan_batch(ctx, production, ["req.a", "req-b"], snapshot, "nightly")
     fused = fuse_batch(ctx, production, trained, plan)
-    assert fused["added"] == ["req.a", "req-b"] and fused["requests_in_state"] == 2
+    assert fused.added == ["req.a", "req-b"] and fused.requests_in_state == 2
     # then the one fused layer is exactly the two layers stacked
     stacked = load_serving(production.base_dir, None)
     layers = stacked.unlearning_layers()
-    names = [layers.load_layer(t["layer_dir"]) for t in trained]
+    names = [layers.load_layer(t.layer_dir) for t in trained]
     layers.set_active(names)
-    one = load_serving(production.base_dir, Path(fused["layer_dir"]))
-    rows = [json.loads(x) for x in Path(split["requests"]["req.a"]["file"]).read_text().split("\n")
+    one = load_serving(production.base_dir, Path(fused.layer_dir))
+    rows = [json.loads(x) for x in Path(split.requests["req.a"].file).read_text().split("\n")
             if x]  # fmt: skip
     batch = stacked.batch([r["text"] for r in rows], [r["target"] for r in rows])
     with torch.no_grad():
         assert torch.allclose(stacked.logits(batch), one.logits(batch), atol=1e-5)
 
     # and a production state that already holds a request does not take it twice
-    on_top = Production(1, production.base_dir, Path(fused["layer_dir"]),
-                        Path(fused["state_dir"]), ("req.a", "req-b"))  # fmt: skip
+    on_top = Production(1, production.base_dir, Path(fused.layer_dir),
+                        Path(fused.state_dir), ("req.a", "req-b"))  # fmt: skip
     plan_again = plan_batch(ctx, on_top, ["req.a"], snapshot, "nightly")
     assert plan_again.key != plan.key
     refused = fuse_batch(ctx, on_top, trained[:1], plan_again)
-    assert refused["already_fused"] == ["req.a"] and refused["added"] == []
-    assert FusionState.load(refused["state_dir"]).requests == ["req.a", "req-b"]
+    assert refused.already_fused == ["req.a"] and refused.added == []
+    assert FusionState.load(refused.state_dir).requests == ["req.a", "req-b"]
 
     # and the stacked requests count towards compaction
     status = compaction_status(ctx, on_top)
-    assert status["stacked_requests"] == 2 and status["forgotten_rows"] > 0
-    assert status["due"] is (status["forget_share"] > ctx.params.compaction.max_forget_share)
+    assert status.stacked_requests == 2 and status.forgotten_rows > 0
+    assert status.due is (status.forget_share > ctx.params.compaction.max_forget_share)
 
 
 def test_the_same_batch_gets_the_same_key(project):
     ctx = load_context(project)
     production = Production(3, project, None, None, ("old",))
-    snapshot = {"log_seq": 9, "log_hash": "h"}
+    snapshot = Snapshot(9, "h", [], [], [], [], {})
     first = plan_batch(ctx, production, ["b", "a"], snapshot, "nightly")
     # the same requests on the same production version, from either flow: the same key
     assert plan_batch(ctx, production, ["a", "b"], snapshot, "request").key == first.key
@@ -179,7 +178,7 @@ def test_a_gpu_named_in_params_on_a_machine_without_one_stops_before_any_work(pr
     unlearn = ctx.params.unlearn.model_copy(update={"device": "cuda"})
     ctx = dataclasses.replace(ctx, params=ctx.params.model_copy(update={"unlearn": unlearn}))
     production = current_production(ctx)
-    partition = {"requests": {"r1": {"rows": 3, "file": "unread"}}, "retained_file": "unread"}
+    partition = Partition("python", 1, {"r1": ForgetSet(3, "unread")}, 3, 0, "unread")
     # when a request's layer would be trained or a batch evaluated, then both stop at once
     # with one line that names the fix, before reading any data or writing any file
     with pytest.raises(ValueError, match="use --device cpu or auto") as err:
@@ -203,6 +202,25 @@ def test_a_request_trains_against_the_probe_reference_when_params_ask(project):
     # when its layer is trained
     trained = train_request(ctx, production, "req-p", split)
     # then it is, and the layer's record says which reference set its forget levels
-    assert trained["skipped"] is False
-    training = json.loads((Path(trained["layer_dir"]) / "training.json").read_text())
+    assert trained.skipped is False
+    training = json.loads((Path(trained.layer_dir) / "training.json").read_text())
     assert training["reference"] == "probe" and training["epochs"] >= 1
+
+
+def test_a_failure_drill_stops_only_at_its_own_point(tmp_path):
+    # given a project whose params.yaml sets a failure drill after registration
+    (tmp_path / "params.yaml").write_text("pipeline:\n  drill_fail_at: after-register\n")
+    ctx = load_context(tmp_path)
+    assert ctx.drill_fail_at == "after-register"
+    # then that point raises, in one line that names the setting, and the others pass
+    with pytest.raises(PipelineError, match=r"'after-register' \(pipeline.drill_fail_at\)"):
+        fail_point(ctx, "after-register")
+    for point in set(FAIL_POINTS) - {"after-register"}:
+        fail_point(ctx, point)
+    # and a point that does not exist is a mistake in the code, not a silent pass
+    with pytest.raises(ValueError, match="not a failure drill point"):
+        fail_point(ctx, "after-lunch")
+    # without the setting (production), no point raises
+    (tmp_path / "params.yaml").write_text("pipeline:\n  drill_fail_at: null\n")
+    for point in FAIL_POINTS:
+        fail_point(load_context(tmp_path), point)

@@ -188,7 +188,7 @@ def test_sibling_shares_the_report_stem():
 
 def test_importing_eul_leaves_matplotlib_unloaded():
     code = (
-        "import sys, eul.evaluate.plots, eul.pipeline.gates, eul.pipeline.steps; "
+        "import sys, eul.evaluate.plots, eul.pipeline.gates, eul.pipeline.release; "
         "print('matplotlib' in sys.modules)"
     )
     repo = Path(__file__).resolve().parents[1]

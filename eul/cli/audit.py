@@ -13,7 +13,7 @@ from eul.cli.common import add_project_options
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from eul.pipeline.steps import Context
+    from eul.pipeline.context import Context
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -30,8 +30,8 @@ def _moment(text: str | None) -> datetime | None:
 
 
 def _project(project: str, params: str) -> Context:
-    """The project `--project` names (eul.pipeline.steps.Context), its inputs checked first."""
-    from eul.pipeline.steps import load_context
+    """The project `--project` names (eul.pipeline.context.Context), its inputs checked first."""
+    from eul.pipeline.context import load_context
 
     root = existing_dir(project, "--project", "give the project folder (with params.yaml)")
     if params != "params.yaml" and not (root / params).is_file():

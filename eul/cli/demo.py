@@ -52,7 +52,7 @@ from eul.cli.demo_project import (
 )
 from eul.cli.demo_summary import PENDING, Summary
 from eul.cli.errors import run_reported
-from eul.pipeline.steps import Context, load_context
+from eul.pipeline.context import Context, load_context
 from eul.runtime.environment import environment, tool_variables
 
 __all__ = ["NOBODY", "REQUESTS_FILE", "DemoError", "choose_subjects", "run_demo"]
@@ -149,7 +149,7 @@ class Demo:
         stack = contextlib.ExitStack()
         api = stack.enter_context(local_prefect(self.prefect_home()))
         self._prefect, self._api = stack, api
-        from eul.pipeline.steps import MODEL_LIMIT
+        from eul.pipeline.context import MODEL_LIMIT
 
         create_global_limit(MODEL_LIMIT, 1)
         self.echo(f"   Prefect API at {api} (stopped when the demo ends)")
@@ -298,7 +298,7 @@ class Demo:
     def purge(self) -> None:
         """Purge what is still deployed (the `promote` flow usually has), then show the
         evidence the log keeps: hashes and counts, never rows."""
-        from eul.pipeline.steps import purge_deployed
+        from eul.pipeline.purge_step import purge_deployed
 
         ctx = self.context()
         with ctx.ledger() as ledger:

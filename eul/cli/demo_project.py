@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from eul.pipeline.steps import load_context
+from eul.pipeline.context import load_context
 
 REPO = Path(__file__).resolve().parents[2]
 # What the demo project copies from the checkout: the DVC stages depend on eul/, and with

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from eul.cli.demo_prefect import prefect_database_url
 from eul.cli.demo_project import PREFECT_DIR, REQUESTS_FILE, shown
+from eul.pipeline.context import Context, load_context
 from eul.pipeline.gates import gate_details
-from eul.pipeline.steps import Context, load_context
 
 PENDING = ("received", "validated", "unlearned", "fused")
 SHOWN_METRICS = ("test_acc", "retained_acc", "forget_acc", "forget_memorised_acc", "mia_auc")

@@ -12,24 +12,24 @@ text from a store has every known secret replaced by ***.
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eul.pipeline.probes import SQLITE_PREFIX, TIMEOUT_S, http_problem, mlflow_problem
+from eul.pipeline.probes import creatable as _creatable
+from eul.pipeline.probes import first_line as _first_line
 from eul.runtime.environment import environment
 
 if TYPE_CHECKING:
     from eul.params import Params
-    from eul.pipeline.steps import Context
+    from eul.pipeline.context import Context
 
 OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
-TIMEOUT_S = 5.0
-SQLITE_PREFIX = "sqlite:///"
-SQLITE_MAGIC = b"SQLite format 3\x00"
+# A finding that does not stop the pipeline but should not last (a failure drill left set).
+WARN = "WARN"
 
 
 @dataclass(frozen=True)
@@ -51,75 +51,6 @@ class Check:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-# -- probes shared with the command line and the flows ------------------------------------
-
-
-def _nearest_existing(path: Path) -> Path:
-    path = path.resolve()
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def _creatable(path: Path) -> bool:
-    """Whether `path` (absent) could be made: its nearest existing ancestor is a writable
-    folder."""
-    parent = _nearest_existing(path.parent)
-    return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
-
-
-def http_problem(url: str, timeout: float = TIMEOUT_S, token: str | None = None) -> str | None:
-    """Why a GET of `url` fails (refused, timed out, an HTTP error), or None if it answers."""
-    request = urllib.request.Request(url, method="GET")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read(256)
-    except urllib.error.HTTPError as err:
-        return f"answers HTTP {err.code} {err.reason}"
-    except urllib.error.URLError as err:
-        reason = err.reason
-        text = getattr(reason, "strerror", None) or str(reason)
-        return f"does not answer ({text.lower()})"
-    except TimeoutError:
-        return f"does not answer within {timeout:g} s"
-    except (ValueError, OSError) as err:
-        return f"cannot be reached ({_first_line(err)})"
-    return None
-
-
-def mlflow_problem(tracking_uri: str, timeout: float = TIMEOUT_S) -> tuple[str, str] | None:
-    """What is wrong with the MLflow tracking URI and its fix, or None when nothing is.
-
-    Quick on purpose: MLflow's own client retries an unreachable server for minutes.
-    SQLite: the file is an SQLite database, or absent under a folder that can be made.
-    HTTP(S): the server's /health answers. Other stores (a database URL) are not probed.
-    """
-    fix = "point MLFLOW_TRACKING_URI or registry.tracking_uri in params.yaml at it"
-    if tracking_uri.startswith(SQLITE_PREFIX):
-        path = Path(tracking_uri[len(SQLITE_PREFIX) :])
-        if path.is_dir():
-            return f"the MLflow store {path} is a folder, not an SQLite file", fix
-        if not path.exists():
-            return None if _creatable(path) else (f"cannot create the MLflow store {path}", fix)
-        with path.open("rb") as handle:
-            head = handle.read(len(SQLITE_MAGIC))
-        if head and head != SQLITE_MAGIC:
-            return f"the MLflow store {path} is not an SQLite database", fix
-        return None
-    if tracking_uri.startswith(("http://", "https://")):
-        problem = http_problem(tracking_uri.rstrip("/") + "/health", timeout)
-        if problem:
-            return f"the MLflow server at {tracking_uri} {problem}", f"start it or {fix}"
-    return None
 
 
 def prefect_api_url() -> tuple[str | None, str | None]:
@@ -162,6 +93,20 @@ def check_params(root: Path, params_file: str) -> tuple[Check, Params | None]:
         hint = "correct or remove the key; the project's params.yaml lists every known key"
         return Check(name, FAIL, str(err), hint), None
     return Check(name, OK, f"{path} loads; every key is known"), params
+
+
+def check_drill(ctx: Context) -> Check | None:
+    """A failure drill (`pipeline.drill_fail_at`) set makes every batch stop on purpose:
+    a WARN while one is set, nothing otherwise."""
+    point = ctx.drill_fail_at
+    if point is None:
+        return None
+    return Check(
+        "failure drill",
+        WARN,
+        f"pipeline.drill_fail_at is {point!r}: every batch stops there on purpose",
+        "set pipeline.drill_fail_at: null in params.yaml (production must leave it null)",
+    )
 
 
 def check_log(ctx: Context) -> Check:
@@ -407,13 +352,16 @@ def run_doctor(
     ctx: Context | None = None
     mlflow_check, version = Check("mlflow", SKIP, "params.yaml must load first"), None
     if params is not None:
-        from eul.pipeline.steps import load_context
+        from eul.pipeline.context import load_context
 
         ctx = load_context(root, params_file)
     if ctx is None:
         add(Check("deletion log", SKIP, "params.yaml must load first"))
         add(mlflow_check)
     else:
+        drill = check_drill(ctx)
+        if drill is not None:
+            add(drill)
         add(check_log(ctx))
         mlflow_check, version = check_mlflow(ctx)
         add(mlflow_check)

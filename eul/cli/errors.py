@@ -15,7 +15,7 @@ from eul.cli.args import EXIT_BAD_INPUT, EXIT_FAILURE, CliError, RunError
 
 def failure_types() -> tuple[type[BaseException], ...]:
     """Errors of the stores and of the work itself: exit status 1, one line."""
-    from eul.pipeline.steps import PipelineError
+    from eul.pipeline.context import PipelineError
     from eul.stores.dvc.dvcstore import DvcError
     from eul.stores.dvc.purge import PurgeError
     from eul.stores.log.schema import LedgerUnavailable

@@ -38,7 +38,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from eul.cli.demo import DemoError, run_demo
-    from eul.pipeline.steps import PipelineError
+    from eul.pipeline.context import PipelineError
 
     try:
         return run_demo(args.dir, args.params)

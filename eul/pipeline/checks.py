@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from eul.params import DEFAULT_PATH, ParamsError
 
 if TYPE_CHECKING:
-    from eul.pipeline.steps import Context
+    from eul.pipeline.context import Context
 
 
 class ParameterError(ValueError):
@@ -26,8 +26,8 @@ class ParameterError(ValueError):
 def check_project(project_dir: str, params_file: str = DEFAULT_PATH) -> Context:
     """The project a flow run works on, once its folder, params file, log and MLflow store
     are known to be usable."""
-    from eul.cli.doctor import mlflow_problem
-    from eul.pipeline.steps import PipelineError, load_context
+    from eul.pipeline.context import PipelineError, load_context
+    from eul.pipeline.probes import mlflow_problem
 
     if not str(project_dir).strip():
         raise ParameterError("project_dir is empty; give the project's root folder")

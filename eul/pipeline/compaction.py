@@ -13,18 +13,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from dataclasses import replace
 
-from eul.pipeline.steps import (
-    DONE_FILE,
-    FUSED_LAYER,
-    Context,
-    PipelineError,
-    Plan,
-    Production,
-    batch_folder,
-    write_json,
-)
+from eul.pipeline.batch import Plan, batch_folder
+from eul.pipeline.context import DONE_FILE, FUSED_LAYER, Context, PipelineError
+from eul.pipeline.files import write_json
+from eul.pipeline.production import Production
+from eul.pipeline.results import CompactionStatus, Retrained
 
 # Requests whose rows a retrain must leave out: every one not yet purged from the data.
 EXCLUDED_STATUSES = ("validated", "unlearned", "fused", "deployed")
@@ -38,7 +33,7 @@ def stacked_requests(production: Production) -> list[str]:
     return list(meta["requests"])
 
 
-def compaction_status(ctx: Context, production: Production) -> dict[str, Any]:
+def compaction_status(ctx: Context, production: Production) -> CompactionStatus:
     """How much the production base has had to forget, and whether a compaction is due.
 
     forget_share = rows of the stacked requests / (those rows + rows still in training).
@@ -63,18 +58,18 @@ def compaction_status(ctx: Context, production: Production) -> dict[str, Any]:
         reasons.append(f"forget share {share:.3f} > {limits.max_forget_share}")
     if len(stacked) > limits.max_requests:
         reasons.append(f"{len(stacked)} stacked requests > {limits.max_requests}")
-    return {
-        "production_version": production.version,
-        "stacked_requests": len(stacked),
-        "forgotten_rows": len(forgotten),
-        "training_rows": remaining,
-        "forget_share": share,
-        "due": bool(reasons),
-        "reasons": reasons,
-    }
+    return CompactionStatus(
+        production_version=production.version,
+        stacked_requests=len(stacked),
+        forgotten_rows=len(forgotten),
+        training_rows=remaining,
+        forget_share=share,
+        due=bool(reasons),
+        reasons=reasons,
+    )
 
 
-def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
+def retrain(ctx: Context, plan: Plan) -> Retrained:
     """Train the base recipe (params `model`, `train`) on the prepared training rows minus
     every row of a request not yet purged, on `train.device`; save it with an identity
     (all-zero) fused layer and an empty fusion state. Done once per plan: a rerun finds it
@@ -91,7 +86,7 @@ def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
 
     folder = batch_folder(ctx, plan) / "retrain"
     if (folder / DONE_FILE).is_file():
-        return {**json.loads((folder / DONE_FILE).read_text()), "skipped": True, "seconds": {}}
+        return Retrained(**json.loads((folder / DONE_FILE).read_text()), skipped=True)
     params = ctx.params
     started = time.perf_counter()
     device = resolve_device(params.train.device)
@@ -119,13 +114,13 @@ def retrain(ctx: Context, plan: Plan) -> dict[str, Any]:
     add_shared_fused_layer(layers, FUSED_LAYER, layer_config, fuse_shared(state, "sum"))
     layers.save_layer(FUSED_LAYER, folder / "layer")
     state.save(folder / "state")
-    result = {
-        "base_dir": str(folder / "base"),
-        "layer_dir": str(folder / "layer"),
-        "state_dir": str(folder / "state"),
-        "rows": len(kept),
-        "rows_left_out": len(records) - len(kept),
-        "final_loss": stats["final_loss"],
-    }
-    write_json(folder / DONE_FILE, result)
-    return {**result, "skipped": False, "seconds": {"retrain": time.perf_counter() - started}}
+    result = Retrained(
+        base_dir=str(folder / "base"),
+        layer_dir=str(folder / "layer"),
+        state_dir=str(folder / "state"),
+        rows=len(kept),
+        rows_left_out=len(records) - len(kept),
+        final_loss=stats["final_loss"],
+    )
+    write_json(folder / DONE_FILE, result.to_json())
+    return replace(result, seconds={"retrain": time.perf_counter() - started})

@@ -1,0 +1,264 @@
+"""One unlearning layer per request, trained against the production model.
+
+A request already `unlearned` whose layer and statistics are on disk is not retrained: the
+layer folder's done.json is the proof, and a rerun reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eul.pipeline.context import DONE_FILE, Clock, Context
+from eul.pipeline.files import (
+    clean_json,
+    file_sha256,
+    layer_key,
+    numeric_metrics,
+    replace_dir,
+    write_json,
+)
+from eul.pipeline.marks import mark_unlearned
+from eul.pipeline.production import Production, load_serving
+from eul.pipeline.results import LayerResult, Partition
+from eul.stores.registry.runs import log_request_run
+
+if TYPE_CHECKING:
+    from eul.data.records import Record
+    from eul.methods.base import UnlearnResult
+    from eul.model.text_model import TextModel
+
+
+def layer_folder(ctx: Context, request_id: str) -> Path:
+    return ctx.workdir / "layers" / layer_key(request_id)
+
+
+def load_rows(path: str | Path, task: str) -> list[Record]:
+    from eul.data.readers import load_records
+
+    return load_records(path, task=task)
+
+
+def forget_side(tm: TextModel, forget: list[Record], unseen: list[Record], task: str):
+    """Forget-set metrics of one model: accuracy (ROUGE), memorised share, MIA AUC."""
+    from eul.evaluate.metrics import EvalSets, evaluate
+
+    metrics, _ = evaluate(tm, EvalSets([], [], forget, unseen), task=task)
+    keep = ("forget_acc", "forget_memorised_acc", "forget_rouge1", "forget_rougeL", "mia_auc")
+    return {k: v for k, v in metrics.items() if k in keep}
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The rows one request's layer trains and is measured on."""
+
+    forget: list[Record]
+    retained: list[Record]
+    unseen: list[Record]
+
+
+def train_request(
+    ctx: Context,
+    production: Production,
+    request_id: str,
+    partition: Partition,
+    below: Sequence[LayerResult] = (),
+) -> LayerResult:
+    """Train (or find on disk) the unlearning layer of one request, log its MLflow run and
+    mark it `unlearned`. It trains on `unlearn.device`; layer and statistics are written
+    from the CPU.
+
+    The layer is trained on top of the production model and of the layers in `below` (the
+    batch's earlier requests, when the batch stacks its layers): its teacher is that model
+    with the new layer switched off, so the fused sum is exactly what was trained.
+    """
+    folder = layer_folder(ctx, request_id)
+    done_file = folder / DONE_FILE
+    if done_file.is_file():
+        result = LayerResult.from_json(json.loads(done_file.read_text()), skipped=True)
+        mark_unlearned(ctx, result)
+        return result
+    rows = partition.requests[request_id].rows
+    trained_on = [b.request_id for b in below if b.layer_dir]
+    if rows == 0:
+        # the request's rows are not in the training split: nothing to unlearn, only to purge
+        result = LayerResult(request_id, rows, production.version, trained_on, None)
+        tmp = folder.with_name(folder.name + ".tmp")
+        write_json(tmp / DONE_FILE, result.to_json())
+        replace_dir(tmp, folder)
+        mark_unlearned(ctx, result)
+        return result
+    return _train_layer(ctx, production, request_id, partition, below, trained_on)
+
+
+def _train_layer(
+    ctx: Context,
+    production: Production,
+    request_id: str,
+    partition: Partition,
+    below: Sequence[LayerResult],
+    trained_on: list[str],
+) -> LayerResult:
+    """The layer of a request with rows to forget: train, measure, save, log, mark."""
+    import torch
+
+    from eul.model.device import resolve_device
+
+    started = time.perf_counter()
+    params = ctx.params
+    task = params.data.task
+    clock = Clock()
+    folder = layer_folder(ctx, request_id)
+    device = resolve_device(params.unlearn.device)
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
+    with clock("layer_load"):
+        rows = _Rows(
+            forget=load_rows(partition.requests[request_id].file, task),
+            retained=load_rows(partition.retained_file, task),
+            unseen=load_rows(ctx.prepared("heldout.jsonl"), task),
+        )
+        tm = _model_under_training(production, below).to(device)
+    with clock("layer_evaluate"):
+        before = forget_side(tm, rows.forget, rows.unseen, task)
+    name = layer_key(request_id)
+    tmp = folder.with_name(folder.name + ".tmp")
+    outcome = _fit_and_save(ctx, tm, production, below, rows, name, tmp, clock)
+    with clock("layer_evaluate"):
+        after = forget_side(tm, rows.forget, rows.unseen, task)
+    metrics = {**after, **{f"{k}_before": v for k, v in before.items()}}
+    training = {
+        "reference": params.eul_config().reference,
+        "epochs": len(outcome.history),
+        "update_s": outcome.update_s,
+        "trainable_share": outcome.trainable_share,
+        "history": outcome.history,
+    }
+    write_json(tmp / "training.json", training)
+    with clock("layer_mlflow"):
+        run_id = _log_run(ctx, production, request_id, tmp, rows.forget, metrics, training)
+    result = LayerResult(
+        request_id=request_id,
+        rows=partition.requests[request_id].rows,
+        production_version=production.version,
+        trained_on=trained_on,
+        layer_dir=str(folder),
+        layer_sha256=file_sha256(tmp / "layer.safetensors"),
+        mlflow_run_id=run_id,
+        metrics=clean_json(metrics),
+        epochs=len(outcome.history),
+    )
+    write_json(tmp / DONE_FILE, result.to_json())
+    replace_dir(tmp, folder)
+    mark_unlearned(ctx, result)
+    # the rest: files, hashes, the log's `unlearned` entry
+    clock.seconds["layer_other"] = time.perf_counter() - started - sum(clock.seconds.values())
+    return replace(result, seconds=clock.seconds)
+
+
+def _model_under_training(production: Production, below: Sequence[LayerResult]) -> TextModel:
+    """The production model with the batch's earlier layers (`below`) on top, all active."""
+    tm = load_serving(production.base_dir, production.layer_dir)
+    layers = tm.unlearning_layers()
+    underneath = [layers.load_layer(b.layer_dir) for b in below if b.layer_dir]
+    layers.set_active([*layers.active, *underneath])
+    return tm
+
+
+def _fit_and_save(
+    ctx: Context,
+    tm: TextModel,
+    production: Production,
+    below: Sequence[LayerResult],
+    rows: _Rows,
+    name: str,
+    tmp: Path,
+    clock: Clock,
+) -> UnlearnResult:
+    """Train the layer `name` with EUL, then save it and its statistics into `tmp`."""
+    from eul.fusion.statistics import save_request_statistics
+    from eul.methods import ForgetTask, get_method
+
+    config = ctx.params.eul_config()
+    keeps = config.keep_weight > 0 and config.layer.shared_basis
+    keep = earlier_requests(production, below) if keeps else None
+    with clock("layer_train"):
+        outcome = get_method("eul", config=config).run(
+            tm,
+            ForgetTask(rows.forget, rows.retained, rows.unseen, name=name, keep=keep),
+            progress=False,
+        )
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    with clock("layer_statistics"):
+        tm.unlearning_layers().save_layer(name, tmp)
+        save_request_statistics(tm, name, rows.forget, tmp)
+    return outcome
+
+
+def _log_run(
+    ctx: Context,
+    production: Production,
+    request_id: str,
+    folder: Path,
+    forget: list[Record],
+    metrics: dict[str, Any],
+    training: dict[str, Any],
+) -> str:
+    """The request's MLflow run: its layer folder, metrics before and after, settings."""
+    config = ctx.params.eul_config()
+    return log_request_run(
+        ctx.settings,
+        request_id,
+        folder,
+        numeric_metrics(
+            {**metrics, "update_s": training["update_s"], "epochs": training["epochs"]}
+        ),
+        layer_config=config.layer,
+        eul_config=config,
+        params={
+            "rows": len(forget),
+            "memorised_rows": sum(r.memorised for r in forget),
+            "production_version": production.version or "none",
+        },
+        evaluation=clean_json({"metrics": metrics, "rows": len(forget), "training": training}),
+    )
+
+
+def train_stack(
+    ctx: Context, production: Production, request_ids: Sequence[str], partition: Partition
+) -> list[LayerResult]:
+    """The batch's layers one after the other, each on top of the earlier ones."""
+    results: list[LayerResult] = []
+    for request_id in request_ids:
+        results.append(train_request(ctx, production, request_id, partition, list(results)))
+    return results
+
+
+def earlier_requests(production: Production, below: Sequence[LayerResult]):
+    """Mean feature Grams of the requests already served (production's fused ones and the
+    batch's layers underneath), for `ForgetTask.keep`; None where there are none or the
+    layers have no shared basis (no feature statistics)."""
+    from eul.fusion.fuse import STATE_FILE, FusionState
+    from eul.fusion.statistics import FEATURE_STATS, FusionStats, keep_grams
+
+    parts = []
+    if production.state_dir is not None and (production.state_dir / STATE_FILE).is_file():
+        state = FusionState.load(production.state_dir)
+        if state.requests:
+            parts.append(state.stats)
+    for layer in below:
+        folder = Path(layer.layer_dir) if layer.layer_dir else None
+        if folder is not None and (folder / f"{FEATURE_STATS}.safetensors").is_file():
+            parts.append(FusionStats.load(folder, stem=FEATURE_STATS))
+    if not parts:
+        return None
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return keep_grams(total)
