@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "eul"
 # The one module that may import MLflow: the model file MLflow itself loads to serve a version.
@@ -107,7 +105,6 @@ def test_importing_every_eul_module_loads_neither_prefect_nor_mlflow() -> None:
     assert len(names) > 40
 
 
-@pytest.mark.xfail(reason="the house is being rearranged", strict=False)
 def test_nothing_under_eul_imports_flows_tasks_or_benchmarks() -> None:
     upward = {
         name: sorted(
@@ -118,7 +115,6 @@ def test_nothing_under_eul_imports_flows_tasks_or_benchmarks() -> None:
     assert {name: found for name, found in upward.items() if found} == {}
 
 
-@pytest.mark.xfail(reason="the house is being rearranged", strict=False)
 def test_no_package_imports_a_higher_role() -> None:
     violations = []
     for name, targets in eul_edges().items():
@@ -130,7 +126,6 @@ def test_no_package_imports_a_higher_role() -> None:
     assert sorted(violations) == []
 
 
-@pytest.mark.xfail(reason="the house is being rearranged", strict=False)
 def test_no_import_circle() -> None:
     edges = eul_edges()
     circles: list[list[str]] = []
