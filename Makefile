@@ -18,12 +18,12 @@ $(VENV): pyproject.toml
 	touch $(VENV)
 
 test: $(VENV)
-	$(VENV)/bin/ruff check eul tasks flows tests
+	$(VENV)/bin/ruff check eul tasks flows benchmarks scripts tests
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(VENV)
-	$(VENV)/bin/ruff check eul tasks flows tests
-	$(VENV)/bin/ruff format --check eul tasks flows tests
+	$(VENV)/bin/ruff check eul tasks flows benchmarks scripts tests
+	$(VENV)/bin/ruff format --check eul tasks flows benchmarks scripts tests
 
 # The DVC pipeline on a fresh clone: raw data regenerated to match data.dvc, then every stage.
 repro: $(VENV)
