@@ -28,7 +28,7 @@ lint: $(VENV)
 # The DVC pipeline on a fresh clone: raw data regenerated to match data.dvc, then every stage.
 repro: $(VENV)
 	$(EUL) data init
-	DVC_NO_ANALYTICS=1 $(VENV)/bin/dvc repro
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DVC_NO_ANALYTICS=1 $(VENV)/bin/dvc repro
 
 bench: $(VENV)
 	$(EUL) bench --out results/bench.json
