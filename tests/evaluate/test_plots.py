@@ -191,7 +191,7 @@ def test_importing_eul_leaves_matplotlib_unloaded():
         "import sys, eul.evaluate.plots, eul.pipeline.gates, eul.pipeline.release; "
         "print('matplotlib' in sys.modules)"
     )
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
     )

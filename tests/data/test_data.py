@@ -14,7 +14,7 @@ from eul.data.records import LABEL_WORDS, DataError, Record, save_records, split
 from eul.data.synthetic import SyntheticConfig, generate
 
 # The public data sets, next to the repository (../shared/data); their tests skip without them.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SST2_DIR = SHARED_DATA / "sst2"
 SAMSUM_CSV = SHARED_DATA / "samsum" / "val.csv"
 

@@ -18,7 +18,7 @@ from eul.cli.main import main
 from eul.stores.dvc import dvcstore
 from eul.stores.dvc.partition import canonical_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Small enough that `dvc repro` (tokenizer and one epoch of a tiny T5) takes seconds.
 TINY_PARAMS = {
