@@ -6,6 +6,7 @@ import csv
 import logging
 import math
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,16 @@ def csv_header(path: Path, delimiter: str) -> list[str]:
 
 def _read_columns(path: Path) -> dict[str, list[Any]]:
     """Read a file into plain column lists; csv cells are read as strings so codes like '0937'
-    keep their leading zeros, and empty cells come back as None."""
+    keep their leading zeros, and empty cells come back as None.
+
+    The datasets library writes an Arrow copy of every file it reads into its cache and never
+    removes it; records are personal data that a purge must be able to remove, so each read
+    gets a private temporary cache that is deleted as soon as the columns are in memory."""
+    with tempfile.TemporaryDirectory(prefix="eul-read-") as cache_dir:
+        return _read_columns_cached(path, cache_dir)
+
+
+def _read_columns_cached(path: Path, cache_dir: str) -> dict[str, list[Any]]:
     import datasets
 
     suffix = path.suffix.lower()
@@ -55,7 +65,9 @@ def _read_columns(path: Path) -> dict[str, list[Any]]:
             "features": datasets.Features({name: datasets.Value("string") for name in header}),
         }
     try:
-        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        dataset = datasets.load_dataset(
+            builder, data_files=str(path), split="train", cache_dir=cache_dir, **kwargs
+        )
     except DataError:
         raise
     except Exception as error:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +17,8 @@ from eul.data.records import LABEL_WORDS, DataError, Record, save_records, split
 from eul.data.synthetic import SyntheticConfig, generate
 
 # The public data sets, next to the repository (../shared/data); their tests skip without them.
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
 SST2_DIR = SHARED_DATA / "sst2"
 SAMSUM_CSV = SHARED_DATA / "samsum" / "val.csv"
 
@@ -295,3 +299,30 @@ def test_real_loaders_report_missing_files(tmp_path: Path) -> None:
         load_sst2(tmp_path)
     with pytest.raises(DataError, match="not found"):
         load_samsum(tmp_path / "val.csv")
+
+
+def test_reading_a_file_leaves_no_copy_in_the_datasets_cache_or_temp(tmp_path):
+    """Records are personal data: a read must not leave an Arrow copy anywhere (the datasets
+    library caches every file it reads unless told otherwise)."""
+    secret = "a sentence only this test writes, about seven quiet zebras"
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "records.jsonl"
+    save_records([Record("r1", "s1", secret, "positive", 1)], path)
+    (data / "records.csv").write_text(f"record_id,subject_id,text,label\nr2,s2,{secret},1\n")
+    cache, temp, home = tmp_path / "cache", tmp_path / "tmp", tmp_path / "hf"
+    for folder in (cache, temp, home):
+        folder.mkdir()
+    code = (
+        "import sys; from eul.data.readers import load_records; "
+        "[print(len(load_records(p))) for p in sys.argv[1:]]"
+    )
+    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_HOME": str(home), "TMPDIR": str(temp)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(data / "records.csv")],
+        env=env, capture_output=True, text=True, check=True, cwd=REPO,
+    )  # fmt: skip
+    assert out.stdout.split() == ["1", "1"]
+    leftovers = [p for top in (cache, temp, home) for p in top.rglob("*") if p.is_file()]
+    assert [p for p in leftovers if secret.encode() in p.read_bytes()] == []
+    assert list(temp.iterdir()) == []

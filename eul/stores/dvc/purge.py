@@ -5,7 +5,9 @@ removes the requests' rows from the raw data, records a new data.dvc version, re
 stages whose outputs copy raw rows, then deletes every object the workspace no longer uses
 from the cache and from each remote (`dvc gc --workspace`, never `--all-commits`: git
 history still names the old data.dvc). It then checks its own work: the old objects must be
-gone everywhere, and (with `scan`) no stored object may still contain a purged row.
+gone everywhere, and (with `scan`) no stored object may still contain a purged row. With
+`scan` it also deletes the copies an older eul left in the datasets library's cache (it read
+files through that cache; reads now use a temporary one removed after each read).
 
 The evidence it returns and appends to the purge ledger holds ids and SHA-256 hashes only.
 The ledger's record ids also let `eul data init` regenerate the embedded data set on a
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -86,6 +89,37 @@ def _needles(rows: DataRows, removed: Sequence[int], kept_bytes: bytes) -> list[
 
 def _contains_any(data: bytes, needles: Sequence[bytes]) -> bool:
     return any(needle in data for needle in needles)
+
+
+# The datasets library's builders for local files: an older eul read every data file through
+# them, and each left an Arrow copy of the whole file in the library's cache.
+DATASETS_BUILDERS = ("csv", "json", "parquet")
+
+
+def datasets_cache_root() -> Path:
+    """The datasets library's cache folder, as the library itself finds it."""
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
+    return Path(home).expanduser() / "datasets"
+
+
+def _sweep_datasets_cache(needles: Sequence[bytes]) -> dict[str, int]:
+    """Delete every cached copy of a local file that holds a purged row: the folder the
+    builder made for that file (eul reads without this cache now; older versions did not)."""
+    root = datasets_cache_root()
+    scanned = removed = 0
+    for builder in DATASETS_BUILDERS:
+        base = root / builder
+        folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        for folder in folders:
+            scanned += 1
+            _, found = _scan_paths([folder], needles)
+            if found:
+                shutil.rmtree(folder)
+                removed += 1
+    return {"folders_scanned": scanned, "folders_removed": removed}
 
 
 def _scan_paths(paths: Iterable[Path], needles: Sequence[bytes]) -> tuple[int, list[str]]:
@@ -294,6 +328,11 @@ def _rewrite_and_sweep(
     problems, evidence["cache"], evidence["remotes"] = _check(
         root, target.remotes, gone, local_paths, needles
     )
+    if needles:
+        try:
+            evidence["datasets_cache"] = _sweep_datasets_cache(needles)
+        except OSError as err:
+            problems.append(f"the datasets cache was not swept: {err}")
     return problems
 
 
