@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The purge sweeps the datasets library's cache for copies of purged rows; the tests' purges
+# sweep a cache of their own, not the one of whoever runs them.
+_DATASETS_CACHE = tempfile.mkdtemp(prefix="eul-test-datasets-")
+os.environ["HF_DATASETS_CACHE"] = _DATASETS_CACHE
+atexit.register(shutil.rmtree, _DATASETS_CACHE, True)
 
 import torch  # noqa: E402
 
