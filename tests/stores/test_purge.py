@@ -160,25 +160,28 @@ def test_cli_purges_by_record_and_reports_hashes_not_text(project, monkeypatch, 
 def test_purge_deletes_the_copies_an_older_version_left_in_the_datasets_cache(
     project, tmp_path, monkeypatch
 ):
-    # given a datasets cache holding, as older versions left it, an Arrow copy of the raw
-    # file (with a purged row's text) and a cached copy of some other file
+    # given a datasets cache holding what older versions left there: the library's own Arrow
+    # copy of the raw file (purged row included) and its copy of some other file
+    import datasets
+
     cache = tmp_path / "hf-datasets"
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
     assert datasets_cache_root() == cache
     root = project
-    rows = _rows(root / "data/raw/records.jsonl")
+    raw = root / "data/raw/records.jsonl"
+    rows = _rows(raw)
     subject = rows[0]["subject_id"]
     purged_text = next(r["text"] for r in rows if r["subject_id"] == subject)
-    old_copy = cache / "json" / "default-1a2b" / "0.0.0" / "c3d4"
-    old_copy.mkdir(parents=True)
-    (old_copy / "json-train.arrow").write_bytes(b"ARROW1\x00" + purged_text.encode() + b"\x00")
-    other = cache / "csv" / "default-9f8e" / "0.0.0" / "a1b2"
-    other.mkdir(parents=True)
-    (other / "csv-train.arrow").write_bytes(b"ARROW1\x00an unrelated cached table\x00")
+    other_file = tmp_path / "other.csv"
+    other_file.write_text("record_id,text\nx1,an unrelated cached table\n")
+    for builder, path in (("json", raw), ("csv", other_file)):
+        datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache))
+    assert _files_with([cache / "json"], purged_text.encode())
+    other = [p for p in (cache / "csv").iterdir() if p.is_dir()]
     # when the subject is purged
     evidence = purge([PurgeRequest("req-1", subject_id=subject)], root, PARAMS)
     # then the copy holding the purged row is gone, the other cached copy stays
-    assert not (cache / "json" / "default-1a2b").exists()
-    assert (other / "csv-train.arrow").is_file()
+    assert [p for p in (cache / "json").iterdir() if p.is_dir()] == []
+    assert other and all(p.is_dir() for p in other)
     assert evidence["datasets_cache"] == {"folders_scanned": 2, "folders_removed": 1}
     assert _files_with([cache], purged_text.encode()) == []
