@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from eul.bench.envelope import UNKNOWN, run_record, write_result
-from eul.bench.envelope import clean_for_json as clean_for_json
 from eul.data.public import load_sst2
 from eul.data.records import LABEL_WORDS, DataError, Record, split_records
 from eul.data.synthetic import SyntheticConfig, generate

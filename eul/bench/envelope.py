@@ -9,26 +9,18 @@ Used by `eul bench` and by the store and pipeline benchmarks in `benchmarks/`.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from eul.runtime.jsonsafe import clean_json
+
 # The checkout this module sits in: its commit is the one a result was measured at.
 REPO = Path(__file__).resolve().parents[2]
 UNKNOWN = "unknown"
 KEYS = ("benchmark", "commit", "machine", "settings", "figures")
-
-
-def clean_for_json(data: object) -> object:
-    """NaN is not JSON: write null instead."""
-    if isinstance(data, dict):
-        return {k: clean_for_json(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [clean_for_json(v) for v in data]
-    return None if isinstance(data, float) and math.isnan(data) else data
 
 
 def git_commit(repo: str | Path = REPO) -> str:
@@ -72,8 +64,8 @@ def envelope(
         "benchmark": benchmark,
         "commit": git_commit(),
         "machine": machine(device),
-        "settings": clean_for_json(dict(settings or {})),
-        "figures": clean_for_json(dict(figures)),
+        "settings": clean_json(dict(settings or {})),
+        "figures": clean_json(dict(figures)),
     }
 
 

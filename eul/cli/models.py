@@ -154,9 +154,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"evaluation of {shown} ({len(forget)} forget records):")
     _print_metrics(metrics)
     if args.out:
-        from eul.bench.classification import clean_for_json
+        from eul.runtime.jsonsafe import clean_json
 
-        write_json(clean_for_json(metrics), args.out)
+        write_json(clean_json(metrics), args.out)
         print(f"written to {args.out}")
 
 

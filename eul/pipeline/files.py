@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from eul.runtime.jsonsafe import clean_json
+
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -31,17 +33,6 @@ def write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(clean_json(value), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-
-
-def clean_json(value: Any) -> Any:
-    """NaN is not JSON: null instead (nested)."""
-    if isinstance(value, dict):
-        return {k: clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def numeric_metrics(values: dict[str, Any], prefix: str = "") -> dict[str, float]:

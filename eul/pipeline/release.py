@@ -15,10 +15,11 @@ from typing import Any
 from eul.pipeline import gates as gate_checks
 from eul.pipeline.batch import Plan, batch_folder
 from eul.pipeline.context import BATCH_KEY_TAG, Context, PipelineError, fail_point
-from eul.pipeline.files import clean_json, numeric_metrics, write_json
+from eul.pipeline.files import numeric_metrics, write_json
 from eul.pipeline.marks import mark_deployed
 from eul.pipeline.production import Production, current_production
 from eul.pipeline.results import Evaluation, Promoted, Registered, Verdict
+from eul.runtime.jsonsafe import clean_json
 from eul.stores.log.store import Ledger
 from eul.stores.registry.runs import log_batch_run
 from eul.stores.registry.tags import compliance_tags, covered_request_ids, version_description

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from eul.pipeline.context import DONE_FILE, Clock, Context
 from eul.pipeline.files import (
-    clean_json,
     file_sha256,
     layer_key,
     numeric_metrics,
@@ -26,6 +25,7 @@ from eul.pipeline.files import (
 from eul.pipeline.marks import mark_unlearned
 from eul.pipeline.production import Production, load_serving
 from eul.pipeline.results import LayerResult, Partition
+from eul.runtime.jsonsafe import clean_json
 from eul.stores.registry.runs import log_request_run
 
 if TYPE_CHECKING:
