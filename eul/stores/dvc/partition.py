@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from eul.runtime.evidence import canonical_bytes, row_sha256  # noqa: F401  (re-exported)
+
 MANIFEST = "manifest.json"
 RETAINED = "retained.jsonl"
 FORGET_DIR = "forget"
@@ -173,16 +175,6 @@ def read_rows(path: str | Path) -> DataRows:
             record_ids.append(record_id)
             subject_ids.append(subject if isinstance(subject, str) else None)
     return DataRows(lines=lines, record_ids=record_ids, subject_ids=subject_ids)
-
-
-def canonical_bytes(row: dict[str, Any]) -> bytes:
-    """A row's bytes independent of key order and spacing, for hashing."""
-    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def row_sha256(line: str) -> str:
-    """SHA-256 of the canonical bytes of one stored row."""
-    return hashlib.sha256(canonical_bytes(json.loads(line))).hexdigest()
 
 
 @dataclass(frozen=True)
