@@ -1,5 +1,6 @@
 """`eul data`: generate the synthetic data set, write the embedded raw data on a fresh clone,
-partition forget sets, purge forgotten rows, add an S3 remote."""
+partition forget sets, purge forgotten rows, scan every store for purged data, add an S3
+remote."""
 
 from __future__ import annotations
 
@@ -7,10 +8,21 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eul.cli.args import CliError, existing_file, positive_int, share, writable_path
-from eul.cli.common import add_params_option, parse_statuses, read_params
+from eul.cli.args import (
+    EXIT_FAILURE,
+    CliError,
+    existing_dir,
+    existing_file,
+    positive_int,
+    share,
+    writable_path,
+)
+from eul.cli.common import add_params_option, add_project_options, parse_statuses, read_params
+
+if TYPE_CHECKING:
+    from eul.pipeline.leaks import LeakReport
 
 # -- commands -----------------------------------------------------------------------------
 
@@ -137,6 +149,59 @@ def cmd_data_purge(args: argparse.Namespace) -> None:
     print(f"commit {params.data.dvc_file}, dvc.lock and {params.purge.ledger} to git")
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_leak_report(report: LeakReport) -> str:
+    """The scan as a table, one store a line, then the paths of the hits (never text)."""
+    lines = [f"{'store':<22} {'files':>7} {'bytes':>10} {'text':>5} {'keyed':>6} {'files/req':>9}"]
+    for s in report.stores:
+        lines.append(
+            f"{s.store:<22} {s.files_scanned:>7} {_size(s.bytes_scanned):>10} "
+            f"{len(s.text_hits):>5} {len(s.keyed_hits):>6} {len(s.request_file_hits):>9}"
+            + (f"  error: {s.error}" if s.error else f"  ({s.note})" if s.note else "")
+        )
+    for s in report.stores:
+        for kind, paths in (
+            ("text", s.text_hits),
+            ("keyed row", s.keyed_hits),
+            ("request file", s.request_file_hits),
+        ):
+            lines += [f"  {s.store}: {kind}: {path}" for path in paths]
+    looked = (
+        f"{len(report.request_ids)} purged requests, {report.keyed_rows} keyed rows, "
+        f"{report.needles} needles"
+    )
+    if report.clean:
+        verdict = "clean: no store holds a purged row or a purged request's file"
+    else:
+        verdict = f"NOT CLEAN: {report.hits} hits, {len(report.errors)} stores not read"
+    lines.append(f"{looked}: {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_data_scan_leaks(args: argparse.Namespace) -> int:
+    from eul.pipeline.context import load_context
+    from eul.pipeline.leaks import purged_in_log, scan_leaks
+
+    root = existing_dir(args.project, "--project", "give the project folder (with params.yaml)")
+    if args.params != "params.yaml" and not (root / args.params).is_file():
+        raise CliError(f"--params: no {args.params} in {root}; check the file name")
+    ctx = load_context(root, args.params)
+    purged = purged_in_log(ctx)
+    report = scan_leaks(ctx, purged.request_ids, keyed_rows=purged.keyed_rows)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_leak_report(report), end="")
+    return 0 if report.clean else EXIT_FAILURE
+
+
 def cmd_data_remote(args: argparse.Namespace) -> None:
     from eul.stores.dvc import dvcstore
 
@@ -185,6 +250,7 @@ def register(subparsers: Any) -> None:
     _declare_init(sub)
     _declare_partition(sub)
     _declare_purge(sub)
+    _declare_scan_leaks(sub)
     _declare_remote(sub)
 
 
@@ -276,6 +342,24 @@ def _declare_purge(sub: Any) -> None:
     pur.add_argument("--evidence", help="also write the evidence JSON here")
     add_params_option(pur)
     pur.set_defaults(func=cmd_data_purge, needs_ml=False)
+
+
+def _declare_scan_leaks(sub: Any) -> None:
+    """`eul data scan-leaks`."""
+    scan = sub.add_parser(
+        "scan-leaks",
+        help="read every store for purged rows and files; exit 1 on any hit",
+        description="Read every store the pipeline writes (the data folders, the DVC cache "
+        "and every remote, MLflow's database and artifacts, Prefect's database and result "
+        "storage, the datasets library's cache, state/, the working folder and eul's "
+        "temporary folders) for the requests the deletion log marks purged: any stored line "
+        "or JSON object whose keyed hash is a purged row's, and any layer folder, forget "
+        "file or MLflow request run of a purged request. Prints counts and paths, never "
+        "text. Exit status 1 when anything is found or a store cannot be read, 0 when clean.",
+    )
+    add_project_options(scan)
+    scan.add_argument("--json", action="store_true", help="print the report as JSON")
+    scan.set_defaults(func=cmd_data_scan_leaks, needs_ml=False)
 
 
 def _declare_remote(sub: Any) -> None:
