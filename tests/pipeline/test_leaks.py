@@ -301,3 +301,44 @@ def test_every_temporary_folder_of_eul_carries_the_prefix():
             call = text[match.end() : text.index(")", match.end())]
             assert f'prefix="{TEMP_PREFIX}' in call or "prefix=TEMP_PREFIX" in call, path
     assert row_sha256(LINE)  # the row the tests plant is a valid stored row
+
+
+def test_s3_remote_and_s3_artifacts_are_read(dvc_project, s3_server, monkeypatch, tmp_path):
+    # given a DVC remote and an MLflow artifact store on a real S3 server, both holding the row
+    root = dvc_project
+    prefix = f"leaks-{tmp_path.name}"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("EUL_MLFLOW_ARTIFACTS", f"s3://{s3_server.bucket}/{prefix}/mlflow")
+    dvcstore.add_s3_remote(
+        root, "s3", f"s3://{s3_server.bucket}/{prefix}/dvc", endpoint_url=s3_server.endpoint
+    )
+    _jsonl(root / "data/raw/records.jsonl", KEPT + [PURGED])
+    dvcstore.add(root, "data/raw", "data.dvc")
+    dvcstore.push(root, "s3")
+    ctx = load_context(root)
+    layer = tmp_path / "layer"
+    _jsonl(layer / "rows.jsonl", [PURGED])
+    log_request_run(ctx.settings, REQUEST, layer, {"forget_acc": 0.5})
+    places = {"temp": tmp_path / "t", "prefect": tmp_path / "p", "datasets": tmp_path / "d"}
+    # then both report it, by text and by keyed hash, and the request's run
+    report = _scan(root, places, monkeypatch)
+    for name in ("dvc-remote:s3", "mlflow-artifacts"):
+        store = report.store(name)
+        assert store.error is None, store.error
+        assert store.text_hits and store.keyed_hits, name
+    artifacts = report.store("mlflow-artifacts")
+    assert all(hit.startswith("s3://") for hit in artifacts.text_hits)
+    assert len(artifacts.request_file_hits) == 1
+    # when the row leaves the remote and the run's artifacts are deleted
+    _jsonl(root / "data/raw/records.jsonl", KEPT)
+    dvcstore.add(root, "data/raw", "data.dvc")
+    dvcstore.push(root, "s3")
+    dvcstore.gc_workspace(root, "s3")
+    shutil.rmtree(s3_server.bucket_dir / prefix / "mlflow")
+    report = _scan(root, places, monkeypatch)
+    # then they are clean
+    for name in ("dvc-remote:s3", "mlflow-artifacts"):
+        assert report.store(name).hits == 0, name
+    assert report.store("dvc-remote:s3").files_scanned > 0
