@@ -25,6 +25,8 @@ _BLOCK = 4 << 20
 # A line longer than this is not a stored row: it is skipped in the keyed comparison.
 _MAX_LINE = 1 << 20
 _MAX_JSON_DOC = 64 << 20
+# The md5 of an empty file, as a DVC `.dir` listing names it.
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def _json_document(path: Path, targets: Targets) -> bool:
 
 
 def dir_listing(data: bytes, targets: Targets) -> list[str]:
-    """The per-request files a DVC `.dir` object lists."""
+    """The per-request files a DVC `.dir` object lists (empty ones aside)."""
     try:
         entries = json.loads(data)
     except (UnicodeDecodeError, ValueError):
@@ -168,7 +170,7 @@ def dir_listing(data: bytes, targets: Targets) -> list[str]:
     found = []
     for entry in entries if isinstance(entries, list) else []:
         relpath = entry.get("relpath") if isinstance(entry, dict) else None
-        if isinstance(relpath, str):
+        if isinstance(relpath, str) and entry.get("md5") != EMPTY_MD5:
             parts = relpath.split("/")
             at = targets.request_path(parts)
             if at is not None:
@@ -228,7 +230,8 @@ class StoreScan:
             return
         self.seen.add(resolved)
         parts = path.parts
-        self.request_file(parts, lambda at: self.label(Path(*parts[: at + 1])))
+        if path.stat().st_size > 0:  # an empty file (a forget set of no rows) holds nothing
+            self.request_file(parts, lambda at: self.label(Path(*parts[: at + 1])))
         label = self.label(path)
         if not self.targets.reads_content:
             self.files += 1

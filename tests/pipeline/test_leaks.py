@@ -342,3 +342,17 @@ def test_s3_remote_and_s3_artifacts_are_read(dvc_project, s3_server, monkeypatch
     for name in ("dvc-remote:s3", "mlflow-artifacts"):
         assert report.store(name).hits == 0, name
     assert report.store("dvc-remote:s3").files_scanned > 0
+
+
+def test_an_empty_forget_file_of_a_purged_request_is_no_hit(tmp_path, monkeypatch):
+    # given a partition rebuilt after the purge: the request's forget set has no rows left
+    root = tmp_path / "project"
+    forget = root / "data/partition/forget" / forget_filename(REQUEST)
+    forget.parent.mkdir(parents=True)
+    forget.write_text("")
+    places = {"temp": tmp_path / "t", "prefect": tmp_path / "p", "datasets": tmp_path / "d"}
+    assert _scan(root, places, monkeypatch).clean
+    # when it still holds a row, it is one
+    forget.write_text(json.dumps(KEPT[0]) + "\n")
+    report = _scan(root, places, monkeypatch)
+    assert report.store("data").request_file_hits == (f"data/partition/forget/{forget.name}",)
