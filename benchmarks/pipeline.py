@@ -163,11 +163,12 @@ def run(
         APILogWorker.drain_all(timeout=5)  # the run's last logs reach the server first
     finally:
         stop(server)
-    rows = {}
-    for i in range(requests):
-        done = copy / "state/pipeline/layers" / f"bench-{i + 1}" / "done.json"
-        if done.is_file():
-            rows[f"bench-{i + 1}"] = json.loads(done.read_text()).get("rows")
+    rows = {}  # from the log's `unlearned` entries: the purge deletes the layer folders
+    with Ledger(f"sqlite:///{copy / 'state/deletion-log.sqlite'}") as ledger:
+        for i in range(requests):
+            history = ledger.get(f"bench-{i + 1}").history
+            rows |= {f"bench-{i + 1}": e.details.get("rows") for e in history
+                     if e.status == "unlearned"}  # fmt: skip
     parts = breakdown(summary, wall)
     overhead = parts["mlflow"] + parts["dvc"] + parts["prefect"]
     return {

@@ -25,7 +25,10 @@ def _evidence(params: Any, evidence: dict[str, Any], found: dict[str, Any]) -> d
 
 def purge_deployed(ctx: Context) -> PurgeReport:
     """Remove the rows of every `deployed` request from the data, the DVC cache and the
-    remotes (`eul.stores.dvc.purge`), and mark each `purged` with the hashes as evidence."""
+    remotes (`eul.stores.dvc.purge`), then what was derived from each request alone and the
+    older fusion states (`eul.pipeline.derivatives`), and mark each `purged` with the hashes
+    and the counts as evidence."""
+    from eul.pipeline.derivatives import delete_derivatives
     from eul.stores.dvc.purge import PurgeRequest, purge
 
     params = ctx.params
@@ -43,11 +46,14 @@ def purge_deployed(ctx: Context) -> PurgeReport:
     evidence = purge(
         requests, ctx.root, params, remotes=params.pipeline.remotes, scan=params.pipeline.scan
     )
+    derivatives = delete_derivatives(ctx, [s.request_id for s in deployed])
     by_id = {r["request_id"]: r for r in evidence["requests"]}
     with ctx.ledger() as ledger:
         for state in deployed:
             found = by_id[state.request_id]
-            ledger.mark(state.request_id, "purged", evidence=_evidence(params, evidence, found))
+            entry = _evidence(params, evidence, found)
+            entry["derivatives"] = derivatives.counts(state.request_id)
+            ledger.mark(state.request_id, "purged", evidence=entry)
     return PurgeReport(
         purged=[s.request_id for s in deployed],
         rows_removed=evidence["rows_removed"],

@@ -20,6 +20,12 @@ from eul.fusion.statistics import capture_statistics
 from eul.layers import LayerConfig
 from eul.methods.eul import EULConfig
 from eul.model.text_model import ModelSpec, TextModel
+from eul.stores.registry.artifacts import (
+    DELETED_AT_TAG,
+    DELETED_PATHS_TAG,
+    delete_run_artifacts,
+    find_runs,
+)
 from eul.stores.registry.loading import (
     load_model_folders,
     load_production,
@@ -490,6 +496,82 @@ def test_s3_artifacts_register_and_load(store, folders, s3_server, monkeypatch):
     assert loaded.generate(PROMPTS) == _direct(folders.base, folders.layer)
     assert version_tags(settings, version)["covered_request_ids"] == "req-1"
     assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == endpoint  # restored, not cleared
+
+
+def _stored_bytes(root: Path) -> list[bytes]:
+    return [p.read_bytes() for p in root.rglob("*") if p.is_file()]
+
+
+def _check_deleted_and_record_kept(settings, request_run, batch_run, folders, stored_root):
+    """The request run's files and the batch run's fusion state are gone from the store
+    (no stored file holds their bytes), the records and the other files stay."""
+    layer_bytes = (folders.layer / "layer.safetensors").read_bytes()
+    stats_bytes = (folders.layer / "fusion_stats.safetensors").read_bytes()
+    assert layer_bytes in _stored_bytes(stored_root)  # before: in the store
+    # when the request run's artifacts and the batch run's fusion state are deleted
+    found = {r.info.run_id for r in find_runs(settings, {"eul.request_id": "req-1"})}
+    assert found == {request_run}
+    deleted = delete_run_artifacts(settings, request_run)
+    states = delete_run_artifacts(settings, batch_run, ["fusion_state"])
+    # then no file is left under the request run, the batch keeps its other files
+    assert deleted >= 5 and states >= 3
+    assert _artifact_files(settings, request_run) == set()
+    batch_files = _artifact_files(settings, batch_run)
+    assert "request_ids.json" in batch_files
+    assert not any(f.startswith("fusion_state/") for f in batch_files)
+    stored = _stored_bytes(stored_root)
+    assert layer_bytes not in stored and stats_bytes not in stored
+    # and both runs are still there with their params, metrics and a tag saying so
+    request = _client(settings).get_run(request_run)
+    assert request.data.metrics["forget_acc"] == 0.25
+    assert request.data.params["request_id"] == "req-1"
+    assert request.data.tags[DELETED_PATHS_TAG] == "*" and request.data.tags[DELETED_AT_TAG]
+    batch = _client(settings).get_run(batch_run)
+    assert batch.data.tags[DELETED_PATHS_TAG] == "fusion_state"
+    assert batch.data.metrics["test_acc"] == 0.7
+    # and a rerun finds nothing left to delete
+    assert delete_run_artifacts(settings, request_run) == 0
+    assert delete_run_artifacts(settings, batch_run, ["fusion_state"]) == 0
+
+
+def _runs_with_artifacts(settings, folders) -> tuple[str, str]:
+    batch_run = log_batch_run(
+        settings, "b-del", ["req-1"], {"test_acc": 0.7}, layer_dir=folders.fused,
+        state_dir=folders.layer,
+    )  # fmt: skip
+    request_run = log_request_run(
+        settings, "req-1", folders.layer, {"forget_acc": 0.25}, stats_dir=folders.layer,
+        plots=[folders.plot], parent_run_id=batch_run,
+    )  # fmt: skip
+    return request_run, batch_run
+
+
+def test_a_runs_artifacts_are_deleted_from_the_file_store_and_its_record_stays(store, folders):
+    # given a request run with its layer, statistics and plots, and a batch run with a state
+    settings = _settings(store, "delete-files")
+    request_run, batch_run = _runs_with_artifacts(settings, folders)
+    root = Path(_client(settings).get_run(request_run).info.artifact_uri.removeprefix("file://"))
+    _check_deleted_and_record_kept(settings, request_run, batch_run, folders, root.parents[1])
+
+
+def test_a_runs_artifacts_are_deleted_from_s3_and_its_record_stays(
+    store, folders, s3_server, monkeypatch
+):
+    # given the same runs with their artifacts in an S3 bucket
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server.endpoint)  # for the test's reads
+    settings = TrackingSettings(
+        tracking_uri=store.settings.tracking_uri,
+        artifact_location=f"s3://{s3_server.bucket}/delete-test/mlflow",
+        model_name="model-delete-s3",
+        experiment="exp-delete-s3",
+        s3_endpoint_url=s3_server.endpoint,
+    )
+    request_run, batch_run = _runs_with_artifacts(settings, folders)
+    root = s3_server.bucket_dir / "delete-test" / "mlflow"
+    _check_deleted_and_record_kept(settings, request_run, batch_run, folders, root)
 
 
 def test_overlapping_blocks_in_threads_leave_no_tracking_uri_behind(tmp_path, monkeypatch):
