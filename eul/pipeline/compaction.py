@@ -30,6 +30,7 @@ from eul.stores.log.schema import RequestState, iso, utcnow
 EXCLUDED_STATUSES = ("validated", "unlearned", "fused", "deployed")
 # Requests whose rows are already out of the prepared data (the purge rebuilt it).
 GONE_STATUSES = ("purged", "erased")
+PARENT_TAG = "eul.parent_version"
 
 
 def erasure_due(
@@ -65,6 +66,25 @@ def stacked_requests(production: Production) -> list[str]:
     return list(meta["requests"])
 
 
+def base_compaction(ctx: Context, production: Production) -> tuple[int, dict[str, str]] | None:
+    """(version, tags) of the compaction the production base comes from: production itself
+    or the nearest ancestor (tag `eul.parent_version`) of kind compaction; None if none."""
+    from eul.stores.registry.versions import version_tags
+
+    version, tags = production.version, production.tags
+    seen: set[int] = set()
+    while version is not None and version not in seen:
+        if tags.get("eul.kind") == "compaction":
+            return version, tags
+        seen.add(version)
+        parent = tags.get(PARENT_TAG, "")
+        if not parent.isdigit():
+            return None
+        version = int(parent)
+        tags = version_tags(ctx.settings, version)
+    return None
+
+
 def compaction_status(
     ctx: Context, production: Production, now: datetime | None = None
 ) -> CompactionStatus:
@@ -73,7 +93,6 @@ def compaction_status(
 
     forget_share = rows of the stacked requests / (those rows + rows still in training).
     """
-    from eul.pipeline.erase import base_compaction
     from eul.stores.dvc.partition import read_rows
     from eul.stores.registry.tags import trained_without_ids
 

@@ -34,32 +34,12 @@ from typing import Any
 
 import yaml
 
+from eul.pipeline.compaction import PARENT_TAG, base_compaction, stacked_requests
 from eul.pipeline.context import Context
 from eul.pipeline.files import layer_key
-from eul.pipeline.production import Production, current_production
+from eul.pipeline.production import current_production
 from eul.pipeline.results import ErasureReport
 from eul.stores.registry.tags import trained_without_ids
-
-PARENT_TAG = "eul.parent_version"
-
-
-def base_compaction(ctx: Context, production: Production) -> tuple[int, dict[str, str]] | None:
-    """(version, tags) of the compaction the production base comes from: production itself
-    or the nearest ancestor (tag `eul.parent_version`) of kind compaction; None if none."""
-    from eul.stores.registry.versions import version_tags
-
-    version, tags = production.version, production.tags
-    seen: set[int] = set()
-    while version is not None and version not in seen:
-        if tags.get("eul.kind") == "compaction":
-            return version, tags
-        seen.add(version)
-        parent = tags.get(PARENT_TAG, "")
-        if not parent.isdigit():
-            return None
-        version = int(parent)
-        tags = version_tags(ctx.settings, version)
-    return None
 
 
 def descendants(records: dict[int, dict[str, str]], root: int) -> set[int]:
@@ -182,7 +162,6 @@ def erase_requests(ctx: Context) -> ErasureReport:
     """Erase what the production base's compaction was trained without: delete the older
     versions' weights, models/base and the working folders, then mark `erased` each
     `purged` request among them. Nothing to do unless production's base is a compaction."""
-    from eul.pipeline.compaction import stacked_requests
     from eul.stores.dvc import dvcstore
     from eul.stores.registry.erasure import erase_versions, is_erased, version_records
 
