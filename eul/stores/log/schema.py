@@ -203,6 +203,21 @@ class RequestHistory:
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state.to_dict(), "history": [e.to_dict() for e in self.history]}
 
+    def compliance(self, erasure_days: int, now: datetime | None = None) -> dict[str, Any]:
+        """Both levels with their dates: the level reached, when the request was suppressed
+        (its `deployed` entry) against its deadline, and erased against its erasure deadline."""
+        state = self.state
+        at = {e.status: e.at for e in self.history}
+        return {
+            "level": state.level,
+            "suppressed_at": at.get("deployed"),
+            "deadline": state.deadline,
+            "overdue": state.is_overdue(now),
+            "erased_at": at.get("erased"),
+            "erasure_deadline": state.erasure_deadline(erasure_days),
+            "erasure_overdue": state.is_erasure_overdue(erasure_days, now),
+        }
+
 
 @dataclass(frozen=True)
 class ValidationReport:
