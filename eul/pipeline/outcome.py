@@ -167,6 +167,7 @@ class RunSummary:
         """The run's summary, once the report is out: the audit's verdict and every second."""
         self.summary["audit_ok"] = audit["ok"]
         self.summary["overdue"] = audit["overdue"]
+        self.summary["erasure_overdue"] = audit.get("erasure_overdue", [])
         self.summary["seconds"] = dict(self.clock.seconds)
         self.summary["inner_seconds"] = self.inner
         return self.summary
