@@ -268,14 +268,14 @@ def format_markdown(report: Mapping[str, Any], limit: int = 50) -> str:
         if lines[-1]:
             lines.append("")
         lines += [
-            "| request | state | status | level | version | suppressed at | deadline "
+            "| request | state | status | version | level | suppressed at | deadline "
             "| erased at | erasure deadline | purged data.dvc | rows purged |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in rows[:limit]:
             lines.append(
-                f"| {row['request_id']} | {row['state']} | {row['status']} | {row['level']} "
-                f"| {row['version']} | {row['suppressed_at']} | {row['deadline']} "
+                f"| {row['request_id']} | {row['state']} | {row['status']} | {row['version']} "
+                f"| {row['level']} | {row['suppressed_at']} | {row['deadline']} "
                 f"| {row['erased_at']} | {row['erasure_deadline']} | {row['purge_data_md5']} "
                 f"| {row['rows_purged']} |"
             )

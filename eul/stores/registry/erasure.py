@@ -55,13 +55,9 @@ def version_records(settings: TrackingSettings) -> dict[int, dict[str, str]]:
 
 
 def _model_artifact_uri(client, settings: TrackingSettings, version: int) -> str | None:
-    """Where the version's pyfunc model keeps its artifact folders."""
-    model_version = client.get_model_version(settings.model_name, str(version))
-    model_id = getattr(model_version, "model_id", None)
-    if model_id:
-        location = client.get_logged_model(model_id).artifact_location
-    else:  # a version registered from a run's artifact path (older MLflow)
-        location = client.get_model_version_download_uri(settings.model_name, str(version))
+    """Where the version's pyfunc model keeps its artifact folders (`artifacts/` of the model
+    folder, as `versions.version_tags` reads them too)."""
+    location = client.get_model_version_download_uri(settings.model_name, str(version))
     return location.rstrip("/") + "/artifacts" if location else None
 
 
