@@ -30,9 +30,7 @@ def ledger(tmp_path):
         yield log
 
 
-def _report(
-    log: Ledger, covered: list[str], days_ahead: int = 0, erasure_days: int = 30
-) -> dict:
+def _report(log: Ledger, covered: list[str], days_ahead: int = 0, erasure_days: int = 30) -> dict:
     return build_report(
         log.list(),
         log.entries(("deployed", "purged", "erased")),
