@@ -173,10 +173,16 @@ class PurgeParams(_Section):
 
 
 class LogParams(_Section):
-    """The deletion log: where it lives and how long a request may wait."""
+    """The deletion log: where it lives and how long a request may wait.
+
+    `deadline_days`: until the request is suppressed (a deployed model forgets it);
+    `erasure_days`: until it is erased (the deployed weights were trained without its rows
+    and every artifact trained on them is deleted). Both count from submission.
+    """
 
     url: str = "sqlite:///state/deletion-log.sqlite"
     deadline_days: int = Field(30, ge=1)
+    erasure_days: int = Field(30, ge=1)
 
 
 class GateParams(_Section):
@@ -231,10 +237,13 @@ class RegistryParams(_Section):
 class CompactionParams(_Section):
     """When the stack of fused layers is replaced by a full retrain on the retained data:
     the share of training rows forgotten since the base was trained, or the number of
-    requests fused on top of it, passes its threshold."""
+    requests fused on top of it, passes its threshold; or a suppressed request's erasure
+    deadline (`log.erasure_days`) is less than `erasure_lead_days` away (the lead leaves
+    time for the retrain, a reviewer's promotion, the purge and the erase step)."""
 
     max_forget_share: float = Field(0.05, gt=0.0, le=1.0)
     max_requests: int = Field(50, ge=1)
+    erasure_lead_days: int = Field(5, ge=0)
 
 
 class Params(_Section):

@@ -23,6 +23,7 @@ from eul.pipeline.results import LayerResult, Partition, Registered
 from eul.runtime.quiet import quiet_libraries
 from tasks.pipeline import (
     check_gates,
+    erase_trained_on,
     evaluate,
     find_registered,
     fuse_layers,
@@ -80,9 +81,11 @@ def finish(
     auto_promote: bool | None,
     promoted_by: str,
     key: str,
+    erase: bool = False,
 ) -> dict[str, Any]:
     """Promote a passing candidate (when auto-promotion is on), purge what is deployed,
-    publish the report; returns the run's summary."""
+    with `erase` delete what was trained on the rows a compaction in production was trained
+    without (and mark those requests erased), publish the report; returns the summary."""
     run.finishing(production)
     if registered is not None:
         run.registered(registered)
@@ -102,6 +105,10 @@ def finish(
     with run.clock("purge"):
         purged = purge(ctx)
     run.purged(purged)
+    if erase:
+        with run.clock("erase"):
+            erased = erase_trained_on(ctx)
+        run.erased(erased)
     with run.clock("report"):
         found = report(ctx, run.for_report(), key)
     return run.closed(found)

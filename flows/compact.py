@@ -1,7 +1,10 @@
 """`compact`: when the production base has forgotten more than `compaction.max_forget_share`
-of its training rows, or carries more than `compaction.max_requests` fused requests, train
-it again on the retained data and register the result like any version (an empty stack of
-layers, every honoured request still honoured)."""
+of its training rows, or carries more than `compaction.max_requests` fused requests, or a
+suppressed request's erasure deadline is less than `compaction.erasure_lead_days` away,
+train it again on the retained data and register the result like any version (an empty
+stack of layers, every honoured request still honoured). After promotion and purge, the
+erase step deletes what was trained on the rows the compaction in production was trained
+without and marks those requests `erased` (also on a run with no compaction due)."""
 
 from __future__ import annotations
 
@@ -66,4 +69,6 @@ def compact(
                 run.built(model, evaluation, registered, evaluation=evaluation)
         else:
             run.nothing_due("no compaction due")
-        return finish(ctx, run, production, registered, auto_promote, "compact flow", NAME)
+        return finish(
+            ctx, run, production, registered, auto_promote, "compact flow", NAME, erase=True
+        )

@@ -1,7 +1,9 @@
 """`promote`: a reviewer's decision. The version (default: the `candidate` alias) becomes
 production only if it passes the compliance checks: gates passed (or the reviewer gives a
 reason to override them), every request production honours still honoured, and the log
-entry it was cut at unchanged. Its requests are then marked deployed and purged."""
+entry it was cut at unchanged. Its requests are then marked deployed and purged; when the
+version is a compaction, what was trained on the rows it was trained without is deleted and
+those requests marked erased."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from prefect import flow
 from eul.pipeline.checks import check_promotion, check_version
 from eul.pipeline.context import PipelineError
 from eul.pipeline.outcome import RunSummary
-from eul.stores.registry.versions import CANDIDATE, get_alias_version
+from eul.stores.registry.versions import CANDIDATE, get_alias_version, version_tags
 from flows.batch import finish, model_slot, open_project
 from tasks.pipeline import production_model, promote
 
@@ -42,4 +44,5 @@ def promote_version(
             before = production_model(ctx)
             promoted = promote(ctx, version, f"reviewer {reviewer}", override_reason)
         run.reviewer_promoted(before, promoted, reviewer)
-        return finish(ctx, run, before, None, False, "", NAME)
+        is_compaction = version_tags(ctx.settings, version).get("eul.kind") == "compaction"
+        return finish(ctx, run, before, None, False, "", NAME, erase=is_compaction)

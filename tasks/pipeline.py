@@ -13,12 +13,13 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from eul.pipeline import batch, compaction, intake, marks, purge_step, release, train
+from eul.pipeline import batch, compaction, erase, intake, marks, purge_step, release, train
 from eul.pipeline.batch import Plan
 from eul.pipeline.context import Context
 from eul.pipeline.production import Production, current_production
 from eul.pipeline.results import (
     CompactionStatus,
+    ErasureReport,
     Evaluation,
     FusedBatch,
     LayerResult,
@@ -137,6 +138,7 @@ def register_candidate(
         state_dir=fused.state_dir,
         evaluation=evaluation,
         verdict=verdict,
+        trained_without=fused.trained_without if isinstance(fused, Retrained) else None,
     )
 
 
@@ -180,3 +182,10 @@ def compaction_status(ctx: Context, production: Production) -> CompactionStatus:
 def retrain(ctx: Context, plan: Plan) -> Retrained:
     """The base recipe trained again on the retained rows (skipped when on disk)."""
     return compaction.retrain(ctx, plan)
+
+
+@task(name="erase", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def erase_trained_on(ctx: Context) -> ErasureReport:
+    """Once production's base is a compaction: delete every stored artifact trained on the
+    rows it was trained without, and mark those requests `erased`."""
+    return erase.erase_requests(ctx)

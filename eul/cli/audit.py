@@ -1,5 +1,6 @@
-"""`eul audit`: the requests the production model honours, those pending or overdue, and
-the deletion log's chain check; exit status 1 when something is wrong."""
+"""`eul audit`: the requests the production model honours, those pending or overdue, at
+both levels (suppressed at / deadline, erased at / erasure deadline), and the deletion log's
+chain check; exit status 1 when something is wrong."""
 
 from __future__ import annotations
 
@@ -76,9 +77,11 @@ def register(subparsers: Any) -> None:
         "audit",
         help="requests the production model honours; exit 1 if any is overdue",
         description="For the production version in the MLflow registry: the requests it "
-        "honours (version, deployment, purge hashes), those pending or overdue, and the "
-        "deletion log's chain check. Exit status 1 when a request is overdue, deployed in the "
-        "log but not honoured by production, or the chain is broken.",
+        "honours (version, deployment, purge hashes), those pending or overdue, each with "
+        "its level (pending, suppressed, erased), when it was suppressed and erased, and both "
+        "deadlines; and the deletion log's chain check. Exit status 1 when a request is "
+        "overdue for suppression or for erasure, deployed in the log but not honoured by "
+        "production, or the chain is broken.",
     )
     add_project_options(aud)
     aud.add_argument(

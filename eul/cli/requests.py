@@ -257,17 +257,28 @@ def _details_cell(details: dict[str, Any], limit: int = 70) -> str:
 def cmd_show(args: argparse.Namespace) -> None:
     with _ledger(args) as ledger:
         found = ledger.get(args.request_id)
+        erasure_days = ledger.erasure_days
+    levels = found.compliance(erasure_days, utcnow())
     if args.json:
-        _print_json(found.to_dict())
+        _print_json({**found.to_dict(), "compliance": levels})
         return
     s = found.state
     matched = s.matched_ids
+    suppressed = levels["suppressed_at"] or "not yet"
+    erased = levels["erased_at"] or "not yet"
     fields = [
         ("request", s.request_id),
         ("status", s.status),
+        ("level", levels["level"]),
         ("target", _target(s.subject_id, s.record_ids)),
         ("submitted", f"{s.submitted_at}"),
-        ("deadline", s.deadline + (" (OVERDUE)" if s.is_overdue(utcnow()) else "")),
+        ("suppressed", suppressed),
+        ("deadline", s.deadline + (" (OVERDUE)" if levels["overdue"] else "")),
+        ("erased", erased),
+        (
+            "erasure by",
+            levels["erasure_deadline"] + (" (OVERDUE)" if levels["erasure_overdue"] else ""),
+        ),
     ]
     if s.record_ids:
         fields.append(("record ids", ", ".join(s.record_ids)))

@@ -1,11 +1,14 @@
 """The audit: which deletion requests the production model honours, with evidence, and which
-are pending or overdue.
+are pending or overdue, at both levels of compliance.
 
-A request is honoured when the production version's tags cover it (`covered_request_ids`);
-its evidence is the version it was deployed in (the log's `deployed` entry) and, once its
-rows are gone, the purge hashes (the log's `purged` entry). The report is a problem when a
-request is overdue, when the log says a request was deployed but the production version does
-not cover it (e.g. the alias was moved back by hand), or when the log's chain is broken.
+A request is honoured (*suppressed*) when the production version's tags cover it
+(`covered_request_ids`); its evidence is the version it was deployed in (the log's `deployed`
+entry) and, once its rows are gone, the purge hashes (the log's `purged` entry). It is
+*erased* once the log's `erased` entry names the compaction trained without its rows (and
+what was deleted). Each level has its deadline: `deadline` (suppression) and the erasure
+deadline (`log.erasure_days` after submission). The report is a problem when a request is
+overdue at either level, when the log says a request was deployed but the production version
+does not cover it (e.g. the alias was moved back by hand), or when the log's chain is broken.
 
 Only ids, statuses, times, versions and hashes appear: the log holds nothing else.
 """
@@ -17,7 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from eul.pipeline.gates import gate_details
-from eul.stores.log.schema import DONE_STATUSES, Entry, RequestState, utcnow
+from eul.stores.log.config import DEFAULT_ERASURE_DAYS
+from eul.stores.log.schema import DONE_STATUSES, SUPPRESSED_STATUSES, Entry, RequestState, utcnow
 from eul.stores.log.store import Ledger
 
 PRODUCTION_TAGS = (
@@ -43,36 +47,53 @@ def build_report(
     covered: Sequence[str],
     chain: Mapping[str, Any],
     now: datetime | None = None,
+    erasure_days: int = DEFAULT_ERASURE_DAYS,
 ) -> dict[str, Any]:
-    """The audit from plain values: the log's requests and their `deployed`/`purged`
-    entries, the production version, its tags and covered ids, and the chain check."""
+    """The audit from plain values: the log's requests and their `deployed`/`purged`/
+    `erased` entries, the production version, its tags and covered ids, the chain check,
+    and the days a request may take to be erased (`log.erasure_days`)."""
     now = now or utcnow()
-    deployed: dict[str, Entry] = {}
-    purged: dict[str, Entry] = {}
+    marks: dict[str, dict[str, Entry]] = {"deployed": {}, "purged": {}, "erased": {}}
     for entry in entries:
-        if entry.status == "deployed":
-            deployed[entry.request_id] = entry
-        elif entry.status == "purged":
-            purged[entry.request_id] = entry
+        if entry.status in marks:
+            marks[entry.status][entry.request_id] = entry
+    deployed, purged, erased = marks["deployed"], marks["purged"], marks["erased"]
     covered_ids = set(covered)
     honoured, pending, not_honoured = [], [], []
+    erasure_overdue = []
     counts: dict[str, int] = {}
     for state in states:
+        rid = state.request_id
         counts[state.status] = counts.get(state.status, 0) + 1
-        if state.request_id in covered_ids:
-            row: dict[str, Any] = {"request_id": state.request_id, "status": state.status}
-            if state.request_id in deployed:
-                entry = deployed[state.request_id]
+        late = state.is_erasure_overdue(erasure_days, now)
+        if late:
+            erasure_overdue.append(rid)
+        levels = {
+            "level": state.level,
+            "deadline": state.deadline,
+            "erasure_deadline": state.erasure_deadline(erasure_days),
+            "erasure_overdue": late,
+        }
+        if rid in covered_ids:
+            row: dict[str, Any] = {"request_id": rid, "status": state.status, **levels}
+            if rid in deployed:
+                entry = deployed[rid]
                 row["deployed_in"] = entry.details.get("model_version")
                 row["deployed_at"] = entry.at
-            if state.request_id in purged:
-                entry = purged[state.request_id]
+                row["suppressed_at"] = entry.at
+            if rid in purged:
+                entry = purged[rid]
                 evidence = entry.details.get("evidence") or {}
                 row["purged_at"] = entry.at
                 row["purge_evidence"] = evidence
                 row["purge_entry_hash"] = entry.hash
+            if rid in erased:
+                entry = erased[rid]
+                row["erased_at"] = entry.at
+                row["erase_evidence"] = entry.details.get("evidence") or {}
+                row["erase_entry_hash"] = entry.hash
             honoured.append(row)
-        elif state.status in ("deployed", "purged"):
+        elif state.status in SUPPRESSED_STATUSES:
             not_honoured.append(
                 {
                     "request_id": state.request_id,
@@ -87,14 +108,20 @@ def build_report(
                     "request_id": state.request_id,
                     "status": state.status,
                     "submitted_at": state.submitted_at,
-                    "deadline": state.deadline,
+                    **levels,
                     "overdue": state.is_overdue(now),
                 }
             )
     overdue = [p["request_id"] for p in pending if p["overdue"]]
     known = {s.request_id for s in states}
     missing = sorted(covered_ids - known)
-    ok = bool(chain.get("ok")) and not overdue and not not_honoured and not missing
+    ok = (
+        bool(chain.get("ok"))
+        and not overdue
+        and not erasure_overdue
+        and not not_honoured
+        and not missing
+    )
     return {
         "generated_at": now.isoformat(timespec="seconds"),
         "ok": ok,
@@ -107,6 +134,8 @@ def build_report(
         "honoured": honoured,
         "pending": pending,
         "overdue": overdue,
+        "erasure_days": erasure_days,
+        "erasure_overdue": erasure_overdue,
         "not_honoured": not_honoured,
         "covered_but_not_in_log": missing,
     }
@@ -130,12 +159,13 @@ def audit(ledger: Ledger, settings: Any, now: datetime | None = None) -> dict[st
         chain.update(broken_seq=report.broken_seq, reason=report.reason)
     return build_report(
         ledger.list(),
-        ledger.entries(("deployed", "purged")),
+        ledger.entries(("deployed", "purged", "erased")),
         version,
         tags,
         covered_request_ids(tags),
         chain,
         now,
+        erasure_days=ledger.erasure_days,
     )
 
 
@@ -149,8 +179,12 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "request_id": row["request_id"],
                 "state": "honoured",
                 "status": row["status"],
+                "level": row.get("level", ""),
                 "version": row.get("deployed_in", ""),
+                "suppressed_at": (row.get("suppressed_at") or "")[:16],
                 "deadline": "",
+                "erased_at": (row.get("erased_at") or "")[:16],
+                "erasure_deadline": _erasure_cell(row),
                 "purge_data_md5": evidence.get("data_dvc_md5_after", ""),
                 "rows_purged": evidence.get("rows_removed", ""),
             }
@@ -161,8 +195,12 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "request_id": row["request_id"],
                 "state": "OVERDUE" if row["overdue"] else "pending",
                 "status": row["status"],
+                "level": row.get("level", "pending"),
                 "version": "",
+                "suppressed_at": "",
                 "deadline": row["deadline"][:16],
+                "erased_at": "",
+                "erasure_deadline": _erasure_cell(row),
                 "purge_data_md5": "",
                 "rows_purged": "",
             }
@@ -173,13 +211,25 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "request_id": row["request_id"],
                 "state": "NOT HONOURED",
                 "status": row["status"],
+                "level": "",
                 "version": "",
+                "suppressed_at": "",
                 "deadline": "",
+                "erased_at": "",
+                "erasure_deadline": "",
                 "purge_data_md5": "",
                 "rows_purged": "",
             }
         )
     return rows
+
+
+def _erasure_cell(row: Mapping[str, Any]) -> str:
+    """The erasure deadline to minutes; OVERDUE once it has passed without an erasure."""
+    if row.get("level") == "erased" or "erasure_deadline" not in row:
+        return ""
+    text = str(row["erasure_deadline"])[:16]
+    return f"OVERDUE {text}" if row.get("erasure_overdue") else text
 
 
 def format_markdown(report: Mapping[str, Any], limit: int = 50) -> str:
@@ -204,6 +254,9 @@ def format_markdown(report: Mapping[str, Any], limit: int = 50) -> str:
     lines += [f"Requests by status: {counts}.", ""]
     if report["overdue"]:
         lines.append(f"**Overdue: {', '.join(report['overdue'][:limit])}**")
+    late = report.get("erasure_overdue") or []
+    if late:
+        lines.append(f"**Overdue for erasure: {', '.join(late[:limit])}**")
     if report["not_honoured"]:
         ids = ", ".join(r["request_id"] for r in report["not_honoured"][:limit])
         lines.append(f"**Deployed in the log but not honoured by production: {ids}**")
@@ -215,16 +268,19 @@ def format_markdown(report: Mapping[str, Any], limit: int = 50) -> str:
         if lines[-1]:
             lines.append("")
         lines += [
-            "| request | state | status | version | deadline | purged data.dvc | rows purged |",
-            "|---|---|---|---|---|---|---|",
+            "| request | state | status | version | level | suppressed at | deadline "
+            "| erased at | erasure deadline | purged data.dvc | rows purged |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in rows[:limit]:
             lines.append(
                 f"| {row['request_id']} | {row['state']} | {row['status']} | {row['version']} "
-                f"| {row['deadline']} | {row['purge_data_md5']} | {row['rows_purged']} |"
+                f"| {row['level']} | {row['suppressed_at']} | {row['deadline']} "
+                f"| {row['erased_at']} | {row['erasure_deadline']} | {row['purge_data_md5']} "
+                f"| {row['rows_purged']} |"
             )
         if len(rows) > limit:
-            lines.append(f"| ... {len(rows) - limit} more (see --json) | | | | | | |")
+            lines.append(f"| ... {len(rows) - limit} more (see --json) | | | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,6 +318,14 @@ def batch_markdown(summary: Mapping[str, Any]) -> str:
     )
     purged = summary.get("purged") or []
     lines.append(f"Purged from data, DVC cache and remotes: {len(purged)} request(s).")
+    if "erased" in summary:
+        erasure = summary.get("erasure") or {}
+        lines.append(
+            f"Erased (weights trained without their rows, older artifacts deleted): "
+            f"{len(summary['erased'])} request(s); compaction version "
+            f"{erasure.get('compaction_version')}, older versions erased: "
+            f"{len(erasure.get('versions_erased') or [])}."
+        )
     seconds = summary.get("seconds") or {}
     if seconds:
         shown = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())

@@ -17,6 +17,7 @@ from eul.pipeline.gates import failure_reasons
 from eul.pipeline.production import Production
 from eul.pipeline.results import (
     CompactionStatus,
+    ErasureReport,
     Evaluation,
     LayerResult,
     Promoted,
@@ -147,6 +148,17 @@ class RunSummary:
         self.summary["purged"] = report.purged
         self.summary.setdefault("outcome", "nothing to do")
 
+    def erased(self, report: ErasureReport) -> None:
+        self.add(report)
+        self.summary["erased"] = report.erased
+        self.summary["erasure"] = {
+            "compaction_version": report.compaction_version,
+            "versions_erased": report.versions,
+            "dvc_objects_deleted": report.dvc_objects,
+            "workdir_folders_deleted": report.folders,
+            "note": report.note,
+        }
+
     def for_report(self) -> dict[str, Any]:
         """What the report publishes: the summary so far, with the phases' seconds."""
         return {**self.summary, "seconds": dict(self.clock.seconds)}
@@ -155,6 +167,7 @@ class RunSummary:
         """The run's summary, once the report is out: the audit's verdict and every second."""
         self.summary["audit_ok"] = audit["ok"]
         self.summary["overdue"] = audit["overdue"]
+        self.summary["erasure_overdue"] = audit.get("erasure_overdue", [])
         self.summary["seconds"] = dict(self.clock.seconds)
         self.summary["inner_seconds"] = self.inner
         return self.summary

@@ -9,6 +9,7 @@ the production version already honours are marked deployed, not redone.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,14 @@ from eul.pipeline.production import Production, current_production
 from eul.pipeline.results import Evaluation, Promoted, Registered, Verdict
 from eul.runtime.jsonsafe import clean_json
 from eul.stores.log.store import Ledger
+from eul.stores.registry.erasure import is_erased
 from eul.stores.registry.runs import log_batch_run
-from eul.stores.registry.tags import compliance_tags, covered_request_ids, version_description
+from eul.stores.registry.tags import (
+    compliance_tags,
+    covered_request_ids,
+    trained_without_tags,
+    version_description,
+)
 from eul.stores.registry.versions import (
     CANDIDATE,
     PRODUCTION,
@@ -53,16 +60,18 @@ def register_candidate(
     evaluation: Evaluation,
     verdict: Verdict,
     extra_params: dict[str, Any] | None = None,
+    trained_without: Sequence[str] | None = None,
 ) -> Registered:
     """Log the batch run, register base + fused layer as a new version tagged with the log,
     and point `candidate` at it; a version failing its gates is registered all the same,
-    with the reasons, for a reviewer."""
+    with the reasons, for a reviewer. `trained_without`: a compaction's requests whose rows
+    its weights never saw (tags `eul.trained_without*`)."""
     started = time.perf_counter()
     document = _evaluation_document(ctx, plan, evaluation, verdict)
     run_id = _log_batch(
         ctx, plan, layer_dir, state_dir, document, evaluation, verdict, extra_params
     )
-    tags = _version_tags(ctx, plan, verdict)
+    tags = _version_tags(ctx, plan, verdict, trained_without)
     description = _description(plan, evaluation, verdict)
     fail_point(ctx, "before-register")
     version = register_version(ctx.settings, run_id, base_dir, layer_dir, tags, description)
@@ -134,8 +143,11 @@ def _log_batch(
     )
 
 
-def _version_tags(ctx: Context, plan: Plan, verdict: Verdict) -> dict[str, str]:
-    """The compliance tags that tie the version to the log and the data, and the batch's."""
+def _version_tags(
+    ctx: Context, plan: Plan, verdict: Verdict, trained_without: Sequence[str] | None = None
+) -> dict[str, str]:
+    """The compliance tags that tie the version to the log and the data, and the batch's;
+    a compaction's also name the requests its weights were trained without."""
     from eul.stores.dvc import dvcstore
 
     dvc_file = ctx.root / ctx.params.data.dvc_file
@@ -150,6 +162,8 @@ def _version_tags(ctx: Context, plan: Plan, verdict: Verdict) -> dict[str, str]:
             "eul.new_request_count": str(len(plan.new_ids)),
         }
     )
+    if trained_without is not None:
+        tags.update(trained_without_tags(trained_without))
     if verdict.reasons:
         tags["eul.gate_reasons"] = " | ".join(verdict.reasons)
     return tags
@@ -193,9 +207,15 @@ def promotion_problems(
     - its gates passed, or a reviewer gives a reason to override them;
     - it honours every request the production version honours (never un-forget);
     - the log entry it was cut at still has the hash it records, and the chain verifies;
-    - every request it covers is in the log and none was rejected.
+    - every request it covers is in the log and none was rejected;
+    - its weights were not erased (`eul.erased`).
     """
     problems = []
+    if is_erased(tags):
+        problems.append(
+            f"its weights were erased at {tags.get('eul.erased_at', '?')} (it was trained on "
+            "erased requests' rows); promote a newer version"
+        )
     if tags.get("gates_passed") != "true" and not override_reason:
         reasons = tags.get("eul.gate_reasons") or "gates not passed"
         problems.append(f"its gates failed ({reasons}); a reviewer must give a reason")

@@ -102,6 +102,7 @@ class Retrained:
     rows: int
     rows_left_out: int
     final_loss: float
+    trained_without: tuple[str, ...] = ()
     skipped: bool = False
     seconds: dict[str, float] = field(default_factory=_seconds)
 
@@ -183,6 +184,29 @@ class CompactionStatus:
     forget_share: float
     due: bool
     reasons: list[str]
+    erasure_due: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ErasureReport:
+    """What the erase step deleted and marked (or why it did nothing: `note`).
+
+    `compaction_version`: the compaction the production base comes from; `versions`: the
+    older versions whose weights are gone; `dvc_objects`: `models/base` objects deleted from
+    the cache and remotes; `folders`: working folders deleted."""
+
+    erased: list[str]
+    note: str | None = None
+    compaction_version: int | None = None
+    versions: list[int] = field(default_factory=list)
+    model_artifacts_deleted: int = 0
+    dvc_objects: int = 0
+    remotes: list[str] = field(default_factory=list)
+    folders: int = 0
+    seconds: dict[str, float] = field(default_factory=_seconds)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

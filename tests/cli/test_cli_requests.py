@@ -223,12 +223,35 @@ def test_show_prints_state_and_history(capsys, log, data) -> None:
     Ledger(log[1]).mark("k1", "unlearned", layer="layers/k1")
     code, out, _ = run(capsys, "requests", "show", "k1", *log)
     assert code == 0
-    assert "status     unlearned" in out
-    assert "matched    2 records: r1, r2" in out
+    assert "status      unlearned" in out
+    assert "matched     2 records: r1, r2" in out
     history = out.split("\n\n")[1].splitlines()
     assert history[0].split() == ["SEQ", "STATUS", "AT", "(UTC)", "DETAILS", "HASH"]
     assert [line.split()[1] for line in history[1:]] == ["received", "validated", "unlearned"]
     assert "layer=layers/k1" in history[3]
+
+
+def test_show_tells_the_level_reached_with_both_deadlines(capsys, log, data) -> None:
+    run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "k1", *log)
+    run(capsys, "requests", "validate", "--data", data, *log)
+    _, out, _ = run(capsys, "requests", "show", "k1", *log)
+    assert "level       pending" in out and "suppressed  not yet" in out
+    ledger = Ledger(log[1])
+    for status, details in [("unlearned", {}), ("fused", {}), ("deployed", {"model_version": 1}),
+                            ("purged", {"evidence": {"rows_removed": 2}})]:  # fmt: skip
+        ledger.mark("k1", status, **details)
+    _, out, _ = run(capsys, "requests", "show", "k1", *log)
+    deployed_at = ledger.get("k1").history[4].at
+    assert "level       suppressed" in out and f"suppressed  {deployed_at}" in out
+    assert "erased      not yet" in out
+    ledger.mark("k1", "erased", evidence={"compaction_version": 2})
+    _, out, _ = run(capsys, "requests", "show", "k1", "--json", *log)
+    levels = json.loads(out)["compliance"]
+    state = ledger.get("k1").state
+    assert levels["level"] == "erased" and levels["erased_at"] == state.updated_at
+    assert levels["deadline"] == state.deadline
+    assert levels["erasure_deadline"] == state.erasure_deadline(30)
+    assert not levels["erasure_overdue"]
 
 
 def test_verify_exits_1_and_names_the_broken_entry(capsys, log, tmp_path) -> None:

@@ -30,15 +30,16 @@ def ledger(tmp_path):
         yield log
 
 
-def _report(log: Ledger, covered: list[str], days_ahead: int = 0) -> dict:
+def _report(log: Ledger, covered: list[str], days_ahead: int = 0, erasure_days: int = 30) -> dict:
     return build_report(
         log.list(),
-        log.entries(("deployed", "purged")),
+        log.entries(("deployed", "purged", "erased")),
         4,
         {"log_seq": "12", "gates_passed": "true", "production_since": "2026-11-29T00:00:00"},
         covered,
         {"ok": True, "entries": 20},
         now=utcnow() + timedelta(days=days_ahead),
+        erasure_days=erasure_days,
     )
 
 
@@ -92,3 +93,49 @@ def test_no_production_version_yet(ledger):
     assert "No production version yet" in format_markdown(report)
     # the log's deployed requests are then not honoured by anything deployed
     assert {r["request_id"] for r in report["not_honoured"]} == {"honoured", "rolled-back"}
+
+
+def test_both_levels_are_shown_with_their_dates(ledger):
+    # given the purged request erased by compaction version 5
+    ledger.mark("honoured", "erased", evidence={"compaction_version": 5, "versions_erased": [3]})
+    report = _report(ledger, ["honoured", "rolled-back"], erasure_days=60)
+    rows = {r["request_id"]: r for r in report["honoured"]}
+    erased, suppressed = rows["honoured"], rows["rolled-back"]
+    history = {e.status: e for e in ledger.get("honoured").history}
+    # then the erased one shows when it was suppressed and erased, against both deadlines
+    assert erased["level"] == "erased" and erased["erased_at"] == history["erased"].at
+    assert erased["suppressed_at"] == history["deployed"].at
+    assert erased["erase_evidence"]["compaction_version"] == 5
+    state = ledger.get("honoured").state
+    assert erased["deadline"] == state.deadline
+    assert erased["erasure_deadline"] == state.erasure_deadline(60)
+    # and the deployed one is suppressed only, with no erasure yet
+    assert suppressed["level"] == "suppressed" and "erased_at" not in suppressed
+    assert [p["level"] for p in report["pending"]] == ["pending", "pending"]
+    assert report["ok"] is True and report["erasure_overdue"] == []
+    table = format_markdown(report)
+    assert "| erased at | erasure deadline |" in table
+    assert f"| {history['erased'].at[:16]} |" in table
+
+
+def test_a_request_suppressed_but_not_erased_by_its_erasure_deadline_fails_the_audit(ledger):
+    # given every pending request deployed, so nothing is overdue for suppression
+    for rid in ("waiting", "late"):
+        if ledger.get(rid).state.status == "validated":
+            ledger.mark(rid, "unlearned")
+            ledger.mark(rid, "fused")
+        ledger.mark(rid, "deployed", model_version=4)
+    ledger.mark("honoured", "erased", evidence={"compaction_version": 5})
+    covered = ["honoured", "rolled-back", "waiting", "late"]
+    # when the audit is taken after the suppression deadline, before the erasure deadline
+    before = _report(ledger, covered, days_ahead=31, erasure_days=40)
+    assert before["overdue"] == [] and before["erasure_overdue"] == []
+    assert before["ok"] is True
+    # then after the erasure deadline, the suppressed-only requests are overdue for erasure
+    after = _report(ledger, covered, days_ahead=41, erasure_days=40)
+    assert after["overdue"] == []
+    assert after["erasure_overdue"] == ["waiting", "late", "rolled-back"]
+    assert after["ok"] is False
+    assert "**Overdue for erasure: waiting, late, rolled-back**" in format_markdown(after)
+    cells = {r["request_id"]: r["erasure_deadline"] for r in table_rows(after)}
+    assert cells["waiting"].startswith("OVERDUE") and cells["honoured"] == ""

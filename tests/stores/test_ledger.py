@@ -294,6 +294,67 @@ def test_rejected_is_final_and_marks_need_their_details(ledger) -> None:
         ledger.mark("missing", "unlearned")
 
 
+def _purged(ledger: Ledger, subject: str = "s1") -> str:
+    rid = _validated(ledger, subject)
+    ledger.mark(rid, "unlearned")
+    ledger.mark(rid, "fused")
+    ledger.mark(rid, "deployed", model_version="1")
+    ledger.mark(rid, "purged", evidence={"data/train.jsonl": "sha256:" + "a" * 64})
+    return rid
+
+
+def test_erased_follows_purged_only_and_needs_the_compaction_version(ledger) -> None:
+    # given a request deployed but not yet purged
+    early = _validated(ledger, "s2")
+    for step, details in [("unlearned", {}), ("fused", {}), ("deployed", {"model_version": "1"})]:
+        ledger.mark(early, step, **details)
+    evidence = {"compaction_version": 4, "versions_erased": [1, 2], "dvc_objects_deleted": 3}
+    # then it cannot be erased before its purge
+    with pytest.raises(LedgerError, match="deployed may only become purged"):
+        ledger.mark(early, "erased", evidence=evidence)
+    # and a purged request needs the compaction version as evidence
+    rid = _purged(ledger)
+    with pytest.raises(LedgerError, match="compaction_version"):
+        ledger.mark(rid, "erased", evidence={"versions_erased": [1]})
+    ledger.mark(rid, "erased", model_version=4, evidence=evidence)
+    state = ledger.get(rid).state
+    assert state.status == "erased" and state.level == "erased"
+    assert ledger.get(early).state.level == "suppressed"
+    # and erased is final, and verified as a legal step of the chain
+    with pytest.raises(LedgerError, match="erased may only become nothing"):
+        ledger.mark(rid, "purged", evidence={"a": "b"})
+    assert ledger.verify().ok
+    assert ledger.counts() == {"erased": 1, "deployed": 1}
+
+
+def test_erasure_deadline_counts_from_submission_and_ends_at_erased(tmp_path, db) -> None:
+    # given erasure_days 10 in params.yaml
+    params = tmp_path / "params.yaml"
+    params.write_text("log:\n  deadline_days: 5\n  erasure_days: 10\n")
+    with Ledger(f"sqlite:///{db}", params_path=params) as ledger:
+        assert ledger.erasure_days == 10
+        suppressed = _purged(ledger, "s1")
+        pending = _validated(ledger, "s2")
+        rejected = ledger.submit(subject_id="nobody").request_id
+        ledger.validate(RECORDS)
+        state = ledger.get(suppressed).state
+        submitted = datetime.fromisoformat(state.submitted_at)
+        assert datetime.fromisoformat(state.erasure_deadline(10)) == submitted + timedelta(days=10)
+        # then nothing is overdue for erasure before the deadline, both after it
+        soon = datetime.now(timezone.utc) + timedelta(days=7)
+        later = datetime.now(timezone.utc) + timedelta(days=11)
+        assert ledger.erasure_overdue(now=soon) == []
+        assert [s.request_id for s in ledger.erasure_overdue(now=later)] == [suppressed, pending]
+        # while the suppressed one is within its suppression deadline's terms
+        assert not ledger.get(suppressed).state.is_overdue(later)
+        assert not ledger.get(rejected).state.is_erasure_overdue(10, later)
+        # and once erased it is overdue no more
+        ledger.mark(suppressed, "erased", evidence={"compaction_version": 2})
+        assert [s.request_id for s in ledger.erasure_overdue(now=later)] == [pending]
+    with pytest.raises(LedgerError, match="erasure_days must be"):
+        Ledger(f"sqlite:///{db}", params_path=params, erasure_days=0)
+
+
 def test_mark_many_is_all_or_nothing(ledger) -> None:
     a = ledger.submit(subject_id="s1").request_id
     b = ledger.submit(subject_id="s2").request_id

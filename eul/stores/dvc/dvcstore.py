@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -310,3 +310,28 @@ def read_remote_objects(root: str | Path, remote: str, oids: Sequence[str]) -> I
         odb = repo.cloud.get_remote_odb(remote, "purge")
         for oid in oids:
             yield odb.fs.cat_file(odb.oid_to_path(oid))
+
+
+def delete_cache_objects(root: str | Path, oids: Iterable[str]) -> int:
+    """Delete objects from the project's DVC cache; returns how many were there."""
+    cache = Path(root) / ".dvc" / "cache"
+    deleted = 0
+    for oid in oids:
+        path = cache / object_relpath(oid)
+        if path.is_file():
+            path.chmod(0o644)  # DVC may make cache files read-only
+            path.unlink()
+            deleted += 1
+    return deleted
+
+
+def delete_remote_objects(root: str | Path, remote: str, oids: Iterable[str]) -> int:
+    """Delete objects from `remote` (any remote type, through DVC's client); returns how many
+    were there."""
+    wanted = set(oids)
+    with _repo(root) as repo:
+        odb = repo.cloud.get_remote_odb(remote, "erase")
+        present = wanted & set(odb.all())
+        for oid in sorted(present):
+            odb.fs.rm_file(odb.oid_to_path(oid))
+    return len(present)

@@ -11,6 +11,7 @@ from eul.stores.log.schema import LedgerError
 
 DEFAULT_URL = "sqlite:///state/deletion-log.sqlite"
 DEFAULT_DEADLINE_DAYS = 30
+DEFAULT_ERASURE_DAYS = 30
 URL_ENV = "EUL_LOG_URL"
 
 
@@ -30,7 +31,9 @@ def _read_params_log(params_path: str | Path) -> dict[str, Any]:
         raise LedgerError(f"{path} must hold a mapping at the top level")
     section = params.get("log") or {}
     if not isinstance(section, dict):
-        raise LedgerError(f"`log` in {path} must be a mapping with `url` and `deadline_days`")
+        raise LedgerError(
+            f"`log` in {path} must be a mapping with `url`, `deadline_days` and `erasure_days`"
+        )
     return section
 
 
@@ -54,4 +57,15 @@ def resolve_deadline_days(days: int | None = None, params_path: str | Path = "pa
         value = _read_params_log(params_path).get("deadline_days", DEFAULT_DEADLINE_DAYS)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise LedgerError(f"deadline_days must be a whole number of days >= 1, not {value!r}")
+    return value
+
+
+def resolve_erasure_days(days: int | None = None, params_path: str | Path = "params.yaml") -> int:
+    """Days a request may take to be erased: argument, else log.erasure_days in params.yaml,
+    else 30 (counted from submission, like the deadline)."""
+    value: Any = days
+    if value is None:
+        value = _read_params_log(params_path).get("erasure_days", DEFAULT_ERASURE_DAYS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LedgerError(f"erasure_days must be a whole number of days >= 1, not {value!r}")
     return value

@@ -77,6 +77,15 @@ def check_details(status: str, details: dict[str, Any]) -> str | None:
                 "purged needs evidence: a dict of content hashes, e.g. {'data.jsonl': 'sha256:...'}"
             )
         return f"evidence for {len(evidence)} item(s)"
+    if status == "erased":
+        evidence = details.get("evidence")
+        version = evidence.get("compaction_version") if isinstance(evidence, dict) else None
+        if not isinstance(version, (str, int)) or str(version) == "":
+            raise LedgerError(
+                "erased needs evidence with compaction_version (the production version "
+                "trained without the rows), e.g. {'compaction_version': 7, ...}"
+            )
+        return f"erased, compaction {version}"
     if status == "rejected":
         if not details.get("reason"):
             raise LedgerError("rejected needs a reason")

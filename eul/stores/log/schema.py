@@ -1,7 +1,14 @@
 """The deletion log's data: its tables, the request lifecycle, identifier rules, and the
 values (entries, request states, reports) read from and written to it.
 
-Lifecycle: received -> validated | rejected -> unlearned -> fused -> deployed -> purged.
+Lifecycle: received -> validated | rejected -> unlearned -> fused -> deployed -> purged
+-> erased.
+
+Two levels of compliance, each with a deadline counted from submission: a request is
+*suppressed* once a production model whose layer forgets it is deployed (`deployed`, then
+`purged` once its rows leave the data; deadline `log.deadline_days`), and *erased* once the
+deployed weights were trained without its rows and every stored artifact trained on them is
+deleted (`erased`; deadline `log.erasure_days`, computed, not stored).
 
 Only ids and content hashes are stored: never the text of the data being forgotten.
 """
@@ -12,14 +19,23 @@ import json
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text
 
 GENESIS_HASH = "0" * 64
 
-STATUSES = ("received", "validated", "rejected", "unlearned", "fused", "deployed", "purged")
+STATUSES = (
+    "received",
+    "validated",
+    "rejected",
+    "unlearned",
+    "fused",
+    "deployed",
+    "purged",
+    "erased",
+)
 # Which status may follow which: the lifecycle as data, so verify() can check it too.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "received": ("validated", "rejected"),
@@ -28,10 +44,15 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "unlearned": ("fused",),
     "fused": ("deployed",),
     "deployed": ("purged",),
-    "purged": (),
+    "purged": ("erased",),
+    "erased": (),
 }
-# A request in one of these states no longer counts towards its deadline.
-DONE_STATUSES = ("rejected", "deployed", "purged")
+# A request in one of these states no longer counts towards its (suppression) deadline.
+DONE_STATUSES = ("rejected", "deployed", "purged", "erased")
+# A deployed model forgets the request: the first level of compliance.
+SUPPRESSED_STATUSES = ("deployed", "purged", "erased")
+# The compliance levels a request reaches, in order (`RequestState.level`).
+LEVELS = ("pending", "suppressed", "erased")
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
 
@@ -143,7 +164,30 @@ class RequestState:
     last_seq: int
 
     def is_overdue(self, now: datetime | None = None) -> bool:
+        """Not yet suppressed (nor rejected) past its deadline."""
         return self.status not in DONE_STATUSES and self.deadline < iso(now or utcnow())
+
+    @property
+    def level(self) -> str:
+        """The compliance level reached: pending, suppressed or erased (rejected for a
+        request that matched nothing)."""
+        if self.status == "rejected":
+            return "rejected"
+        if self.status == "erased":
+            return "erased"
+        return "suppressed" if self.status in SUPPRESSED_STATUSES else "pending"
+
+    def erasure_deadline(self, erasure_days: int) -> str:
+        """When the request must be erased: `erasure_days` after submission (log.erasure_days;
+        computed from submitted_at, so a change of the setting applies to every request)."""
+        submitted = datetime.fromisoformat(self.submitted_at)
+        return iso(submitted + timedelta(days=erasure_days))
+
+    def is_erasure_overdue(self, erasure_days: int, now: datetime | None = None) -> bool:
+        """Not yet erased (nor rejected) past its erasure deadline."""
+        if self.status in ("erased", "rejected"):
+            return False
+        return self.erasure_deadline(erasure_days) < iso(now or utcnow())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +202,21 @@ class RequestHistory:
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state.to_dict(), "history": [e.to_dict() for e in self.history]}
+
+    def compliance(self, erasure_days: int, now: datetime | None = None) -> dict[str, Any]:
+        """Both levels with their dates: the level reached, when the request was suppressed
+        (its `deployed` entry) against its deadline, and erased against its erasure deadline."""
+        state = self.state
+        at = {e.status: e.at for e in self.history}
+        return {
+            "level": state.level,
+            "suppressed_at": at.get("deployed"),
+            "deadline": state.deadline,
+            "overdue": state.is_overdue(now),
+            "erased_at": at.get("erased"),
+            "erasure_deadline": state.erasure_deadline(erasure_days),
+            "erasure_overdue": state.is_erasure_overdue(erasure_days, now),
+        }
 
 
 @dataclass(frozen=True)

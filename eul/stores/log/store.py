@@ -6,7 +6,8 @@ Every change to a request is a new *entry* (an event), appended to the hash chai
 as the entry, so that listing stays fast; the entries are the source of truth and
 :meth:`Ledger.verify` checks the two agree.
 
-Lifecycle: received -> validated | rejected -> unlearned -> fused -> deployed -> purged.
+Lifecycle: received -> validated | rejected -> unlearned -> fused -> deployed -> purged
+-> erased.
 
 Only ids and content hashes are stored: never the text of the data being forgotten.
 """
@@ -24,7 +25,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from eul.stores.log.chain import Chain, normal_details, verify_chain
-from eul.stores.log.config import resolve_deadline_days, resolve_url
+from eul.stores.log.config import resolve_deadline_days, resolve_erasure_days, resolve_url
 from eul.stores.log.database import BUSY_TIMEOUT_S, Database
 from eul.stores.log.rules import (
     check_details,
@@ -79,10 +80,12 @@ class Ledger:
         *,
         params_path: str | Path = "params.yaml",
         deadline_days: int | None = None,
+        erasure_days: int | None = None,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
     ) -> None:
         resolved = resolve_url(url, params_path)
         self.deadline_days = resolve_deadline_days(deadline_days, params_path)
+        self.erasure_days = resolve_erasure_days(erasure_days, params_path)
         self.db = Database(resolved, busy_timeout_s)
         self.url, self.is_sqlite, self.engine = self.db.url, self.db.is_sqlite, self.db.engine
         self.db.create_schema()
@@ -259,8 +262,10 @@ class Ledger:
         """Move requests to ``status`` in one transaction, all or none.
 
         ``deployed`` needs ``model_version``; ``purged`` needs ``evidence`` (a dict of content
-        hashes showing the rows are gone); ``rejected`` needs ``reason``; ``validated`` needs
-        ``record_ids``. An illegal transition (e.g. purged before deployed) raises LedgerError.
+        hashes showing the rows are gone); ``erased`` needs ``evidence`` naming the
+        ``compaction_version`` trained without the rows; ``rejected`` needs ``reason``;
+        ``validated`` needs ``record_ids``. An illegal transition (e.g. purged before
+        deployed) raises LedgerError.
         """
         if status not in STATUSES or status == "received":
             raise LedgerError(
@@ -371,6 +376,11 @@ class Ledger:
     def overdue(self, now: datetime | None = None) -> list[RequestState]:
         """Requests past their deadline that are not yet deployed, purged or rejected."""
         return self.list(overdue=True, now=now)
+
+    def erasure_overdue(self, now: datetime | None = None) -> list[RequestState]:
+        """Requests past their erasure deadline (`erasure_days` after submission) that are
+        not yet erased (nor rejected)."""
+        return [s for s in self.list() if s.is_erasure_overdue(self.erasure_days, now)]
 
     def counts(self) -> dict[str, int]:
         """Number of requests per current status."""

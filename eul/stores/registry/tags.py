@@ -64,6 +64,29 @@ def compliance_tags(
     return tags
 
 
+TRAINED_WITHOUT_TAG = "eul.trained_without"
+
+
+def trained_without_tags(request_ids: Sequence[str]) -> dict[str, str]:
+    """The tags of a compaction: the requests whose rows its weights were trained without
+    (every request left out of the retrain, and those purged from the data before it),
+    with their count and sha256. Ids only: the erase step reads them back."""
+    ids = sorted(set(request_ids))
+    with_comma = [i for i in ids if "," in i]
+    if with_comma:
+        raise ValueError(f"request ids may not contain commas: {with_comma[0]!r}")
+    return {
+        TRAINED_WITHOUT_TAG: ",".join(ids),
+        "eul.trained_without_count": str(len(ids)),
+        "eul.trained_without_sha256": ids_digest(ids),
+    }
+
+
+def trained_without_ids(tags: Mapping[str, str]) -> list[str]:
+    """The requests a compaction version's weights were trained without, from its tags."""
+    return [i for i in tags.get(TRAINED_WITHOUT_TAG, "").split(",") if i]
+
+
 def covered_request_ids(tags: Mapping[str, str]) -> list[str]:
     """The request ids a version honours, from its (resolved) tags."""
     value = tags.get("covered_request_ids", "")
