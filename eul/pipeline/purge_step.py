@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from eul.pipeline.context import Context
+from eul.pipeline.context import Context, PipelineError
 from eul.pipeline.results import PurgeReport
 
 
@@ -23,13 +23,43 @@ def _evidence(params: Any, evidence: dict[str, Any], found: dict[str, Any]) -> d
     }
 
 
+def _leak_scan(
+    ctx: Context, by_id: dict[str, dict[str, Any]], needles: list[bytes]
+) -> dict[str, int]:
+    """Read every store back for the requests' rows (text and keyed digests) and own files
+    (`eul.pipeline.leaks`); PipelineError on any hit, so no request is marked `purged` while a
+    copy is left. Returns the counts the `purged` entries keep."""
+    from eul.pipeline.leaks import scan_leaks
+
+    keyed_rows = [h for r in by_id.values() for h in r.get("row_hmac", r.get("row_sha256", []))]
+    report = scan_leaks(ctx, list(by_id), needles=needles, keyed_rows=keyed_rows)
+    if not report.clean:
+        where = [
+            f"{s.store} ({s.hits} hits{'; ' + s.error if s.error else ''})"
+            for s in report.stores
+            if s.hits or s.error
+        ]
+        paths = [p for s in report.stores for p in (*s.text_hits, *s.keyed_hits,
+                                                     *s.request_file_hits)]  # fmt: skip
+        raise PipelineError(
+            f"the leak scan found copies of the purged requests' data, so they stay deployed: "
+            f"{', '.join(where)}; first paths: {', '.join(paths[:5])}"
+        )
+    return {
+        "stores": len(report.stores),
+        "files_scanned": sum(s.files_scanned for s in report.stores),
+        "bytes_scanned": sum(s.bytes_scanned for s in report.stores),
+        "hits": report.hits,
+    }
+
+
 def purge_deployed(ctx: Context) -> PurgeReport:
     """Remove the rows of every `deployed` request from the data, the DVC cache and the
     remotes (`eul.stores.dvc.purge`), then what was derived from each request alone and the
     older fusion states (`eul.pipeline.derivatives`), and mark each `purged` with the hashes
     and the counts as evidence."""
     from eul.pipeline.derivatives import delete_derivatives
-    from eul.stores.dvc.purge import PurgeRequest, purge
+    from eul.stores.dvc.purge import PurgeRequest, purge, purge_needles
 
     params = ctx.params
     with ctx.ledger() as ledger:
@@ -43,21 +73,28 @@ def purge_deployed(ctx: Context) -> PurgeReport:
         PurgeRequest(s.request_id, tuple(s.matched_ids or s.record_ids), s.subject_id)
         for s in deployed
     ]
+    needles = purge_needles(requests, ctx.root, params) if params.pipeline.scan else []
     evidence = purge(
         requests, ctx.root, params, remotes=params.pipeline.remotes, scan=params.pipeline.scan
     )
     derivatives = delete_derivatives(ctx, [s.request_id for s in deployed])
     by_id = {r["request_id"]: r for r in evidence["requests"]}
+    scan_started = time.perf_counter()
+    scanned = _leak_scan(ctx, by_id, needles) if params.pipeline.scan else None
+    del needles
+    scan_s = time.perf_counter() - scan_started
     with ctx.ledger() as ledger:
         for state in deployed:
             found = by_id[state.request_id]
             entry = _evidence(params, evidence, found)
             entry["derivatives"] = derivatives.counts(state.request_id)
+            if scanned is not None:
+                entry["leak_scan"] = scanned
             ledger.mark(state.request_id, "purged", evidence=entry)
     return PurgeReport(
         purged=[s.request_id for s in deployed],
         rows_removed=evidence["rows_removed"],
         data_dvc_md5=evidence["new_md5"],
         remotes=evidence["remotes_swept"],
-        seconds={"purge": time.perf_counter() - started},
+        seconds={"purge": time.perf_counter() - started, "leak_scan": scan_s},
     )

@@ -87,6 +87,21 @@ def _needles(rows: DataRows, removed: Sequence[int], kept_bytes: bytes) -> list[
     return list(dict.fromkeys(needles))
 
 
+def purge_needles(
+    requests: Sequence[PurgeRequest], root: str | Path, params: Params
+) -> list[bytes]:
+    """The byte strings only the requests' rows hold (`_needles`), read from the data before a
+    purge, for a scan of every other store afterwards; none once the rows are gone."""
+    records_path = Path(root) / params.data.raw / params.data.records_file
+    if not records_path.is_file():
+        return []
+    rows = read_rows(records_path)
+    removed = sorted({i for m in match_requests(rows, requests) for i in m.rows})
+    removed_set = set(removed)
+    kept = "".join(line + "\n" for i, line in enumerate(rows.lines) if i not in removed_set)
+    return _needles(rows, removed, kept.encode("utf-8"))
+
+
 def _contains_any(data: bytes, needles: Sequence[bytes]) -> bool:
     return any(needle in data for needle in needles)
 
