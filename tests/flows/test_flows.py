@@ -460,3 +460,89 @@ def test_compaction_then_erase_leaves_no_weights_trained_on_purged_rows(project)
     # and a rerun changes nothing: still erased, nothing more to erase
     again = compact(project_dir=str(project))
     assert statuses(project)["req-a"] == "erased" and again["erased"] == []
+
+
+def _stored_rows(root: Path, subjects: list[str]) -> list[str]:
+    """The raw data's rows of `subjects`, as stored."""
+    lines = (root / "data/raw/records.jsonl").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip() and json.loads(line)["subject_id"] in subjects]
+
+
+def _every_store(root: Path) -> list[Path]:
+    """The project (data, DVC cache and remote, MLflow, the log, state/), the datasets cache,
+    Prefect's database and result folders, and eul's temporary folders."""
+    import tempfile
+
+    from eul.pipeline.leak_reading import sqlite_path
+    from eul.pipeline.leaks import TEMP_PREFIX, prefect_locations
+    from eul.stores.dvc.purge import datasets_cache_root
+
+    urls, folders = prefect_locations(root)
+    tops = [root, datasets_cache_root(), *folders]
+    tops += [p for p in map(sqlite_path, urls) if p is not None]
+    tops += sorted(Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"))
+    return [p for p in tops if p.exists()]
+
+
+def _grep(tops: list[Path], needles: list[bytes]) -> list[Path]:
+    found = []
+    for top in tops:
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+        for path in files:
+            data = path.read_bytes()
+            if any(n in data for n in needles):
+                found.append(path)
+    return found
+
+
+def test_batch_promote_purge_and_compaction_leave_no_trace_in_any_store(project):
+    from eul.pipeline.leaks import scan_leaks
+    from eul.pipeline.purge_step import purge_deployed
+    from eul.runtime.evidence import evidence_key, keyed_row
+    from eul.stores.dvc import dvcstore
+    from flows.compact import compact
+    from flows.nightly import nightly_deletion_batch
+
+    # given two requests deployed by a nightly batch, their rows also on the DVC remote
+    set_params(project, pipeline={"purge": False})
+    a, b = unique_subjects(project, 2)
+    texts = submit(project, **{"req-a": a, "req-b": b})
+    dvcstore.push(project, "local")
+    rows = _stored_rows(project, [a, b])
+    needles = [json.dumps(t, ensure_ascii=False)[1:-1].encode() for ts in texts.values()
+               for t in ts]  # fmt: skip
+    assert nightly_deletion_batch(project_dir=str(project))["production_after"] == 1
+    assert statuses(project) == {"req-a": "deployed", "req-b": "deployed"}
+    ctx = load_context(project)
+    keyed = [keyed_row(evidence_key(project), line) for line in rows]
+    ids = ["req-a", "req-b"]
+
+    def scan():
+        return scan_leaks(ctx, ids, needles=needles, keyed_rows=keyed)
+
+    # before the purge the scan finds them, as text and keyed, and the requests' own files
+    before = scan()
+    hit = {s.store for s in before.stores if s.hits}
+    assert {"data", "dvc-cache", "dvc-remote:local", "mlflow-artifacts"} <= hit, hit
+    assert before.store("data").text_hits and before.store("data").keyed_hits
+    assert before.store("mlflow-artifacts").request_file_hits
+    assert any(s.request_file_hits for s in before.stores if s.store in ("workdir", "state"))
+    assert _grep(_every_store(project), needles)
+    # when the purge runs (its own scan passes, or it would refuse to mark them)
+    set_params(project, pipeline={"purge": True})
+    report = purge_deployed(load_context(project))
+    assert sorted(report.purged) == ids
+    assert statuses(project) == {"req-a": "purged", "req-b": "purged"}
+    # then no store holds their rows (text grepped as raw bytes) or their own files
+    after = scan()
+    assert after.clean, after.to_dict()
+    assert _grep(_every_store(project), needles) == []
+    with Ledger(ctx.log_url, params_path=ctx.params_path) as ledger:
+        [entry] = [e for e in ledger.get("req-a").history if e.status == "purged"]
+    assert entry.details["evidence"]["leak_scan"]["hits"] == 0
+    # and after the compaction and its erasure, still nothing, and the requests are erased
+    compact(project_dir=str(project), force=True, auto_promote=True)
+    assert statuses(project) == {"req-a": "erased", "req-b": "erased"}
+    erased = scan()
+    assert erased.clean, erased.to_dict()
+    assert _grep(_every_store(project), needles) == []
