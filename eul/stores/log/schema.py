@@ -3,7 +3,8 @@ values (entries, request states, reports) read from and written to it.
 
 Lifecycle: received -> validated | rejected -> unlearned -> fused -> deployed -> purged.
 
-Only ids and content hashes are stored: never the text of the data being forgotten.
+Only ids and content hashes are stored: never the text of the data being forgotten; entries
+hold subjects and rows only as keyed digests (eul.runtime.evidence).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 # A request in one of these states no longer counts towards its deadline.
 DONE_STATUSES = ("rejected", "deployed", "purged")
+# A request's state row keeps its raw subject id only in these (it is needed to match rows);
+# in any later or final status it holds the keyed digest instead.
+RAW_SUBJECT_STATUSES = ("received", "validated", "unlearned", "fused", "deployed")
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
 
