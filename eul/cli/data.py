@@ -233,7 +233,8 @@ def _declare_partition(sub: Any) -> None:
         "partition",
         help="split data into per-request forget sets and the retained set",
         description="Read a deletion-log snapshot and a .jsonl data file; write "
-        "forget/<request_id>.jsonl, retained.jsonl and manifest.json (keyed digests only) to --out.",
+        "forget/<request_id>.jsonl, retained.jsonl and manifest.json (keyed digests only) "
+        "to --out.",
     )
     part.add_argument(
         "--snapshot", required=True, help="log snapshot JSON (`eul requests snapshot`)"

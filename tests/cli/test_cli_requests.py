@@ -187,10 +187,11 @@ def test_validate_lists_rejections_with_reasons(capsys, log, data) -> None:
 
 def test_list_is_an_aligned_table_and_filters(capsys, log, data, monkeypatch) -> None:
     # Given one request submitted 40 days ago and two today
-    past = eul.stores.log.store.utcnow() - timedelta(days=40)
+    now = eul.stores.log.store.utcnow
+    past = now() - timedelta(days=40)
     monkeypatch.setattr(eul.stores.log.store, "utcnow", lambda: past)
     run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "old-one", *log)
-    monkeypatch.undo()
+    monkeypatch.setattr(eul.stores.log.store, "utcnow", now)  # (undo() would leave tmp_path)
     run(capsys, "requests", "submit", "--subject", "s2", "--request-id", "new-one", *log)
     run(capsys, "requests", "submit", "--subject", "s404", "--request-id", "nobody", *log)
     run(capsys, "requests", "validate", "--data", data, *log)

@@ -31,8 +31,8 @@ from typing import Any
 import yaml
 
 from eul.params import Params, load_params
-from eul.stores.dvc import dvcstore
 from eul.runtime.evidence import evidence_key, keyed_row, keyed_subject
+from eul.stores.dvc import dvcstore
 from eul.stores.dvc.partition import DataRows, Snapshot, match_requests, read_rows
 
 # A field value shorter than this may well occur in rows that are kept, so it is not
