@@ -412,7 +412,7 @@ def register(subparsers: Any) -> None:
     """Add `eul requests ...` to the `eul` command line."""
     requests = subparsers.add_parser(
         "requests",
-        help="the deletion log: submit, validate, list, show, verify",
+        help="the deletion log: submit, validate, list, show, verify, migrate-evidence",
         description="The append-only, hash-chained log of deletion requests. Lifecycle: "
         "received -> validated | rejected -> unlearned -> fused -> deployed -> purged. "
         "Each request has a deadline (30 days unless log.deadline_days or --deadline-days "
@@ -530,7 +530,7 @@ def _declare_migrate_evidence(sub: Any) -> None:
     """`eul requests migrate-evidence`."""
     migrate = sub.add_parser(
         "migrate-evidence",
-        help="once, after upgrading: key the subject ids and row hashes an older log kept",
+        help="once, after upgrading: key what an older log kept in the clear",
         description="Rewrite, in place, what an older version kept in the clear: entries' "
         "subject ids become subject_hmac, row_sha256 lists become row_hmac (exact, without "
         "the rows), rejection reasons no longer name a subject, purged and rejected requests' "
