@@ -30,6 +30,7 @@ from eul.bench.envelope import write_result
 from eul.data.records import save_records
 from eul.data.synthetic import SyntheticConfig, generate
 from eul.data.words import FIRST_NAMES, LAST_NAMES
+from eul.runtime.evidence import evidence_key
 from eul.stores.dvc.partition import parse_snapshot, partition
 
 DEFAULT_RUNS = ((10_000, 100), (100_000, 1_000), (100_000, 3_000))
@@ -81,6 +82,7 @@ def run_partition_bench(
 ) -> dict[str, Any]:
     """Time `partition` for each (rows, requests); the median of `repeats` runs is reported."""
     results = []
+    key = evidence_key(workdir)  # the benchmark's own project folder
     for n_rows, n_requests in runs:
         data = workdir / f"data-{n_rows}.jsonl"
         ids = _data(n_rows, data)
@@ -89,7 +91,7 @@ def run_partition_bench(
         for repeat in range(repeats):
             out = workdir / f"out-{n_rows}-{n_requests}-{repeat}"
             started = time.perf_counter()
-            manifest = partition(snapshot, data, out)
+            manifest = partition(snapshot, data, out, key=key)
             times.append(time.perf_counter() - started)
         seconds = statistics.median(times)
         results.append(

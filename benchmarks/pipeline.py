@@ -138,7 +138,9 @@ def run(
     from eul.stores.log.store import Ledger
 
     subjects = choose_subjects(copy, requests)
-    with Ledger(f"sqlite:///{copy / 'state/deletion-log.sqlite'}") as ledger:
+    with Ledger(
+        f"sqlite:///{copy / 'state/deletion-log.sqlite'}", params_path=copy / "params.yaml"
+    ) as ledger:
         for i, subject in enumerate(subjects):
             ledger.submit(subject_id=subject, request_id=f"bench-{i + 1}")
     # The MLflow database exists already, as on every night after the first: creating its

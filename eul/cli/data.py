@@ -81,6 +81,7 @@ def cmd_data_init(args: argparse.Namespace) -> None:
 
 
 def cmd_data_partition(args: argparse.Namespace) -> None:
+    from eul.runtime.evidence import evidence_key
     from eul.stores.dvc.partition import load_snapshot, partition
 
     existing_file(args.snapshot, "--snapshot", "write one with `eul requests snapshot`")
@@ -88,7 +89,8 @@ def cmd_data_partition(args: argparse.Namespace) -> None:
     status = ",".join(parse_statuses(args.status, "--status"))
     writable_path(args.out, "--out", folder=True)
     snapshot = load_snapshot(args.snapshot)
-    manifest = partition(snapshot, args.data, args.out, status=status)
+    # The project is the working folder, as for `eul data purge` (dvc runs the stage there).
+    manifest = partition(snapshot, args.data, args.out, status=status, key=evidence_key("."))
     print(
         f"log seq {manifest['log_seq']}: {len(manifest['requests'])} {args.status} requests, "
         f"{manifest['rows_forgotten']} of {manifest['rows_total']} rows to forget, "
@@ -297,7 +299,8 @@ def _declare_partition(sub: Any) -> None:
         "partition",
         help="split data into per-request forget sets and the retained set",
         description="Read a deletion-log snapshot and a .jsonl data file; write "
-        "forget/<request_id>.jsonl, retained.jsonl and manifest.json (hashes only) to --out.",
+        "forget/<request_id>.jsonl, retained.jsonl and manifest.json (keyed digests only) "
+        "to --out.",
     )
     part.add_argument(
         "--snapshot", required=True, help="log snapshot JSON (`eul requests snapshot`)"

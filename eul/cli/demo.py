@@ -205,9 +205,9 @@ class Demo:
             f"   {shown(self.root / REQUESTS_FILE)}: {len(specs)} requests, the last for a "
             "subject the data does not have (the format `eul requests submit --file` reads)"
         )
-        for result in results:
-            entry = result.entry
-            what = f"subject {entry.details['subject_id']}"
+        for spec, result in zip(specs, results, strict=True):
+            entry = result.entry  # it keeps the subject keyed; the demo knows whom it asked for
+            what = f"subject {spec['subject_id']}"
             if result.created:
                 self.echo(f"   submitted {entry.request_id}: {what}")
             else:

@@ -1,4 +1,5 @@
-"""`eul requests`: submit, validate, list, show and verify deletion requests in the log.
+"""`eul requests`: submit, validate, list, show and verify deletion requests in the log, and
+the one-time migration of older evidence to keyed digests.
 
 Tables for people by default, ``--json`` for machines. Only ids and hashes are printed,
 never the text of the data being forgotten.
@@ -15,6 +16,7 @@ from typing import Any
 
 from eul.cli.args import writable_path
 from eul.cli.common import add_data_options, load_data
+from eul.runtime.evidence import is_keyed
 from eul.stores.log.config import URL_ENV
 from eul.stores.log.schema import STATUSES, LedgerError, RequestSpec, RequestState, utcnow
 from eul.stores.log.store import Ledger
@@ -51,6 +53,8 @@ def _when(iso: str) -> str:
 
 
 def _target(subject_id: str | None, record_ids: list[str]) -> str:
+    if is_keyed(subject_id):  # purged or rejected: the log keeps only the keyed subject
+        return "a subject (keyed)"
     if subject_id is not None:
         return f"subject {subject_id}"
     if len(record_ids) == 1:
@@ -137,6 +141,11 @@ def _specs_from_args(args: argparse.Namespace, ledger: Ledger) -> list[RequestSp
     return [ledger.check(spec)]
 
 
+def _submitted_subject(spec: RequestSpec, details: dict[str, Any]) -> str | None:
+    """The subject the caller gave, echoed back; the entry keeps only its keyed digest."""
+    return spec.subject_id if details.get("subject_hmac") else None
+
+
 def cmd_submit(args: argparse.Namespace) -> None:
     with _ledger(args) as ledger:
         specs = _specs_from_args(args, ledger)
@@ -148,17 +157,19 @@ def cmd_submit(args: argparse.Namespace) -> None:
                     "request_id": r.entry.request_id,
                     "created": r.created,
                     "seq": r.entry.seq,
-                    "subject_id": r.entry.details["subject_id"],
+                    "subject_id": _submitted_subject(spec, r.entry.details),
+                    "subject_hmac": r.entry.details.get("subject_hmac"),
                     "record_ids": r.entry.details["record_ids"],
                     "submitted_at": r.entry.at,
                     "deadline": r.entry.details["deadline"],
                 }
-                for r in results
+                for spec, r in zip(specs, results, strict=True)
             ]
         )
         return
-    for r in results:
-        target = _target(r.entry.details["subject_id"], r.entry.details["record_ids"])
+    for spec, r in zip(specs, results, strict=True):
+        subject = _submitted_subject(spec, r.entry.details)
+        target = _target(subject, r.entry.details["record_ids"])
         if r.created:
             deadline = _when(r.entry.details["deadline"])
             print(f"submitted {r.entry.request_id}: {target}, deadline {deadline} UTC")
@@ -332,6 +343,64 @@ def cmd_snapshot(args: argparse.Namespace) -> None:
     )
 
 
+# -- migrate-evidence ---------------------------------------------------------------------
+
+DEFAULT_PURGE_LEDGER = "data/purge-log.jsonl"
+
+
+def _purge_ledger_path(args: argparse.Namespace, root: Path) -> Path:
+    """--purge-ledger, else `purge.ledger` in the params file, else the default; relative
+    paths from the project root (the params file's folder)."""
+    if args.purge_ledger:
+        return Path(args.purge_ledger)
+    configured = DEFAULT_PURGE_LEDGER
+    params = Path(args.params)
+    if params.is_file():
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(params.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise UsageError(f"--params: {params} is not valid YAML; fix it") from err
+        section = loaded.get("purge") if isinstance(loaded, dict) else None
+        if isinstance(section, dict) and section.get("ledger"):
+            configured = str(section["ledger"])
+    return root / configured
+
+
+def cmd_migrate_evidence(args: argparse.Namespace) -> None:
+    from eul.stores.log.migrate import migrate_purge_ledger
+
+    with _ledger(args) as ledger:
+        report = ledger.migrate_evidence()
+        verified = ledger.verify()
+        lines = migrate_purge_ledger(
+            _purge_ledger_path(args, ledger.project_root), ledger.evidence_key
+        )
+    counts = {**report.to_dict(), "purge_ledger_lines_rewritten": lines, "chain_ok": verified.ok}
+    if args.json:
+        _print_json(counts)
+        return
+    if not report.changed and not lines:
+        print(
+            f"nothing to migrate: the log ({verified.entries} entries) and the purge ledger "
+            "keep only keyed evidence already"
+        )
+        return
+    print(
+        f"migrated: {report.entries_rewritten} entries rewritten, {report.entries_rehashed} "
+        f"rehashed from entry {report.first_changed_seq or '-'}; {report.states_rewritten} "
+        f"request states keyed; {lines} purge-ledger lines keyed"
+    )
+    chain = "OK" if verified.ok else f"BROKEN at entry {verified.broken_seq}"
+    print(f"chain {chain}: {verified.entries} entries, head hash {verified.head_hash}")
+    if report.entries_rehashed:
+        print(
+            "model versions registered before now name their log entry's old hash: run a "
+            "new batch rather than promote one of them"
+        )
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -354,7 +423,7 @@ def register(subparsers: Any) -> None:
     """Add `eul requests ...` to the `eul` command line."""
     requests = subparsers.add_parser(
         "requests",
-        help="the deletion log: submit, validate, list, show, verify",
+        help="the deletion log: submit, validate, list, show, verify, migrate-evidence",
         description="The append-only, hash-chained log of deletion requests. Lifecycle: "
         "received -> validated | rejected -> unlearned -> fused -> deployed -> purged. "
         "Each request has a deadline (30 days unless log.deadline_days or --deadline-days "
@@ -367,6 +436,7 @@ def register(subparsers: Any) -> None:
     _declare_show(sub)
     _declare_verify(sub)
     _declare_snapshot(sub)
+    _declare_migrate_evidence(sub)
 
 
 def _declare_submit(sub: Any) -> None:
@@ -465,3 +535,25 @@ def _declare_snapshot(sub: Any) -> None:
     )
     _add_common(snapshot)
     snapshot.set_defaults(func=cmd_snapshot, needs_ml=False)
+
+
+def _declare_migrate_evidence(sub: Any) -> None:
+    """`eul requests migrate-evidence`."""
+    migrate = sub.add_parser(
+        "migrate-evidence",
+        help="once, after upgrading: key what an older log kept in the clear",
+        description="Rewrite, in place, what an older version kept in the clear: entries' "
+        "subject ids become subject_hmac, row_sha256 lists become row_hmac (exact, without "
+        "the rows), rejection reasons no longer name a subject, purged and rejected requests' "
+        "state rows keep only the keyed subject, and the purge ledger's lines likewise; then "
+        "rehash the chain from the first changed entry so `verify` passes. Uses the project's "
+        "evidence key ($EUL_EVIDENCE_KEY or state/evidence.key). Refused on a broken chain; "
+        "a second run changes nothing. Prints counts, never values.",
+    )
+    migrate.add_argument(
+        "--purge-ledger",
+        help="the purge ledger to rewrite (default: purge.ledger in params.yaml, else "
+        f"{DEFAULT_PURGE_LEDGER}, from the project root)",
+    )
+    _add_common(migrate)
+    migrate.set_defaults(func=cmd_migrate_evidence, needs_ml=False)

@@ -66,7 +66,10 @@ def partition_data(ctx: Context, snapshot: Snapshot) -> Partition:
         via = "dvc"
     else:
         snap = load_snapshot(ctx.root / params.partition.snapshot)
-        partition(snap, ctx.root / params.partition.data, out, status=",".join(PENDING))
+        from eul.runtime.evidence import evidence_key
+
+        key = evidence_key(ctx.root)
+        partition(snap, ctx.root / params.partition.data, out, ",".join(PENDING), key=key)
         via = "python"
     manifest = json.loads((out / MANIFEST).read_text())
     if manifest["log_seq"] != snapshot.log_seq:

@@ -16,7 +16,7 @@ def _evidence(params: Any, evidence: dict[str, Any], found: dict[str, Any]) -> d
         "data_dvc_md5_before": evidence["old_md5"],
         "data_dvc_md5_after": evidence["new_md5"],
         "rows_removed": found["rows_removed"],
-        "row_sha256": found["row_sha256"],
+        "row_hmac": found["row_hmac"],
         "remotes_swept": evidence["remotes_swept"],
         "purge_log": params.purge.ledger,
         "purged_at": evidence["purged_at"],

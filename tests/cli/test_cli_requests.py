@@ -59,6 +59,7 @@ def one_line_error(capsys, *argv: str) -> str:
         ["requests", "show"],
         ["requests", "verify"],
         ["requests", "snapshot"],
+        ["requests", "migrate-evidence"],
     ],
 )
 def test_every_requests_command_has_help(argv, capsys) -> None:
@@ -173,7 +174,7 @@ def test_validate_lists_rejections_with_reasons(capsys, log, data) -> None:
     # Then the summary counts them and names every rejection's reason
     assert code == 0
     assert out.startswith("validated 1, rejected 2 of 3 received requests")
-    assert "bad-1     no records for subject s404" in out
+    assert "bad-1     no records for the subject" in out and "s404" not in out
     assert "bad-2     unknown record ids: r8, r9" in out
     code, out, _ = run(capsys, "requests", "validate", "--data", data, "--json", *log)
     assert json.loads(out)["validated"] == []
@@ -186,10 +187,11 @@ def test_validate_lists_rejections_with_reasons(capsys, log, data) -> None:
 
 def test_list_is_an_aligned_table_and_filters(capsys, log, data, monkeypatch) -> None:
     # Given one request submitted 40 days ago and two today
-    past = eul.stores.log.store.utcnow() - timedelta(days=40)
+    now = eul.stores.log.store.utcnow
+    past = now() - timedelta(days=40)
     monkeypatch.setattr(eul.stores.log.store, "utcnow", lambda: past)
     run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "old-one", *log)
-    monkeypatch.undo()
+    monkeypatch.setattr(eul.stores.log.store, "utcnow", now)  # (undo() would leave tmp_path)
     run(capsys, "requests", "submit", "--subject", "s2", "--request-id", "new-one", *log)
     run(capsys, "requests", "submit", "--subject", "s404", "--request-id", "nobody", *log)
     run(capsys, "requests", "validate", "--data", data, *log)
@@ -298,3 +300,54 @@ def test_no_output_contains_record_text(capsys, log, data) -> None:
         outputs.append(run(capsys, "requests", *argv, *log)[1])
     for record in RECORDS:
         assert not any(record.text in out for out in outputs)
+
+
+def test_migrate_evidence_keys_an_old_log_and_purge_ledger_once(capsys, log, tmp_path) -> None:
+    from eul.runtime.evidence import evidence_key, keyed
+    from eul.stores.log.chain import Chain
+    from eul.stores.log.schema import iso, requests_table, utcnow
+
+    # Given a log written the old way: a rejected request whose entries name the subject
+    at = iso(utcnow())
+    reason = "no records for subject Alice.Smith"
+    with Ledger(log[1]) as ledger, ledger.db.write() as conn:
+        chain = Chain(conn)
+        received = {"subject_id": "Alice.Smith", "record_ids": [], "deadline": at}
+        first = chain.append("old-1", "received", at, received)
+        last = chain.append("old-1", "rejected", at, {"reason": reason})
+        chain.flush()
+        conn.execute(
+            requests_table.insert().values(
+                request_id="old-1", subject_id="Alice.Smith", record_ids="[]", status="rejected",
+                submitted_at=at, deadline=at, updated_at=at, note=reason,
+                first_seq=first.seq, last_seq=last.seq,
+            )
+        )  # fmt: skip
+        chain.close()
+    # and a purge ledger (at its default place in the project) with a raw subject and hash
+    purge_log = tmp_path / "data" / "purge-log.jsonl"
+    purge_log.parent.mkdir()
+    line = {"requests": [{"subject_id": "Alice.Smith", "record_ids": ["r1"],
+                          "row_sha256": ["ab" * 32]}]}  # fmt: skip
+    purge_log.write_text(json.dumps(line) + "\n")
+    # When it is migrated
+    code, out, _ = run(capsys, "requests", "migrate-evidence", *log)
+    # Then it says what changed in counts, never values, and the chain verifies
+    assert code == 0
+    assert out.startswith("migrated: 2 entries rewritten, 2 rehashed from entry 1; ")
+    assert "1 request states keyed; 1 purge-ledger lines keyed" in out
+    assert "chain OK: 2 entries" in out
+    assert "Alice" not in out and "ab" * 32 not in out
+    assert run(capsys, "requests", "verify", *log)[0] == 0
+    key = evidence_key(tmp_path)  # the project's key: the folder of params.yaml
+    shown = json.loads(run(capsys, "requests", "show", "old-1", "--json", *log)[1])
+    assert shown["history"][0]["details"]["subject_hmac"] == keyed(key, "Alice.Smith")
+    assert shown["state"]["subject_id"] == keyed(key, "Alice.Smith")
+    assert "Alice" not in json.dumps(shown) and "Alice" not in purge_log.read_text()
+    # And a second run changes nothing and says so
+    code, out, _ = run(capsys, "requests", "migrate-evidence", "--json", *log)
+    counts = json.loads(out)
+    assert counts["entries_rewritten"] == counts["entries_rehashed"] == 0
+    assert counts["states_rewritten"] == counts["purge_ledger_lines_rewritten"] == 0
+    code, out, _ = run(capsys, "requests", "migrate-evidence", *log)
+    assert out.startswith("nothing to migrate")

@@ -23,7 +23,6 @@ from eul.model.text_model import ModelSpec, TextModel
 from eul.model.training import TrainConfig, train_full
 from eul.pipeline.context import load_context
 from eul.stores.dvc import dvcstore
-from eul.stores.log.store import Ledger
 from eul.stores.registry.runs import ensure_experiment, log_batch_run
 from eul.stores.registry.tags import compliance_tags
 from eul.stores.registry.versions import PRODUCTION, register_version, set_alias
@@ -82,7 +81,7 @@ def project(dvc_project, trained_base, clean_env) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(trained_base, root / "models/base")
     ctx = load_context(root)
-    with Ledger(ctx.log_url) as ledger:
+    with ctx.ledger() as ledger:
         ledger.submit(subject_id="s0001", request_id="req-1")
     ensure_experiment(ctx.settings)
     return root

@@ -68,7 +68,9 @@ def test_nightly_deployment_runs_on_a_local_server(tmp_path, flow_template, pref
     shutil.copytree(flow_template, project, symlinks=True)
     train = (project / "data/prepared/train.jsonl").read_text().splitlines()
     subjects = sorted({json.loads(line)["subject_id"] for line in train})[:2]
-    with Ledger(f"sqlite:///{project / 'state/deletion-log.sqlite'}") as ledger:
+    with Ledger(
+        f"sqlite:///{project / 'state/deletion-log.sqlite'}", params_path=project / "params.yaml"
+    ) as ledger:
         for i, subject in enumerate(subjects):
             ledger.submit(subject_id=subject, request_id=f"dep-{i}")
     env = {**prefect_server, "EUL_PROJECT_DIR": str(project)}

@@ -28,6 +28,7 @@ from eul.cli.main import main  # noqa: E402
 from eul.fusion.fuse import FusionState  # noqa: E402
 from eul.pipeline.checks import ParameterError  # noqa: E402
 from eul.pipeline.context import PipelineError, load_context  # noqa: E402
+from eul.runtime.evidence import evidence_key, keyed, keyed_row  # noqa: E402
 from eul.stores.log.store import Ledger  # noqa: E402
 from eul.stores.registry.loading import load_production  # noqa: E402
 from eul.stores.registry.tags import covered_request_ids  # noqa: E402
@@ -73,21 +74,32 @@ def unique_subjects(root: Path, n: int) -> list[str]:
 def submit(root: Path, **requests: str) -> dict[str, list[str]]:
     """Submit one request per subject (request id -> subject); returns their row texts."""
     rows = _rows(root / "data/prepared/train.jsonl")
-    with Ledger(f"sqlite:///{root / 'state/deletion-log.sqlite'}") as ledger:
+    with Ledger(
+        f"sqlite:///{root / 'state/deletion-log.sqlite'}", params_path=root / "params.yaml"
+    ) as ledger:
         for request_id, subject in requests.items():
             ledger.submit(subject_id=subject, request_id=request_id)
     return {rid: [r["text"] for r in rows if r["subject_id"] == s] for rid, s in requests.items()}
 
 
 def statuses(root: Path) -> dict[str, str]:
-    with Ledger(f"sqlite:///{root / 'state/deletion-log.sqlite'}") as ledger:
+    with Ledger(
+        f"sqlite:///{root / 'state/deletion-log.sqlite'}", params_path=root / "params.yaml"
+    ) as ledger:
         return {s.request_id: s.status for s in ledger.list()}
 
 
 def histories(root: Path) -> dict[str, list[str]]:
-    with Ledger(f"sqlite:///{root / 'state/deletion-log.sqlite'}") as ledger:
+    with Ledger(
+        f"sqlite:///{root / 'state/deletion-log.sqlite'}", params_path=root / "params.yaml"
+    ) as ledger:
         return {s.request_id: [e.status for e in ledger.get(s.request_id).history]
                 for s in ledger.list()}  # fmt: skip
+
+
+def ledger_history(root: Path, request_id: str) -> list:
+    with Ledger(f"sqlite:///{root / 'state/deletion-log.sqlite'}") as ledger:
+        return ledger.get(request_id).history
 
 
 def request_runs(root: Path) -> list:
@@ -124,6 +136,8 @@ def test_nightly_batch_end_to_end(project):
 
     # given three requests for subjects of the training data, and one for nobody
     a, b, c = unique_subjects(project, 3)
+    raw = (project / "data/raw/records.jsonl").read_text().splitlines()
+    raw_a = [line for line in raw if json.loads(line)["subject_id"] == a]
     texts = submit(project, **{"req-a": a, "req-b": b, "ticket.7": c, "req-nobody": "s9999"})
     # when the nightly batch runs
     summary = nightly_deletion_batch(project_dir=str(project))
@@ -185,7 +199,14 @@ def test_nightly_batch_end_to_end(project):
     report = json.loads(out)
     purged = {r["request_id"]: r["purge_evidence"] for r in report["honoured"]}
     assert sorted(purged) == ["req-a", "req-b", "ticket.7"]
-    assert len(purged["req-a"]["row_sha256"]) == len(texts["req-a"])
+    assert len(purged["req-a"]["row_hmac"]) == len(texts["req-a"])
+    # keyed with the project's key: whoever holds it can check each removed row
+    key = evidence_key(project)
+    assert purged["req-a"]["row_hmac"] == [keyed_row(key, line) for line in raw_a]
+    history = {s: ledger_history(project, s) for s in ("req-a", "req-nobody")}
+    assert history["req-a"][0].details["subject_hmac"] == keyed(key, a)
+    assert not any(a in json.dumps(e.details) for e in history["req-a"])
+    assert not any("s9999" in json.dumps(e.details) for e in history["req-nobody"])
 
     # when a new request arrives and the next batch runs
     [d] = [s for s in unique_subjects(project, 5) if s not in (a, b, c)][:1]

@@ -10,13 +10,19 @@ from eul.pipeline.audit import build_report, format_markdown, table_rows
 from eul.stores.log.schema import utcnow
 from eul.stores.log.store import Ledger
 
-EVIDENCE = {"data_dvc_md5_after": "ab" * 16 + ".dir", "rows_removed": 2, "row_sha256": ["c" * 64]}
+EVIDENCE = {
+    "data_dvc_md5_after": "ab" * 16 + ".dir",
+    "rows_removed": 2,
+    "row_hmac": ["hmac-sha256:" + "c" * 64],
+}
 
 
 @pytest.fixture
 def ledger(tmp_path):
     """A log with one request in each situation the audit tells apart."""
-    with Ledger(f"sqlite:///{tmp_path / 'log.sqlite'}") as log:
+    with Ledger(
+        f"sqlite:///{tmp_path / 'log.sqlite'}", params_path=tmp_path / "params.yaml"
+    ) as log:
         for rid, subject in (("honoured", "s1"), ("waiting", "s2"), ("late", "s3"),
                              ("bogus", "s9"), ("rolled-back", "s4")):  # fmt: skip
             log.submit(subject_id=subject, request_id=rid, deadline_days=30)

@@ -34,7 +34,9 @@ def project(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "project"
     root.mkdir()
     (root / "params.yaml").write_text("registry:\n  model_name: checked-model\n")
-    with Ledger(f"sqlite:///{root / 'state/deletion-log.sqlite'}") as ledger:
+    with Ledger(
+        f"sqlite:///{root / 'state/deletion-log.sqlite'}", params_path=root / "params.yaml"
+    ) as ledger:
         ledger.submit(subject_id="s0001", request_id="req-1")
     return root
 

@@ -5,6 +5,7 @@ purge of deployed requests from the data, the cache, a local remote and an S3 re
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import yaml
 from conftest import unique_text_subjects
 
 from eul.cli.main import main
+from eul.runtime.evidence import evidence_key, keyed
 from eul.stores.dvc import dvcstore
 from eul.stores.dvc.partition import canonical_bytes
 
@@ -194,18 +196,27 @@ def test_purge_evidence_is_hashes_and_ids_only(pipeline, purged):
     assert [r["name"] for r in purged["remotes"]] == ["local", "s3"]
     assert purged["clean"] is True
     assert purged["rebuilt_stages"] == ["prepare", "partition"]
-    # and per request, the SHA-256 of each removed row's canonical bytes
+    # and per request, each removed row keyed: the HMAC of its canonical SHA-256 under the
+    # project's evidence key
+    key = evidence_key(root)
     by_id = {r["request_id"]: r for r in purged["requests"]}
     assert set(by_id) == {"req-a", "req-b"}
-    expected = {r["record_id"]: hashlib.sha256(canonical_bytes(r)).hexdigest()
-                for r in pipeline["forgotten"]}  # fmt: skip
-    got = {rid: h for r in by_id.values() for rid, h in zip(r["record_ids"], r["row_sha256"],
+    shas = {r["record_id"]: hashlib.sha256(canonical_bytes(r)).hexdigest()
+            for r in pipeline["forgotten"]}  # fmt: skip
+    expected = {rid: "hmac-sha256:" + hmac.new(key, sha.encode(), hashlib.sha256).hexdigest()
+                for rid, sha in shas.items()}  # fmt: skip
+    got = {rid: h for r in by_id.values() for rid, h in zip(r["record_ids"], r["row_hmac"],
                                                               strict=True)}  # fmt: skip
     assert got == expected
-    # but never a row's text, neither in the evidence nor in the ledger
+    # and the subject only keyed
+    subject_a = pipeline["requests"][0][1]
+    assert by_id["req-a"]["subject_hmac"] == keyed(key, subject_a)
+    # but never a row's text, its unkeyed hash or a subject id, in the evidence or the ledger
     ledger = (root / "data/purge-log.jsonl").read_text()
     for row in pipeline["forgotten"]:
         assert row["text"] not in json.dumps(purged) and row["text"] not in ledger
+    assert not any(sha in ledger for sha in shas.values())
+    assert f'"{subject_a}"' not in ledger and "subject_id" not in ledger
 
 
 def test_pull_of_the_new_version_works(pipeline, purged):

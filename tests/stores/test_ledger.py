@@ -19,6 +19,7 @@ import pytest
 
 import eul
 from eul.data.records import Record
+from eul.runtime.evidence import evidence_key, is_keyed, keyed
 from eul.stores.log.config import DEFAULT_URL, resolve_deadline_days, resolve_url
 from eul.stores.log.schema import GENESIS_HASH, LedgerError
 from eul.stores.log.store import Ledger
@@ -190,7 +191,7 @@ def test_validate_keeps_rejected_requests_with_the_reason(ledger) -> None:
     # Then matching requests are validated with the matched ids, the rest rejected with why
     assert report.validated == [subject, mixed]
     assert report.rejected == {
-        nobody: "no records for subject s9999",
+        nobody: "no records for the subject",
         unknown: "unknown record ids: r8, r9",
     }
     assert ledger.get(subject).state.matched_ids == ["r1", "r2"]
@@ -202,7 +203,8 @@ def test_validate_keeps_rejected_requests_with_the_reason(ledger) -> None:
     }
     rejected = ledger.get(nobody)
     assert [e.status for e in rejected.history] == ["received", "rejected"]
-    assert rejected.history[-1].details["reason"] == "no records for subject s9999"
+    assert rejected.history[-1].details["reason"] == "no records for the subject"
+    assert "s9999" not in json.dumps(rejected.to_dict())  # final: nothing names the subject
     assert {s.request_id for s in ledger.list(status="rejected")} == {nobody, unknown}
     # And a second validation finds nothing left to do
     assert ledger.validate(RECORDS).validated == []
@@ -227,6 +229,54 @@ def test_the_log_never_holds_record_text(ledger, db) -> None:
         assert record.text.encode() not in stored
         assert record.text not in snapshot
     assert b"r1" in stored  # the ids are there
+
+
+def test_entries_key_the_subject_and_the_state_keeps_it_raw_only_until_the_purge(
+    ledger, db
+) -> None:
+    # Given a subject request for a named person, taken through to the purge
+    rid = ledger.submit(subject_id="Alice.Smith", request_id="req-alice").request_id
+    ledger.validate({"Alice.Smith": ["r1"]})
+    key = evidence_key(db.parent)  # the project's key: the folder of params_path
+    # Then the received entry holds the keyed subject, the state row (needed to match) the raw
+    received = ledger.get(rid).history[0]
+    assert received.details["subject_hmac"] == keyed(key, "Alice.Smith")
+    assert "subject_id" not in received.details
+    assert ledger.get(rid).state.subject_id == "Alice.Smith"
+    assert ledger.snapshot()["requests"][0]["subject_id"] == "Alice.Smith"
+    for status, extra in [
+        ("unlearned", {}),
+        ("fused", {}),
+        ("deployed", {"model_version": "1"}),
+    ]:
+        ledger.mark(rid, status, **extra)
+        assert ledger.get(rid).state.subject_id == "Alice.Smith"
+    # When it is purged, the state row's subject becomes the keyed value too
+    ledger.mark(rid, "purged", evidence={"rows_removed": 1})
+    assert ledger.get(rid).state.subject_id == keyed(key, "Alice.Smith")
+    assert ledger.verify().ok
+    # And no byte of the database file names the person any more
+    ledger.db.rewrite_file()
+    assert b"Alice.Smith" not in db.read_bytes()
+
+
+def test_an_explicit_key_wins_and_a_read_creates_none(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    with Ledger(url, params_path=tmp_path / "absent.yaml") as ledger:
+        ledger.list()
+        ledger.submit(record_ids=["r1"])  # no subject: no key needed
+    assert not (tmp_path / "state").exists()
+    with Ledger(url, params_path=tmp_path / "absent.yaml", evidence_key=b"x" * 16) as ledger:
+        entry = ledger.submit(subject_id="s1")
+    assert entry.details["subject_hmac"] == keyed(b"x" * 16, "s1")
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_rejected_subject_request_keeps_only_the_keyed_subject(ledger) -> None:
+    rid = ledger.submit(subject_id="Bob.Jones").request_id
+    ledger.validate(RECORDS)
+    state = ledger.get(rid).state
+    assert state.status == "rejected" and is_keyed(state.subject_id)
 
 
 # -- lifecycle ----------------------------------------------------------------------------
@@ -520,7 +570,7 @@ SUBMITTER = """
 import os, sys, time
 from eul.stores.log.store import Ledger
 url, start, stop, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-ledger = Ledger(url, params_path=os.devnull + ".absent")
+ledger = Ledger(url, params_path=os.devnull + ".absent", evidence_key=b"k" * 32)
 open(f"{go}.ready-{start}", "w").close()
 while not os.path.exists(go):
     time.sleep(0.002)
@@ -578,7 +628,7 @@ import os, sys, time
 from pathlib import Path
 from eul.stores.log.store import Ledger
 url, marker = sys.argv[1], Path(sys.argv[2])
-ledger = Ledger(url, params_path=os.devnull + ".absent")
+ledger = Ledger(url, params_path=os.devnull + ".absent", evidence_key=b"k" * 32)
 
 def requests():
     for i in range(20000):

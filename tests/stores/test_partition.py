@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from eul.cli.main import main
 from eul.data.records import save_records
 from eul.data.synthetic import SyntheticConfig, generate
+from eul.runtime.evidence import evidence_key, keyed
 from eul.stores.dvc.partition import (
     PartitionError,
     canonical_bytes,
@@ -19,6 +21,12 @@ from eul.stores.dvc.partition import (
     partition,
     read_rows,
 )
+
+
+@pytest.fixture
+def key(tmp_path) -> bytes:
+    """The evidence key of the test's project folder."""
+    return evidence_key(tmp_path)
 
 
 @pytest.fixture
@@ -66,7 +74,7 @@ def snapshot_obj(data_file) -> dict:
 
 
 def test_forget_files_hold_exactly_the_named_rows_and_retained_the_rest(
-    tmp_path, data_file, snapshot_obj
+    tmp_path, data_file, snapshot_obj, key
 ):
     # given a data file and a snapshot with subject, record and overlapping requests
     rows = _rows(data_file)
@@ -74,7 +82,7 @@ def test_forget_files_hold_exactly_the_named_rows_and_retained_the_rest(
     s1 = snapshot_obj["requests"][0]["subject_id"]
     out = tmp_path / "part"
     # when it is partitioned
-    manifest = partition(parse_snapshot(snapshot_obj), data_file, out)
+    manifest = partition(parse_snapshot(snapshot_obj), data_file, out, key=key)
     # then each forget file holds its request's rows, stored bytes unchanged, in data order
     forget1 = (out / "forget" / "req-1.jsonl").read_text().splitlines()
     assert forget1 == [ln for ln, r in zip(lines, rows, strict=True) if r["subject_id"] == s1]
@@ -96,34 +104,43 @@ def test_forget_files_hold_exactly_the_named_rows_and_retained_the_rest(
     assert manifest["rows_forgotten"] == len(named)
 
 
-def test_manifest_ties_to_the_log_with_hashes_and_no_text(tmp_path, data_file, snapshot_obj):
+def test_manifest_ties_to_the_log_with_keyed_digests_and_no_text_or_subject(
+    tmp_path, data_file, snapshot_obj, key
+):
     # given a partition
     out = tmp_path / "part"
-    partition(parse_snapshot(snapshot_obj), data_file, out)
+    partition(parse_snapshot(snapshot_obj), data_file, out, key=key)
     manifest = json.loads((out / "manifest.json").read_text())
     # then it names the log state it came from
     assert (manifest["log_seq"], manifest["log_hash"]) == (7, "ab" * 32)
     by_id = {e["request_id"]: e for e in manifest["requests"]}
-    # and hashes each forgotten row's canonical bytes
+    # and keys each forgotten row: the HMAC, under the project's key, of its canonical SHA-256
     forget2 = _rows(out / "forget" / "req-2.jsonl")
     assert by_id["req-2"]["rows"] == 2
-    assert by_id["req-2"]["row_sha256"] == [
-        hashlib.sha256(canonical_bytes(r)).hexdigest() for r in forget2
+    shas = [hashlib.sha256(canonical_bytes(r)).hexdigest() for r in forget2]
+    assert by_id["req-2"]["row_hmac"] == [
+        "hmac-sha256:" + hmac.new(key, sha.encode(), hashlib.sha256).hexdigest() for sha in shas
     ]
     assert by_id["req-2"]["missing_record_ids"] == ["r999999"]
-    # but holds none of the text of any row
+    # and the subject only keyed
+    s1 = snapshot_obj["requests"][0]["subject_id"]
+    assert by_id["req-1"]["subject_hmac"] == keyed(key, s1)
+    assert by_id["req-2"]["subject_hmac"] is None
+    # but holds none of the text of any row, no subject id and no unkeyed row hash
     text = (out / "manifest.json").read_text()
     forgotten = [r for f in (out / "forget").glob("*.jsonl") for r in _rows(f)]
     assert forgotten and not any(r["text"] in text for r in forgotten)
+    assert f'"{s1}"' not in text and "subject_id" not in text and "row_sha256" not in text
+    assert not any(hashlib.sha256(canonical_bytes(r)).hexdigest() in text for r in forgotten)
 
 
 def test_partition_is_deterministic_and_clears_stale_forget_files(
-    tmp_path, data_file, snapshot_obj
+    tmp_path, data_file, snapshot_obj, key
 ):
     # given the same snapshot partitioned twice
     snapshot = parse_snapshot(snapshot_obj)
-    partition(snapshot, data_file, tmp_path / "a")
-    partition(snapshot, data_file, tmp_path / "b")
+    partition(snapshot, data_file, tmp_path / "a", key=key)
+    partition(snapshot, data_file, tmp_path / "b", key=key)
     # then every output file is byte-identical
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.*"))
@@ -132,7 +149,7 @@ def test_partition_is_deterministic_and_clears_stale_forget_files(
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     # when a later snapshot no longer holds req-1, then its forget file is gone too
     later = dict(snapshot_obj, requests=snapshot_obj["requests"][1:])
-    partition(parse_snapshot(later), data_file, tmp_path / "a")
+    partition(parse_snapshot(later), data_file, tmp_path / "a", key=key)
     assert not (tmp_path / "a" / "forget" / "req-1.jsonl").exists()
 
 
@@ -163,12 +180,12 @@ def test_bad_snapshots_are_refused_with_the_reason(change, expected):
         parse_snapshot(snap)
 
 
-def test_request_ids_with_path_characters_get_a_safe_file_name(tmp_path, data_file):
+def test_request_ids_with_path_characters_get_a_safe_file_name(tmp_path, data_file, key):
     # given a log id holding '/' and ':' (the log allows them)
     rows = _rows(data_file)
     snap = _snapshot([_request("tickets/2026:7", record_ids=[rows[0]["record_id"]])])
     # when it is partitioned
-    manifest = partition(parse_snapshot(snap), data_file, tmp_path / "out")
+    manifest = partition(parse_snapshot(snap), data_file, tmp_path / "out", key=key)
     # then its forget file stays inside forget/, named by the encoded id
     (entry,) = manifest["requests"]
     assert entry["file"] == "forget/tickets%2F2026%3A7.jsonl"
@@ -192,17 +209,21 @@ def test_duplicate_record_ids_in_data_are_refused(tmp_path):
 
 
 def test_cli_partitions_and_reports_bad_input_in_one_line(
-    tmp_path, data_file, snapshot_obj, capsys
+    tmp_path, data_file, snapshot_obj, capsys, monkeypatch
 ):
-    # given a snapshot file
+    # given a snapshot file in a project folder (the working folder, as dvc runs the stage)
+    monkeypatch.chdir(tmp_path)
     snap = tmp_path / "snap.json"
     snap.write_text(json.dumps(snapshot_obj))
     # when the CLI partitions
     code = main(["data", "partition", "--snapshot", str(snap), "--data", str(data_file),
                  "--out", str(tmp_path / "out")])  # fmt: skip
-    # then it succeeds and writes the manifest
+    # then it succeeds and writes the manifest, keyed with the project's key
     assert code == 0
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["log_seq"] == 7
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["log_seq"] == 7
+    s1 = snapshot_obj["requests"][0]["subject_id"]
+    assert manifest["requests"][0]["subject_hmac"] == keyed(evidence_key(tmp_path), s1)
     assert load_snapshot(snap).log_seq == 7
     # when the snapshot is not JSON, then exit 2 with one line
     snap.write_text("{not json")

@@ -14,6 +14,7 @@ from eul.cli.main import main
 from eul.data.records import save_records
 from eul.data.synthetic import SyntheticConfig, generate
 from eul.params import Params
+from eul.runtime.evidence import evidence_key, keyed, keyed_row, row_sha256
 from eul.stores.dvc import dvcstore
 from eul.stores.dvc.purge import (
     PurgeError,
@@ -55,6 +56,7 @@ def project(tmp_path, tool_env, _pushed_project) -> Path:
 def test_purge_removes_rows_from_data_cache_and_remote(project):
     # given two requests: one by subject, one by record ids
     root = project
+    lines = (root / "data/raw/records.jsonl").read_text().splitlines()
     rows = _rows(root / "data/raw/records.jsonl")
     subject = rows[0]["subject_id"]
     by_subject = [r for r in rows if r["subject_id"] == subject]
@@ -83,6 +85,16 @@ def test_purge_removes_rows_from_data_cache_and_remote(project):
     assert purged_record_ids(root / PARAMS.purge.ledger) == {
         r["record_id"] for r in by_subject + by_record
     }
+    # and keeps the subject and each removed row only as keyed digests, under the project's key
+    key = evidence_key(root)
+    (entry,) = _rows(root / PARAMS.purge.ledger)
+    removed = [ln for ln in lines if json.loads(ln) in by_subject]
+    assert entry["requests"][0]["subject_hmac"] == keyed(key, subject)
+    assert entry["requests"][0]["row_hmac"] == [keyed_row(key, ln) for ln in removed]
+    assert entry["requests"][1]["subject_hmac"] is None
+    text = (root / PARAMS.purge.ledger).read_text()
+    assert f'"{subject}"' not in text and "row_sha256" not in text
+    assert not any(row_sha256(ln) in text for ln in removed)
 
 
 def test_the_check_catches_a_copy_that_the_purge_does_not_rebuild(project):

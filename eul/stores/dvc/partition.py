@@ -3,8 +3,10 @@
 A snapshot lists the requests to act on; each names a subject (all of that person's rows)
 and/or explicit record ids. `partition` writes one forget file per request, the retained
 rows (every row named by no request) and a manifest that ties the output to the log
-(sequence number and hash) with per-row SHA-256 hashes. The manifest never holds row
-content, so it can be logged and kept after the rows themselves are purged.
+(sequence number and hash) with per-row keyed digests (`row_hmac`, the HMAC of each row's
+SHA-256 under the project's evidence key, eul.runtime.evidence) and the subject only keyed
+(`subject_hmac`). The manifest never holds row content or a subject id, so it can be logged
+and kept after the rows themselves are purged.
 
 Rows are written exactly as they are stored in the input file, in input order, so the same
 snapshot and data always give the same bytes.
@@ -21,7 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from eul.runtime.evidence import canonical_bytes, row_sha256  # noqa: F401  (re-exported)
+from eul.runtime.evidence import (  # noqa: F401  (canonical_bytes, row_sha256: re-exported)
+    canonical_bytes,
+    keyed_row,
+    keyed_subject,
+    row_sha256,
+)
 
 MANIFEST = "manifest.json"
 RETAINED = "retained.jsonl"
@@ -221,9 +228,17 @@ def _write_lines(path: Path, lines: Sequence[str]) -> str:
 
 
 def partition(
-    snapshot: Snapshot, data: str | Path, out: str | Path, status: str = "validated"
+    snapshot: Snapshot,
+    data: str | Path,
+    out: str | Path,
+    status: str = "validated",
+    *,
+    key: bytes,
 ) -> dict[str, Any]:
     """Write forget/<request_id>.jsonl, retained.jsonl and manifest.json; return the manifest.
+
+    `key`: the project's evidence key (eul.runtime.evidence.evidence_key), which the
+    manifest's subject and row digests are keyed with.
 
     (An id with characters other than letters, digits and '._-~' is percent-encoded in the
     file name; the manifest's `file` gives the name.)
@@ -254,11 +269,11 @@ def partition(
         entries.append(
             {
                 "request_id": match.request_id,
-                "subject_id": match.subject_id,
+                "subject_hmac": keyed_subject(key, match.subject_id),
                 "rows": len(lines),
                 "file": f"{FORGET_DIR}/{name}",
                 "file_sha256": file_sha,
-                "row_sha256": [row_sha256(line) for line in lines],
+                "row_hmac": [keyed_row(key, line) for line in lines],
                 "missing_record_ids": match.missing_record_ids,
             }
         )

@@ -9,7 +9,10 @@ gone everywhere, and (with `scan`) no stored object may still contain a purged r
 `scan` it also deletes the copies an older eul left in the datasets library's cache (it read
 files through that cache; reads now use a temporary one removed after each read).
 
-The evidence it returns and appends to the purge ledger holds ids and SHA-256 hashes only.
+The evidence it returns and appends to the purge ledger holds ids and hashes only: the
+subject and each removed row only as keyed digests (`subject_hmac`, `row_hmac`) under the
+project's evidence key (eul.runtime.evidence), which prove a removal to whoever holds the key
+and confirm no guess to anyone else.
 The ledger's record ids also let `eul data init` regenerate the embedded data set on a
 fresh clone without the purged rows.
 """
@@ -28,8 +31,9 @@ from typing import Any
 import yaml
 
 from eul.params import Params, load_params
+from eul.runtime.evidence import evidence_key, keyed_row, keyed_subject
 from eul.stores.dvc import dvcstore
-from eul.stores.dvc.partition import DataRows, Snapshot, match_requests, read_rows, row_sha256
+from eul.stores.dvc.partition import DataRows, Snapshot, match_requests, read_rows
 
 # A field value shorter than this may well occur in rows that are kept, so it is not
 # searched for on its own (the whole stored row always is).
@@ -292,8 +296,11 @@ def _target(root: Path, params: Params, remotes: Sequence[str] | None) -> _Targe
     return _Target(root, params, raw_dir, dvc_file, old_md5, names, rebuild, old_oids)
 
 
-def _new_evidence(target: _Target, rows: DataRows, matches: Sequence[Any]) -> dict[str, Any]:
-    """The evidence before any change: per request, the removed rows' ids and hashes."""
+def _new_evidence(
+    target: _Target, rows: DataRows, matches: Sequence[Any], key: bytes
+) -> dict[str, Any]:
+    """The evidence before any change: per request, the removed rows' ids and keyed
+    digests, and the subject keyed."""
     removed = {i for m in matches for i in m.rows}
     return {
         "purged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -304,10 +311,10 @@ def _new_evidence(target: _Target, rows: DataRows, matches: Sequence[Any]) -> di
         "requests": [
             {
                 "request_id": m.request_id,
-                "subject_id": m.subject_id,
+                "subject_hmac": keyed_subject(key, m.subject_id),
                 "rows_removed": len(m.rows),
                 "record_ids": [rows.record_ids[i] for i in m.rows],
-                "row_sha256": [row_sha256(rows.lines[i]) for i in m.rows],
+                "row_hmac": [keyed_row(key, rows.lines[i]) for i in m.rows],
                 "missing_record_ids": m.missing_record_ids,
             }
             for m in matches
@@ -361,7 +368,8 @@ def purge(
     """Remove the requests' rows everywhere DVC keeps data; return the evidence.
 
     `remotes` defaults to every configured remote. The evidence lists, per request, the
-    SHA-256 of each removed row's canonical bytes, the old and new data.dvc md5, the stages
+    keyed digest of each removed row (the HMAC of its canonical SHA-256 under the evidence
+    key of the project at `root`), the old and new data.dvc md5, the stages
     rebuilt and, per remote, what the check found. It is appended to the ledger even when
     a step fails (with `clean` false), so the removed record ids are never lost; running the
     same purge again finishes an interrupted one.
@@ -380,7 +388,7 @@ def purge(
     kept = "".join(line + "\n" for i, line in enumerate(rows.lines) if i not in removed_set)
     kept_bytes = kept.encode("utf-8")
     needles = _needles(rows, removed, kept_bytes) if scan else []
-    evidence = _new_evidence(target, rows, matches)
+    evidence = _new_evidence(target, rows, matches, evidence_key(root))
     del rows  # the purged rows' text is not needed past this point (only `needles` are)
 
     problems: list[str] = []

@@ -86,6 +86,8 @@ def _sqlite_engine(parsed: URL, busy_timeout_s: float) -> Engine:
         if not in_memory:
             enable_wal(cursor, busy_timeout_s)
         cursor.execute("PRAGMA synchronous = FULL")
+        # A raw subject id replaced by its keyed value leaves no copy in freed space.
+        cursor.execute("PRAGMA secure_delete = ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -161,6 +163,22 @@ class Database:
             metadata.create_all(conn)
             if conn.execute(select(head_table.c.id)).first() is None:
                 conn.execute(head_table.insert().values(id=1, seq=0, hash=GENESIS_HASH))
+
+    def rewrite_file(self) -> None:
+        """SQLite only: rebuild the file (VACUUM) and empty the WAL, so that values a
+        rewrite replaced are no longer anywhere in the file's bytes."""
+        if not self.is_sqlite:
+            return
+        raw = self.engine.raw_connection()  # outside any transaction: VACUUM needs that
+        try:
+            cursor = raw.cursor()
+            cursor.execute("VACUUM")
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cursor.close()
+        except sqlite3.DatabaseError as err:
+            raise LedgerUnavailable(f"cannot rewrite the log at {self.url}: {err}") from err
+        finally:
+            raw.close()
 
     def close(self) -> None:
         self.engine.dispose()

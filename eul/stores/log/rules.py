@@ -11,6 +11,10 @@ from typing import Any
 from eul.stores.log.config import resolve_deadline_days
 from eul.stores.log.schema import STATUSES, LedgerError, RequestSpec, check_id, new_request_id
 
+# The reason a subject request matching nothing is rejected with; it never names the subject
+# (the log keeps it forever).
+NO_SUBJECT_RECORDS = "no records for the subject"
+
 
 def unknown_request(request_id: str) -> str:
     return f"no request {request_id!r} in the log; check the id (`eul requests list`)"
@@ -121,7 +125,7 @@ def match_request(
     if row.subject_id is not None:
         matched = by_subject.get(row.subject_id, [])
         if not matched:
-            return [], {"reason": f"no records for subject {row.subject_id}"}
+            return [], {"reason": NO_SUBJECT_RECORDS}
         return matched, {}
     asked = json.loads(row.record_ids)
     matched = [r for r in asked if r in known]

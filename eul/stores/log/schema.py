@@ -10,7 +10,8 @@ Two levels of compliance, each with a deadline counted from submission: a reques
 deployed weights were trained without its rows and every stored artifact trained on them is
 deleted (`erased`; deadline `log.erasure_days`, computed, not stored).
 
-Only ids and content hashes are stored: never the text of the data being forgotten.
+Only ids and content hashes are stored: never the text of the data being forgotten; entries
+hold subjects and rows only as keyed digests (eul.runtime.evidence).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ DONE_STATUSES = ("rejected", "deployed", "purged", "erased")
 SUPPRESSED_STATUSES = ("deployed", "purged", "erased")
 # The compliance levels a request reaches, in order (`RequestState.level`).
 LEVELS = ("pending", "suppressed", "erased")
+# A request's state row keeps its raw subject id only in these (it is needed to match rows);
+# in any later or final status it holds the keyed digest instead.
+RAW_SUBJECT_STATUSES = ("received", "validated", "unlearned", "fused", "deployed")
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
 

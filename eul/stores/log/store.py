@@ -9,7 +9,11 @@ as the entry, so that listing stays fast; the entries are the source of truth an
 Lifecycle: received -> validated | rejected -> unlearned -> fused -> deployed -> purged
 -> erased.
 
-Only ids and content hashes are stored: never the text of the data being forgotten.
+Only ids and content hashes are stored: never the text of the data being forgotten. The
+entries, kept forever, hold a subject only as its keyed digest (`subject_hmac`, see
+:mod:`eul.runtime.evidence`); the current-state row keeps the raw subject id while it is
+needed to match rows and replaces it by the keyed digest once the request is purged (or
+rejected: then it matches nothing).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from eul.runtime import evidence
 from eul.stores.log.chain import Chain, normal_details, verify_chain
 from eul.stores.log.config import resolve_deadline_days, resolve_erasure_days, resolve_url
 from eul.stores.log.database import BUSY_TIMEOUT_S, Database
+from eul.stores.log.migrate import EvidenceMigration, migrate_log
 from eul.stores.log.rules import (
     check_details,
     check_spec,
@@ -38,6 +44,7 @@ from eul.stores.log.rules import (
 )
 from eul.stores.log.schema import (
     DONE_STATUSES,
+    RAW_SUBJECT_STATUSES,
     STATUSES,
     TRANSITIONS,
     Entry,
@@ -72,7 +79,13 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 class Ledger:
-    """The deletion log at one database URL (see :func:`resolve_url` for the default)."""
+    """The deletion log at one database URL (see :func:`resolve_url` for the default).
+
+    Subject ids are keyed with `evidence_key`, else with the key of the project that holds
+    `params_path` (its folder: `$EUL_EVIDENCE_KEY` or `state/evidence.key` there, created on
+    first use; see :func:`eul.runtime.evidence.evidence_key`). The key is read only when a
+    subject is first keyed, so reading the log never creates one.
+    """
 
     def __init__(
         self,
@@ -82,7 +95,10 @@ class Ledger:
         deadline_days: int | None = None,
         erasure_days: int | None = None,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
+        evidence_key: bytes | None = None,
     ) -> None:
+        self.project_root = Path(params_path).parent
+        self._evidence_key = evidence_key
         resolved = resolve_url(url, params_path)
         self.deadline_days = resolve_deadline_days(deadline_days, params_path)
         self.erasure_days = resolve_erasure_days(erasure_days, params_path)
@@ -92,6 +108,17 @@ class Ledger:
 
     def close(self) -> None:
         self.db.close()
+
+    @property
+    def evidence_key(self) -> bytes:
+        """The key subject ids are keyed with (read or created on first use)."""
+        if self._evidence_key is None:
+            self._evidence_key = evidence.evidence_key(self.project_root)
+        return self._evidence_key
+
+    def keyed_subject(self, subject_id: str | None) -> str | None:
+        """The subject's keyed digest (None stays None; no key is read for it)."""
+        return None if subject_id is None else evidence.keyed(self.evidence_key, subject_id)
 
     def __enter__(self) -> Ledger:
         return self
@@ -150,14 +177,14 @@ class Ledger:
             chain.close()
         return results
 
-    @staticmethod
-    def _received(chain: Chain, rid: str, spec: RequestSpec) -> tuple[Entry, dict[str, Any]]:
-        """Append a new request's ``received`` entry; return it and its current-state row."""
+    def _received(self, chain: Chain, rid: str, spec: RequestSpec) -> tuple[Entry, dict[str, Any]]:
+        """Append a new request's ``received`` entry (the subject keyed); return it and its
+        current-state row (the raw subject id, needed to match rows until the purge)."""
         now = utcnow()
         at = iso(now)
         deadline = iso(now + timedelta(days=int(spec.deadline_days or 0)))
         details = {
-            "subject_id": spec.subject_id,
+            "subject_hmac": self.keyed_subject(spec.subject_id),
             "record_ids": list(spec.record_ids),
             "deadline": deadline,
         }
@@ -223,9 +250,13 @@ class Ledger:
                     status, note = "rejected", details["reason"]
                     entry = chain.append(row.request_id, status, at, {**details, **extra})
                     rejected[row.request_id] = note
+                subject = row.subject_id
+                if status not in RAW_SUBJECT_STATUSES:
+                    subject = self.keyed_subject(subject)
                 updates.append(
                     {
                         "rid": row.request_id,
+                        "new_subject": subject,
                         "new_status": status,
                         "new_matched": json.dumps(matched) if matched else None,
                         "new_note": note,
@@ -245,6 +276,7 @@ class Ledger:
             update(requests_table)
             .where(requests_table.c.request_id == bindparam("rid"))
             .values(
+                subject_id=bindparam("new_subject"),
                 status=bindparam("new_status"),
                 matched_ids=bindparam("new_matched"),
                 note=bindparam("new_note"),
@@ -276,14 +308,15 @@ class Ledger:
         entries: list[Entry] = []
         with self.db.write() as conn:
             chain = Chain(conn)
-            current = {
-                row.request_id: row.status
-                for row in conn.execute(
-                    select(requests_table.c.request_id, requests_table.c.status).where(
-                        requests_table.c.request_id.in_(list(request_ids))
-                    )
-                )
-            }
+            rows = conn.execute(
+                select(
+                    requests_table.c.request_id,
+                    requests_table.c.status,
+                    requests_table.c.subject_id,
+                ).where(requests_table.c.request_id.in_(list(request_ids)))
+            ).all()
+            current = {row.request_id: row.status for row in rows}
+            subjects = {row.request_id: row.subject_id for row in rows}
             for request_id in request_ids:
                 if request_id not in current:
                     raise LedgerError(unknown_request(request_id))
@@ -306,6 +339,8 @@ class Ledger:
                 }
                 if status == "validated":
                     values["matched_ids"] = json.dumps(details["record_ids"])
+                if status not in RAW_SUBJECT_STATUSES:
+                    values["subject_id"] = self.keyed_subject(subjects[request_id])
                 conn.execute(
                     update(requests_table)
                     .where(requests_table.c.request_id == request_id)
@@ -313,6 +348,18 @@ class Ledger:
                 )
             chain.close()
         return entries
+
+    def migrate_evidence(self) -> EvidenceMigration:
+        """Key what an older version kept in the clear (see :mod:`eul.stores.log.migrate`):
+        entries' subject ids and row hashes, rejection reasons naming a subject, and the
+        subject ids of purged or rejected requests' state rows; the chain is rehashed from
+        the first changed entry. A log already keyed is left as it is. Refused (LedgerError)
+        when the chain does not verify: rehashing would hide what broke it."""
+        with self.db.write() as conn:
+            report = migrate_log(conn, self.evidence_key, RAW_SUBJECT_STATUSES)
+        if report.changed:
+            self.db.rewrite_file()
+        return report
 
     # -- reading --
 
