@@ -225,6 +225,16 @@ def flow_template(tmp_path_factory) -> Path:
         return build_flow_project(tmp_path_factory.mktemp("flows") / "project")
 
 
+@pytest.fixture
+def flow_project(tmp_path, flow_template, tool_env, monkeypatch) -> Path:
+    """A private copy of the built flow project, with no store taken from the environment."""
+    for name in ("EUL_LOG_URL", "MLFLOW_TRACKING_URI", "EUL_MLFLOW_ARTIFACTS"):
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "project"
+    shutil.copytree(flow_template, root, symlinks=True)
+    return root
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One temporary Prefect server (SQLite) for every test of the session that runs flows."""

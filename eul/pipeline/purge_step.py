@@ -23,6 +23,20 @@ def _evidence(params: Any, evidence: dict[str, Any], found: dict[str, Any]) -> d
     }
 
 
+def _with_earlier_removals(
+    ctx: Context, by_id: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """A request whose rows an earlier, unfinished run of this step already removed keeps
+    the evidence of that removal (its keyed rows), not the rerun's empty one."""
+    from eul.stores.dvc.purge import earlier_removals
+
+    missing = [rid for rid, r in by_id.items() if not r.get("rows_removed")]
+    if not missing:
+        return by_id
+    earlier = earlier_removals(ctx.root / ctx.params.purge.ledger)
+    return {rid: earlier.get(rid, r) if rid in missing else r for rid, r in by_id.items()}
+
+
 def _leak_scan(
     ctx: Context, by_id: dict[str, dict[str, Any]], needles: list[bytes]
 ) -> dict[str, int]:
@@ -78,7 +92,7 @@ def purge_deployed(ctx: Context) -> PurgeReport:
         requests, ctx.root, params, remotes=params.pipeline.remotes, scan=params.pipeline.scan
     )
     derivatives = delete_derivatives(ctx, [s.request_id for s in deployed])
-    by_id = {r["request_id"]: r for r in evidence["requests"]}
+    by_id = _with_earlier_removals(ctx, {r["request_id"]: r for r in evidence["requests"]})
     scan_started = time.perf_counter()
     scanned = _leak_scan(ctx, by_id, needles) if params.pipeline.scan else None
     del needles

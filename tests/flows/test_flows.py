@@ -489,6 +489,10 @@ def _stored_rows(root: Path, subjects: list[str]) -> list[str]:
     return [line for line in lines if line.strip() and json.loads(line)["subject_id"] in subjects]
 
 
+def _stored_rows_of(lines: list[str], subject: str) -> list[str]:
+    return [line for line in lines if json.loads(line)["subject_id"] == subject]
+
+
 def _every_store(root: Path) -> list[Path]:
     """The project (data, DVC cache and remote, MLflow, the log, state/), the datasets cache,
     Prefect's database and result folders, and eul's temporary folders."""
@@ -549,8 +553,15 @@ def test_batch_promote_purge_and_compaction_leave_no_trace_in_any_store(project)
     assert before.store("mlflow-artifacts").request_file_hits
     assert any(s.request_file_hits for s in before.stores if s.store in ("workdir", "state"))
     assert _grep(_every_store(project), needles)
-    # when the purge runs (its own scan passes, or it would refuse to mark them)
+    # when the purge runs while a stray copy of one row sits in state/, it refuses to mark
     set_params(project, pipeline={"purge": True})
+    stray = project / "state" / "stray-export.jsonl"
+    stray.write_text(rows[0] + "\n", encoding="utf-8")
+    with pytest.raises(PipelineError, match="leak scan found copies.*state/stray-export.jsonl"):
+        purge_deployed(load_context(project))
+    assert statuses(project) == {"req-a": "deployed", "req-b": "deployed"}
+    # and once the copy is gone, a rerun purges them with the first run's evidence
+    stray.unlink()
     report = purge_deployed(load_context(project))
     assert sorted(report.purged) == ids
     assert statuses(project) == {"req-a": "purged", "req-b": "purged"}
@@ -561,6 +572,8 @@ def test_batch_promote_purge_and_compaction_leave_no_trace_in_any_store(project)
     with Ledger(ctx.log_url, params_path=ctx.params_path) as ledger:
         [entry] = [e for e in ledger.get("req-a").history if e.status == "purged"]
     assert entry.details["evidence"]["leak_scan"]["hits"] == 0
+    mine = {keyed_row(evidence_key(project), line) for line in _stored_rows_of(rows, a)}
+    assert set(entry.details["evidence"]["row_hmac"]) == mine
     # and after the compaction and its erasure, still nothing, and the requests are erased
     compact(project_dir=str(project), force=True, auto_promote=True)
     assert statuses(project) == {"req-a": "erased", "req-b": "erased"}

@@ -30,12 +30,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")
 
 
 @pytest.fixture
-def project(tmp_path, flow_template, tool_env, monkeypatch) -> Path:
-    for name in ("EUL_LOG_URL", "MLFLOW_TRACKING_URI", "EUL_MLFLOW_ARTIFACTS"):
-        monkeypatch.delenv(name, raising=False)
-    root = tmp_path / "project"
-    shutil.copytree(flow_template, root, symlinks=True)
-    return root
+def project(flow_project) -> Path:
+    return flow_project
 
 
 def _deploy(ctx: Context, *request_ids: str) -> tuple[str, str]:

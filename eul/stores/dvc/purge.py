@@ -73,6 +73,22 @@ def purged_record_ids(ledger: str | Path) -> set[str]:
     return ids
 
 
+def earlier_removals(ledger: str | Path) -> dict[str, dict[str, Any]]:
+    """request id -> its latest entry in the purge ledger that removed rows: a purge run
+    again after the rows were already removed (an interrupted or refused one) finds nothing
+    in the data, and takes the evidence of the removal from here."""
+    ledger = Path(ledger)
+    found: dict[str, dict[str, Any]] = {}
+    if not ledger.is_file():
+        return found
+    for line in ledger.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            for request in json.loads(line)["requests"]:
+                if request.get("rows_removed"):
+                    found[request["request_id"]] = request
+    return found
+
+
 # -- what to look for ---------------------------------------------------------------------
 
 

@@ -50,22 +50,21 @@ def resolve_url(url: str | None = None, params_path: str | Path = "params.yaml")
     return DEFAULT_URL
 
 
-def resolve_deadline_days(days: int | None = None, params_path: str | Path = "params.yaml") -> int:
-    """Days a request may take: argument, else log.deadline_days in params.yaml, else 30."""
+def _days(name: str, days: int | None, default: int, params_path: str | Path) -> int:
     value: Any = days
     if value is None:
-        value = _read_params_log(params_path).get("deadline_days", DEFAULT_DEADLINE_DAYS)
+        value = _read_params_log(params_path).get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LedgerError(f"deadline_days must be a whole number of days >= 1, not {value!r}")
+        raise LedgerError(f"{name} must be a whole number of days >= 1, not {value!r}")
     return value
+
+
+def resolve_deadline_days(days: int | None = None, params_path: str | Path = "params.yaml") -> int:
+    """Days a request may take: argument, else log.deadline_days in params.yaml, else 30."""
+    return _days("deadline_days", days, DEFAULT_DEADLINE_DAYS, params_path)
 
 
 def resolve_erasure_days(days: int | None = None, params_path: str | Path = "params.yaml") -> int:
     """Days a request may take to be erased: argument, else log.erasure_days in params.yaml,
     else 30 (counted from submission, like the deadline)."""
-    value: Any = days
-    if value is None:
-        value = _read_params_log(params_path).get("erasure_days", DEFAULT_ERASURE_DAYS)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LedgerError(f"erasure_days must be a whole number of days >= 1, not {value!r}")
-    return value
+    return _days("erasure_days", days, DEFAULT_ERASURE_DAYS, params_path)
