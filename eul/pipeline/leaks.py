@@ -243,29 +243,31 @@ def prefect_locations(root: Path) -> tuple[list[str], list[Path]]:
     if local.is_dir() and local.resolve() != home.resolve():
         homes.append(local)
     url = setting("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
-    url, storage_now = _running_prefect(url)
     urls = [url] if url else []
     urls += [f"sqlite+aiosqlite:///{h / 'prefect.db'}" for h in homes[0 if not url else 1 :]]
-    storage = storage_now or setting(
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH", "PREFECT_LOCAL_STORAGE_PATH"
-    )
+    storage = setting("PREFECT_RESULTS_LOCAL_STORAGE_PATH", "PREFECT_LOCAL_STORAGE_PATH")
     folders = [Path(storage).expanduser()] if storage else []
     folders += [h / "storage" for h in homes[0 if not storage else 1 :]]
+    running_url, running_storage = _running_prefect()
+    if running_url and running_url not in urls:
+        urls.append(running_url)
+    if running_storage and running_storage not in folders:
+        folders.append(running_storage)
     return urls, folders
 
 
-def _running_prefect(url: str | None) -> tuple[str | None, str | None]:
+def _running_prefect() -> tuple[str | None, Path | None]:
     """(database URL, result folder) of the Prefect this process already runs (a flow that
-    purges, a test harness with temporary settings), which may differ from the environment;
-    Prefect is not imported for this."""
+    purges, a test harness with temporary settings), which may differ from what the
+    environment says; Prefect is not imported for this."""
     import sys
 
     if "prefect.settings" not in sys.modules:
-        return url, None
+        return None, None
     settings = sys.modules["prefect.settings"].get_current_settings()
     secret = settings.server.database.connection_url
-    current = secret.get_secret_value() if secret is not None else None
-    return current or url, str(settings.results.local_storage_path)
+    url = secret.get_secret_value() if secret is not None else None
+    return url or None, Path(settings.results.local_storage_path).expanduser()
 
 
 def _profile_settings(home: Path, env: dict[str, str]) -> dict[str, str]:

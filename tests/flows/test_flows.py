@@ -411,78 +411,6 @@ def _stored(folder: Path) -> set[str]:
     return {p.parent.name + p.name for p in base.glob("*/*")} if base.is_dir() else set()
 
 
-def test_compaction_then_erase_leaves_no_weights_trained_on_purged_rows(project):
-    from mlflow import MlflowClient
-
-    from eul.stores.dvc import dvcstore
-    from flows.compact import compact
-    from flows.nightly import nightly_deletion_batch
-
-    # given a request deployed and purged by a nightly batch, with models/base on the remote
-    set_params(project, compaction={"max_forget_share": 1.0, "erasure_lead_days": 30})
-    a, b = unique_subjects(project, 2)
-    submit(project, **{"req-a": a})
-    dvcstore.push(project, "local")
-    base_objects = _base_objects(project)
-    assert base_objects <= _stored(project / ".dvc-remote")
-    assert nightly_deletion_batch(project_dir=str(project))["production_after"] == 1
-    # and a second request only validated when the compaction runs
-    submit(project, **{"req-b": b})
-    assert statuses(project) == {"req-a": "purged", "req-b": "received"}
-    ctx = load_context(project)
-    client = MlflowClient(ctx.settings.tracking_uri, registry_uri=ctx.settings.tracking_uri)
-    location = client.get_model_version_download_uri(ctx.settings.model_name, "1")
-    v1_model = Path(location.removeprefix("file://"))
-    v1_run = client.get_model_version(ctx.settings.model_name, "1").run_id
-    assert (v1_model / "artifacts/base/config.json").is_file()
-    # when the compact flow runs: due because req-a's erasure deadline is within the lead
-    summary = compact(project_dir=str(project))
-    status = summary["compaction"]
-    assert status["due"] and status["erasure_due"] == ["req-a"]
-    assert any("erasure" in reason for reason in status["reasons"])
-    assert summary["outcome"] == "version 2 promoted to production"
-    # then version 2 records what it was trained without, in its tags and its batch folder
-    tags = version_tags(ctx.settings, 2)
-    assert tags["eul.kind"] == "compaction" and tags["eul.trained_without"] == "req-a,req-b"
-    assert tags["eul.trained_without_count"] == "2"
-    done = json.loads((ctx.workdir / "batches" / summary["batch_id"] / "retrain" /
-                       "done.json").read_text())  # fmt: skip
-    assert done["trained_without"] == ["req-a", "req-b"]
-    # and the purged request is erased, the one never deployed is not
-    assert statuses(project) == {"req-a": "erased", "req-b": "validated"}
-    assert summary["erased"] == ["req-a"]
-    # and version 1 keeps its record but no weights, here or in its batch run
-    old = version_tags(ctx.settings, 1)
-    assert old["eul.erased"] == "true" and old["eul.erased_at"]
-    assert covered_request_ids(old) == ["req-a"]
-    assert not (v1_model / "artifacts/base").exists()
-    assert not (v1_model / "artifacts/layer").exists()
-    run_artifacts = {a.path for a in client.list_artifacts(v1_run)}
-    assert not run_artifacts & {"fused_layer", "fusion_state"}
-    assert (v1_model / "MLmodel").is_file()
-    # and models/base is gone from the workspace, the DVC cache and the remote
-    assert not (project / "models/base").exists()
-    assert not base_objects & _stored(project / ".dvc/cache")
-    assert not base_objects & _stored(project / ".dvc-remote")
-    # and no working folder of version 1 is left
-    assert not (ctx.workdir / "production/v1").exists()
-    assert sorted(p.name for p in (ctx.workdir / "batches").iterdir()) == [summary["batch_id"]]
-    # and erased versions may not go back into production
-    with pytest.raises(PipelineError, match="weights were erased"):
-        from flows.promote import promote_version
-
-        promote_version("alice", version=1, override_reason="roll back", project_dir=str(project))
-    # and the audit shows both levels, with the erasure
-    code, out = audit_cli("--project", str(project), "--json")
-    assert code == 0, out
-    [row] = [r for r in json.loads(out)["honoured"] if r["request_id"] == "req-a"]
-    assert row["level"] == "erased" and row["erase_evidence"]["compaction_version"] == 2
-    assert row["erase_evidence"]["versions_erased"] == [1]
-    # and a rerun changes nothing: still erased, nothing more to erase
-    again = compact(project_dir=str(project))
-    assert statuses(project)["req-a"] == "erased" and again["erased"] == []
-
-
 def _stored_rows(root: Path, subjects: list[str]) -> list[str]:
     """The raw data's rows of `subjects`, as stored."""
     lines = (root / "data/raw/records.jsonl").read_text(encoding="utf-8").splitlines()
@@ -520,19 +448,24 @@ def _grep(tops: list[Path], needles: list[bytes]) -> list[Path]:
     return found
 
 
-def test_batch_promote_purge_and_compaction_leave_no_trace_in_any_store(project):
+def test_batch_promote_purge_and_compaction_leave_no_trace_and_erase_the_weights(project):
+    from mlflow import MlflowClient
+
     from eul.pipeline.leaks import scan_leaks
     from eul.pipeline.purge_step import purge_deployed
     from eul.runtime.evidence import evidence_key, keyed_row
     from eul.stores.dvc import dvcstore
     from flows.compact import compact
     from flows.nightly import nightly_deletion_batch
+    from flows.promote import promote_version
 
-    # given two requests deployed by a nightly batch, their rows also on the DVC remote
+    # given two requests deployed by a nightly batch, their rows and models/base on the remote
     set_params(project, pipeline={"purge": False})
-    a, b = unique_subjects(project, 2)
+    a, b, c = unique_subjects(project, 3)
     texts = submit(project, **{"req-a": a, "req-b": b})
     dvcstore.push(project, "local")
+    base_objects = _base_objects(project)
+    assert base_objects <= _stored(project / ".dvc-remote")
     rows = _stored_rows(project, [a, b])
     needles = [json.dumps(t, ensure_ascii=False)[1:-1].encode() for ts in texts.values()
                for t in ts]  # fmt: skip
@@ -574,9 +507,55 @@ def test_batch_promote_purge_and_compaction_leave_no_trace_in_any_store(project)
     assert entry.details["evidence"]["leak_scan"]["hits"] == 0
     mine = {keyed_row(evidence_key(project), line) for line in _stored_rows_of(rows, a)}
     assert set(entry.details["evidence"]["row_hmac"]) == mine
-    # and after the compaction and its erasure, still nothing, and the requests are erased
-    compact(project_dir=str(project), force=True, auto_promote=True)
-    assert statuses(project) == {"req-a": "erased", "req-b": "erased"}
+
+    # given a third request submitted (not yet deployed) and version 1's weights stored
+    submit(project, **{"req-c": c})
+    client = MlflowClient(ctx.settings.tracking_uri, registry_uri=ctx.settings.tracking_uri)
+    location = client.get_model_version_download_uri(ctx.settings.model_name, "1")
+    v1_model = Path(location.removeprefix("file://"))
+    v1_run = client.get_model_version(ctx.settings.model_name, "1").run_id
+    assert (v1_model / "artifacts/base/config.json").is_file()
+    # when the compact flow retrains and promotes, and its erase step runs
+    summary = compact(project_dir=str(project), force=True, auto_promote=True)
+    assert summary["outcome"] == "version 2 promoted to production"
+    # then version 2 records what it was trained without, in its tags and its batch folder
+    tags = version_tags(ctx.settings, 2)
+    assert tags["eul.kind"] == "compaction"
+    assert tags["eul.trained_without"] == "req-a,req-b,req-c"
+    done = json.loads((ctx.workdir / "batches" / summary["batch_id"] / "retrain" /
+                       "done.json").read_text())  # fmt: skip
+    assert done["trained_without"] == ["req-a", "req-b", "req-c"]
+    # and the purged requests are erased, the one never deployed is not
+    assert statuses(project) == {"req-a": "erased", "req-b": "erased", "req-c": "validated"}
+    assert sorted(summary["erased"]) == ids
+    # and version 1 keeps its record but no weights, here or in its batch run
+    old = version_tags(ctx.settings, 1)
+    assert old["eul.erased"] == "true" and old["eul.erased_at"]
+    assert covered_request_ids(old) == ids
+    assert not (v1_model / "artifacts/base").exists()
+    assert not (v1_model / "artifacts/layer").exists()
+    assert not {a.path for a in client.list_artifacts(v1_run)} & {"fused_layer", "fusion_state"}
+    assert (v1_model / "MLmodel").is_file()
+    # and models/base is gone from the workspace, the DVC cache and the remote
+    assert not (project / "models/base").exists()
+    assert not base_objects & _stored(project / ".dvc/cache")
+    assert not base_objects & _stored(project / ".dvc-remote")
+    # and no working folder of version 1 is left
+    assert not (ctx.workdir / "production/v1").exists()
+    assert sorted(p.name for p in (ctx.workdir / "batches").iterdir()) == [summary["batch_id"]]
+    # and still no store holds the rows
     erased = scan()
     assert erased.clean, erased.to_dict()
     assert _grep(_every_store(project), needles) == []
+    # and an erased version may not go back into production
+    with pytest.raises(PipelineError, match="weights were erased"):
+        promote_version("alice", version=1, override_reason="roll back", project_dir=str(project))
+    # and the audit shows both levels, with the erasure
+    code, out = audit_cli("--project", str(project), "--json")
+    assert code == 0, out
+    [row] = [r for r in json.loads(out)["honoured"] if r["request_id"] == "req-a"]
+    assert row["level"] == "erased" and row["erase_evidence"]["compaction_version"] == 2
+    assert row["erase_evidence"]["versions_erased"] == [1]
+    # and a rerun changes nothing: still erased, nothing more to erase
+    again = compact(project_dir=str(project))
+    assert statuses(project)["req-a"] == "erased" and again["erased"] == []

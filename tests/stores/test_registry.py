@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -548,7 +548,11 @@ def _runs_with_artifacts(settings, folders) -> tuple[str, str]:
 
 def test_a_runs_artifacts_are_deleted_from_the_file_store_and_its_record_stays(store, folders):
     # given a request run with its layer, statistics and plots, and a batch run with a state
-    settings = _settings(store, "delete-files")
+    # (in an artifact folder of their own: other tests' runs hold the same layer files)
+    settings = replace(
+        _settings(store, "delete-files"),
+        artifact_location=store.settings.artifact_location.rstrip("/") + "-delete-files",
+    )
     request_run, batch_run = _runs_with_artifacts(settings, folders)
     root = Path(_client(settings).get_run(request_run).info.artifact_uri.removeprefix("file://"))
     _check_deleted_and_record_kept(settings, request_run, batch_run, folders, root.parents[1])
