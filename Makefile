@@ -19,7 +19,7 @@ $(VENV): pyproject.toml
 
 test: $(VENV)
 	$(VENV)/bin/ruff check eul tasks flows benchmarks scripts tests
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 lint: $(VENV)
 	$(VENV)/bin/ruff check eul tasks flows benchmarks scripts tests

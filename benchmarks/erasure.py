@@ -81,13 +81,23 @@ def _weights(ctx: Any, erased_from: int | None) -> dict[str, int]:
         else {}
     )
     outs = (lock.get("stages") or {}).get("train", {}).get("outs", [])
+    base = [o["md5"] for o in outs if o.get("path") == "models/base" and o.get("md5")]
     cache = ctx.root / ".dvc" / "cache" / "files" / "md5"
-    held = 0
-    for out in outs:
-        md5 = out.get("md5", "")
-        if md5 and (cache / md5[:2] / md5[2:]).is_file():
-            held += 1
-    return {"versions_with_weights": len(live), "models_base_objects": held}
+    remote = ctx.root / ".dvc-remote" / "files" / "md5"
+    oids = set(base)
+    for md5 in base:
+        listing = cache / md5[:2] / md5[2:]
+        if listing.is_file():  # the .dir object lists the folder's files
+            oids.update(entry["md5"] for entry in json.loads(listing.read_text()))
+
+    def held(folder: Path) -> int:
+        return sum((folder / oid[:2] / oid[2:]).is_file() for oid in oids)
+
+    return {
+        "versions_with_weights": len(live),
+        "models_base_objects_cache": held(cache),
+        "models_base_objects_remote": held(remote),
+    }
 
 
 def _scan(ctx: Any, ids: list[str], needles: list[bytes], rows: list[str]) -> dict[str, Any]:
@@ -118,6 +128,10 @@ def run(project: Path, requests: int, scratch: Path) -> dict[str, Any]:
     rows = _request_rows(copy, subjects)
     needles = _needles(rows)
     ctx = load_context(copy)
+    from eul.stores.dvc import dvcstore
+
+    for name in dvcstore.remotes(copy):  # the remote holds the data and the base, as in use
+        dvcstore.push(copy, name)
     with Ledger(ctx.log_url, params_path=ctx.params_path) as ledger:
         for rid, subject in zip(ids, subjects, strict=True):
             ledger.submit(subject_id=subject, request_id=rid)
@@ -195,7 +209,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for key, label in (
         ("versions_with_weights", "registered versions with weights trained on the rows"),
-        ("models_base_objects", "models/base objects in the DVC cache"),
+        ("models_base_objects_cache", "models/base objects in the DVC cache"),
+        ("models_base_objects_remote", "models/base objects on the DVC remote"),
     ):
         lines.append(
             f"| {label} | " + " | ".join(str(points[p]["weights"][key]) for p in POINTS) + " |"
