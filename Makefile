@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench bench-quick lint clean repro
+.PHONY: demo test reliability bench bench-quick lint clean repro
 
 $(VENV): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ $(VENV): pyproject.toml
 
 test: $(VENV)
 	$(VENV)/bin/ruff check eul tasks flows benchmarks scripts tests
-	$(VENV)/bin/python -m pytest -q --durations=15
+	$(VENV)/bin/python -m pytest -q --durations=15 -m "not reliability"
+
+# The long failure drills (every drill point of the nightly batch), outside `make test`.
+reliability: $(VENV)
+	$(VENV)/bin/python -m pytest -q -m reliability
 
 lint: $(VENV)
 	$(VENV)/bin/ruff check eul tasks flows benchmarks scripts tests

@@ -314,7 +314,12 @@ DRILLS = {
 }
 
 
-@pytest.mark.parametrize("point", sorted(DRILLS))
+# `make test` runs one drill point; `make reliability` runs them all.
+@pytest.mark.parametrize(
+    "point",
+    [p if p == "after-promote" else pytest.param(p, marks=pytest.mark.reliability)
+     for p in sorted(DRILLS)],
+)  # fmt: skip
 def test_each_failure_drill_stops_there_and_a_rerun_finishes_the_batch(project, point):
     from flows.nightly import nightly_deletion_batch
 
