@@ -159,6 +159,8 @@ def test_submit_many_is_idempotent_within_and_across_batches(ledger) -> None:
         ({"subject_id": "has space"}, "bad subject id"),
         ({"record_ids": ["ok", ""]}, "bad record id"),
         ({"subject_id": "s1", "request_id": "x" * 200}, "bad request id"),
+        ({"subject_id": "s1", "request_id": "req-1\n"}, "bad request id"),
+        ({"subject_id": "s1\n"}, "bad subject id"),
         ({"subject_id": "s1", "deadline_days": -1}, "deadline_days"),
     ],
 )

@@ -58,7 +58,7 @@ LEVELS = ("pending", "suppressed", "erased")
 # in any later or final status it holds the keyed digest instead.
 RAW_SUBJECT_STATUSES = ("received", "validated", "unlearned", "fused", "deployed")
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}")
 
 
 class LedgerError(ValueError):
@@ -301,7 +301,7 @@ def iso(moment: datetime) -> str:
 
 def check_id(value: Any, what: str) -> str:
     """`value` if it is a well-formed id (subject, record or request), else LedgerError."""
-    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
         raise LedgerError(
             f"bad {what} {value!r}: use 1-128 letters, digits or ._:@/+- "
             "(starting with a letter or digit)"
