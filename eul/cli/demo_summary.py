@@ -115,7 +115,7 @@ class Summary:
         echo = self.echo
         echo("where to look:")
         mlflow = bin_dir / "mlflow"
-        echo(f"  MLflow UI:   {mlflow} ui --backend-store-uri {ctx.settings.tracking_uri}")
+        echo(f"  MLflow UI:   {mlflow} ui --backend-store-uri {ctx.settings.shown_uri}")
         if home.is_dir():
             echo(
                 f"  Prefect UI:  PREFECT_HOME={home} PREFECT_API_DATABASE_CONNECTION_URL="

@@ -145,20 +145,21 @@ def check_mlflow(ctx: Context) -> tuple[Check, int | None]:
 
     name = "mlflow"
     uri = ctx.settings.tracking_uri
+    shown = ctx.settings.shown_uri
     problem = mlflow_problem(uri)
     if problem:
         return Check(name, FAIL, *problem), None
     if uri.startswith(SQLITE_PREFIX) and not Path(uri[len(SQLITE_PREFIX) :]).exists():
-        return Check(name, OK, f"no store yet at {uri} (made by the first run)"), None
+        return Check(name, OK, f"no store yet at {shown} (made by the first run)"), None
     try:
         with _quiet_mlflow():
             version = get_alias_version(ctx.settings, PRODUCTION)
     except Exception as err:  # noqa: BLE001 - any failure of the store is the finding
         hint = "check MLFLOW_TRACKING_URI or registry.tracking_uri"
-        return Check(name, FAIL, f"{uri}: {_first_line(err)}", hint), None
+        return Check(name, FAIL, f"{shown}: {_first_line(err)}", hint), None
     where = f"model {ctx.settings.model_name!r}"
     found = f"production is version {version}" if version else "no production version yet"
-    return Check(name, OK, f"{uri} answers; {where}: {found}"), version
+    return Check(name, OK, f"{shown} answers; {where}: {found}"), version
 
 
 def _quiet_mlflow() -> AbstractContextManager[None]:

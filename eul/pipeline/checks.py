@@ -81,5 +81,5 @@ def check_version(ctx: Context, version: int) -> None:
     if not version_exists(ctx.settings, version):
         raise ParameterError(
             f"version: model {ctx.settings.model_name!r} has no version {version} in "
-            f"{ctx.settings.tracking_uri}; pick one from the MLflow registry"
+            f"{ctx.settings.shown_uri}; pick one from the MLflow registry"
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 from eul.pipeline.files import layer_key
 from eul.runtime.evidence import canonical_bytes, evidence_key, keyed
+from eul.runtime.urls import shown_url  # noqa: F401  (re-exported)
 from eul.stores.dvc.partition import FORGET_DIR, forget_filename
 
 _BLOCK = 4 << 20
@@ -176,11 +177,6 @@ def dir_listing(data: bytes, targets: Targets) -> list[str]:
             if at is not None:
                 found.append("/".join(parts[: at + 1]))
     return found
-
-
-def shown_url(url: str) -> str:
-    """A URL without the password it may hold."""
-    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
 
 
 @dataclass

@@ -9,6 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from eul.runtime.urls import shown_url
+
 TIMEOUT_S = 5.0
 SQLITE_PREFIX = "sqlite:///"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -76,5 +78,5 @@ def mlflow_problem(tracking_uri: str, timeout: float = TIMEOUT_S) -> tuple[str, 
     if tracking_uri.startswith(("http://", "https://")):
         problem = http_problem(tracking_uri.rstrip("/") + "/health", timeout)
         if problem:
-            return f"the MLflow server at {tracking_uri} {problem}", f"start it or {fix}"
+            return f"the MLflow server at {shown_url(tracking_uri)} {problem}", f"start it or {fix}"
     return None

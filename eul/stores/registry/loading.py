@@ -34,7 +34,7 @@ def _resolve(settings: TrackingSettings, version: int | str) -> int:
     if found is None:
         raise RegistryError(
             f"no version of {settings.model_name!r} has the alias {version!r} "
-            f"in {settings.tracking_uri}"
+            f"in {settings.shown_uri}"
         )
     return found
 

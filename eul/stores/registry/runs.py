@@ -34,7 +34,7 @@ def _experiment_id(client: MlflowClient, settings: TrackingSettings, name: str) 
             experiment = client.get_experiment_by_name(name)
     if experiment.lifecycle_stage != "active":
         raise RegistryError(
-            f"experiment {name!r} is deleted in {settings.tracking_uri}: restore it "
+            f"experiment {name!r} is deleted in {settings.shown_uri}: restore it "
             "or choose another name (EUL_MLFLOW_EXPERIMENT)"
         )
     if experiment.artifact_location.rstrip("/") != settings.artifact_location.rstrip("/"):

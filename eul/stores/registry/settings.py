@@ -53,6 +53,13 @@ class TrackingSettings:
     experiment: str = "eul"
     s3_endpoint_url: str | None = None
 
+    @property
+    def shown_uri(self) -> str:
+        """The tracking URI as messages may show it (no password)."""
+        from eul.runtime.urls import shown_url
+
+        return shown_url(self.tracking_uri)
+
     def __post_init__(self) -> None:
         if not self.tracking_uri or not self.tracking_uri.strip():
             raise RegistryError(
