@@ -682,26 +682,19 @@ def test_a_writer_killed_mid_transaction_leaves_the_log_consistent(tmp_path, db)
 # -- scale --------------------------------------------------------------------------------
 
 
-def test_ten_thousand_requests_validate_list_and_show_quickly(ledger) -> None:
+def test_ten_thousand_requests_are_validated_listed_and_shown_whole(ledger) -> None:
     # Given 10,000 received requests and an index of 50,000 records
     index = {f"s{i:05d}": [f"r{i:05d}-{j}" for j in range(5)] for i in range(10_000)}
     ledger.submit_many({"subject_id": f"s{i:05d}"} for i in range(9_500))
     ledger.submit_many({"subject_id": f"gone{i}"} for i in range(500))
-    # When they are validated, listed and shown
-    started = time.perf_counter()
+    # When they are validated, listed and shown (their speed is measured by benchmarks/ledger.py)
     report = ledger.validate(index)
-    validate_s = time.perf_counter() - started
-    started = time.perf_counter()
     listed = ledger.list()
-    list_s = time.perf_counter() - started
-    started = time.perf_counter()
     shown = ledger.get(listed[5000].request_id)
-    show_s = time.perf_counter() - started
-    # Then all of it is fast and right
+    # Then nothing is lost or mixed up
     assert (len(report.validated), len(report.rejected)) == (9_500, 500)
-    assert validate_s < 30
-    assert len(listed) == 10_000 and list_s < 1.0
-    assert len(shown.history) == 2 and show_s < 1.0
+    assert len(listed) == 10_000 and len({s.request_id for s in listed}) == 10_000
+    assert shown.state.matched_ids == index["s05000"] and len(shown.history) == 2
     assert ledger.verify().ok
 
 
