@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from eul.runtime.urls import redacted
+
 
 def run_nightly(args: argparse.Namespace) -> dict[str, Any]:
     from flows.nightly import nightly_deletion_batch
@@ -71,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.run(args)
     except Exception as err:
-        error = {"error": str(err).strip() or type(err).__name__, "type": type(err).__name__}
+        error = {
+            "error": redacted(str(err).strip()) or type(err).__name__,
+            "type": type(err).__name__,
+        }
         print(json.dumps(error), flush=True)
         return 1
     print(json.dumps(result, default=str), flush=True)

@@ -22,6 +22,7 @@ from eul.pipeline.probes import SQLITE_PREFIX, TIMEOUT_S, http_problem, mlflow_p
 from eul.pipeline.probes import creatable as _creatable
 from eul.pipeline.probes import first_line as _first_line
 from eul.runtime.environment import environment
+from eul.runtime.urls import redacted
 
 if TYPE_CHECKING:
     from eul.params import Params
@@ -203,11 +204,10 @@ def check_dvc(root: Path) -> list[Check]:
         detail = f"repository at {root}; no remote configured (data stays in the local cache)"
         return [Check("dvc", OK, detail)]
     checks = [Check("dvc", OK, f"repository at {root}; default remote {default or '(none)'}")]
-    secrets = dvcstore._known_secrets(root)
     for remote, section in config.items():
         check = _check_remote(remote, dict(section))
         checks.append(
-            Check(check.name, check.status, dvcstore._redact(check.detail, secrets), check.hint)
+            Check(check.name, check.status, redacted(check.detail, root=root), check.hint)
         )
     return checks
 

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable
 
 from eul.cli.args import EXIT_BAD_INPUT, EXIT_FAILURE, CliError, RunError
+from eul.runtime.urls import redacted
 
 
 def failure_types() -> tuple[type[BaseException], ...]:
@@ -43,14 +44,14 @@ def failure_types() -> tuple[type[BaseException], ...]:
 
 
 def one_line(err: BaseException) -> str:
-    """The error as one line that ends with what to do."""
+    """The error as one line that ends with what to do, without any password or key."""
     if isinstance(err, KeyError) and err.args:
         text = str(err.args[0])
     elif isinstance(err, OSError) and err.filename is not None:
         text = f"{err.strerror or type(err).__name__}: {err.filename}; check the path"
     else:
         text = str(err)
-    text = text.strip()
+    text = redacted(text.strip())
     return text.splitlines()[0].strip() if text else type(err).__name__
 
 

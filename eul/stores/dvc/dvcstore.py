@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
+from eul.runtime.urls import redacted
+
 DEFAULT_REMOTE = "local"
 DEFAULT_REMOTE_PATH = ".dvc-remote"
-_REDACTED = "***"
 
 
 class DvcError(RuntimeError):
@@ -39,29 +40,6 @@ def dvc_executable() -> str:
     if found is None:
         raise DvcError("dvc is not installed; install the project with `pip install -e .`")
     return found
-
-
-_SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token", "password")
-_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-
-
-def _known_secrets(root: str | Path) -> list[str]:
-    """Credential values this project could print: from config.local and AWS_* variables."""
-    found = [os.environ.get(name, "") for name in _SECRET_ENV]
-    local = Path(root) / ".dvc" / "config.local"
-    if local.is_file():
-        for line in local.read_text(encoding="utf-8", errors="replace").splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key.strip() in _SECRET_OPTIONS:
-                found.append(value.strip())
-    return [s for s in found if len(s) >= 4]
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return text
 
 
 def run_dvc(
@@ -85,11 +63,10 @@ def run_dvc(
         check=False,
     )
     if proc.returncode != 0:
-        secrets = [*secrets, *_known_secrets(root)]
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no output"]
-        shown = _redact(" ".join(args[:2]), secrets)
-        message = _redact(errors[-1], secrets)
+        shown = redacted(" ".join(args[:2]), secrets, root)
+        message = redacted(errors[-1], secrets, root)
         raise DvcError(f"`dvc {shown}` failed (exit {proc.returncode}): {message}")
     return proc.stdout
 
