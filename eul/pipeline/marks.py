@@ -34,7 +34,9 @@ def reconcile(ledger: Ledger, production: Production) -> list[str]:
     after moving the alias, before writing the log): mark them deployed now."""
     if production.version is None:
         return []
-    return mark_deployed(ledger, production.covered, production.version, reconciled=True)
+    tags = production.tags  # the log entry the version was cut at: a deployed mark's anchor
+    anchor = {"log_seq": int(tags.get("log_seq") or 0), "log_hash": tags.get("log_hash", "")}
+    return mark_deployed(ledger, production.covered, production.version, reconciled=True, **anchor)
 
 
 def mark_deployed(

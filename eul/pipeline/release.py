@@ -275,7 +275,8 @@ def promote_version(
         set_version_tags(ctx.settings, version, audit_tags)
         fail_point(ctx, "before-alias")
         set_alias(ctx.settings, PRODUCTION, version)
-        deployed = mark_deployed(ledger, covered_request_ids(tags), version)
+        anchor = {"log_seq": int(tags["log_seq"]), "log_hash": tags["log_hash"]}
+        deployed = mark_deployed(ledger, covered_request_ids(tags), version, **anchor)
     return Promoted(
         version=version,
         previous=production.version,

@@ -239,9 +239,20 @@ def test_show_tells_the_level_reached_with_both_deadlines(capsys, log, data) -> 
     _, out, _ = run(capsys, "requests", "show", "k1", *log)
     assert "level       pending" in out and "suppressed  not yet" in out
     ledger = Ledger(log[1])
-    for status, details in [("unlearned", {}), ("fused", {}), ("deployed", {"model_version": 1}),
-                            ("purged", {"evidence": {"rows_removed": 2}})]:  # fmt: skip
-        ledger.mark("k1", status, **details)
+    ledger.mark("k1", "unlearned")
+    ledger.mark("k1", "fused")
+    seq, head = ledger.head()  # the log entry the deployed version was cut at
+    ledger.mark("k1", "deployed", model_version=1, log_seq=seq, log_hash=head)
+    evidence = {
+        "rows_removed": 2,
+        "row_hmac": ["hmac-sha256:" + c * 64 for c in "ab"],
+        "data_dvc_md5_before": "a" * 32,
+        "data_dvc_md5_after": "b" * 32,
+        "remotes_swept": [],
+        "purge_log": "data/purge-log.jsonl",
+        "purged_at": "2026-12-01T00:00:00+00:00",
+    }
+    ledger.mark("k1", "purged", evidence=evidence)
     _, out, _ = run(capsys, "requests", "show", "k1", *log)
     deployed_at = ledger.get("k1").history[4].at
     assert "level       suppressed" in out and f"suppressed  {deployed_at}" in out

@@ -9,10 +9,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from eul.cli.main import main
 from eul.pipeline.files import layer_key
 from eul.runtime.evidence import evidence_key, keyed, row_sha256
+from eul.stores.log.chain import Chain
+from eul.stores.log.schema import iso, requests_table, utcnow
 from eul.stores.log.store import Ledger
 
 OLD = {"record_id": "r1", "subject_id": "s1", "text": "an old purge kept plain hashes of me"}
@@ -25,8 +28,24 @@ def _purged(ledger: Ledger, subject: str, record: str, evidence: dict) -> str:
     ledger.validate({subject: [record]})
     ledger.mark(rid, "unlearned", layer=f"layers/{rid}")
     ledger.mark(rid, "fused", layer="layers/_fused")
-    ledger.mark(rid, "deployed", model_version="1")
-    ledger.mark(rid, "purged", evidence=evidence)
+    seq, digest = ledger.head()  # the log entry the deployed version was cut at
+    ledger.mark(rid, "deployed", model_version="1", log_seq=seq, log_hash=digest)
+    if "row_hmac" not in evidence:  # as an older version wrote it: through the chain
+        with ledger.db.write() as conn:
+            chain = Chain(conn)
+            entry = chain.append(rid, "purged", iso(utcnow()), {"evidence": evidence})
+            chain.close()
+            conn.execute(
+                update(requests_table)
+                .where(requests_table.c.request_id == rid)
+                .values(status="purged", last_seq=entry.seq, updated_at=entry.at)
+            )
+        return rid
+    ledger.mark(rid, "purged", evidence={
+        "rows_removed": len(evidence["row_hmac"]), "data_dvc_md5_before": "a" * 32,
+        "data_dvc_md5_after": "b" * 32, "remotes_swept": [], "purge_log": "data/purge-log.jsonl",
+        "purged_at": "2026-12-01T00:00:00+00:00", **evidence,
+    })  # fmt: skip
     return rid
 
 

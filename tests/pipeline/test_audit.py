@@ -11,10 +11,20 @@ from eul.stores.log.schema import utcnow
 from eul.stores.log.store import Ledger
 
 EVIDENCE = {
+    "data_dvc_md5_before": "cd" * 16 + ".dir",
     "data_dvc_md5_after": "ab" * 16 + ".dir",
     "rows_removed": 2,
-    "row_hmac": ["hmac-sha256:" + "c" * 64],
+    "row_hmac": ["hmac-sha256:" + "c" * 64, "hmac-sha256:" + "d" * 64],
+    "remotes_swept": ["storage"],
+    "purge_log": "data/purge-log.jsonl",
+    "purged_at": "2026-12-01T00:00:00+00:00",
 }
+
+
+def _anchor(log: Ledger) -> dict:
+    """The log's head as the entry a deployed version was cut at (its log_seq and log_hash)."""
+    seq, digest = log.head()
+    return {"log_seq": seq, "log_hash": digest}
 
 
 @pytest.fixture
@@ -31,7 +41,7 @@ def ledger(tmp_path):
             log.mark(rid, "unlearned")
             log.mark(rid, "fused", model_version=3)
         for rid in ("honoured", "rolled-back"):
-            log.mark(rid, "deployed", model_version=3)
+            log.mark(rid, "deployed", model_version=3, **_anchor(log))
         log.mark("honoured", "purged", evidence=EVIDENCE)
         yield log
 
@@ -130,7 +140,7 @@ def test_a_request_suppressed_but_not_erased_by_its_erasure_deadline_fails_the_a
         if ledger.get(rid).state.status == "validated":
             ledger.mark(rid, "unlearned")
             ledger.mark(rid, "fused")
-        ledger.mark(rid, "deployed", model_version=4)
+        ledger.mark(rid, "deployed", model_version=4, **_anchor(ledger))
     ledger.mark("honoured", "erased", evidence={"compaction_version": 5})
     covered = ["honoured", "rolled-back", "waiting", "late"]
     # when the audit is taken after the suppression deadline, before the erasure deadline

@@ -12,7 +12,8 @@ from eul.stores.log.store import Ledger
 def _deployed(log: Ledger, rid: str) -> None:
     log.mark(rid, "unlearned")
     log.mark(rid, "fused")
-    log.mark(rid, "deployed", model_version=1)
+    seq, digest = log.head()  # the log entry the deployed version was cut at
+    log.mark(rid, "deployed", model_version=1, log_seq=seq, log_hash=digest)
 
 
 def test_a_suppressed_request_near_its_erasure_deadline_makes_a_compaction_due(tmp_path):
@@ -24,7 +25,11 @@ def test_a_suppressed_request_near_its_erasure_deadline_makes_a_compaction_due(t
         log.validate({"s1": ["r1"], "s2": ["r2"], "s3": ["r3"], "s4": ["r4"]})
         for rid in ("shown", "done", "stacked"):
             _deployed(log, rid)
-        log.mark("done", "purged", evidence={"rows_removed": 1})
+        evidence = {"rows_removed": 1, "row_hmac": ["hmac-sha256:" + "a" * 64],
+                    "data_dvc_md5_before": "a" * 32, "data_dvc_md5_after": "b" * 32,
+                    "remotes_swept": [], "purge_log": "data/purge-log.jsonl",
+                    "purged_at": "2026-12-01T00:00:00+00:00"}  # fmt: skip
+        log.mark("done", "purged", evidence=evidence)
         states = log.list()
     without, stacked = {"done", "stacked"}, {"stacked"}
     now = utcnow()

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 
 from eul.runtime.evidence import is_keyed, keyed
-from eul.stores.log.chain import canonical_json, entry_hash, verify_chain
+from eul.stores.log.chain import canonical_json, entry_hash
 from eul.stores.log.rules import NO_SUBJECT_RECORDS
 from eul.stores.log.schema import (
     GENESIS_HASH,
@@ -31,6 +31,7 @@ from eul.stores.log.schema import (
     head_table,
     requests_table,
 )
+from eul.stores.log.verify import verify_chain
 
 # The rejection reason older versions wrote: it named the subject.
 _OLD_REASON = re.compile(r"^no records for subject .*$", re.DOTALL)
@@ -149,7 +150,7 @@ def _rewrite_states(conn: Connection, key: bytes, raw_statuses: Sequence[str]) -
 def migrate_log(conn: Connection, key: bytes, raw_statuses: Sequence[str]) -> EvidenceMigration:
     """Key the log's evidence inside the caller's write transaction (see the module's
     docstring); `raw_statuses`: those whose state rows keep the raw subject id."""
-    report = verify_chain(conn)
+    report = verify_chain(conn, key)
     if not report.ok:
         raise LedgerError(
             f"the chain is broken at entry {report.broken_seq} ({report.reason}); "
@@ -157,7 +158,7 @@ def migrate_log(conn: Connection, key: bytes, raw_statuses: Sequence[str]) -> Ev
         )
     rewritten, rehashed, first, head = _rewrite_entries(conn, key)
     states = _rewrite_states(conn, key, raw_statuses)
-    after = verify_chain(conn)
+    after = verify_chain(conn, key)
     if not after.ok:  # a bug here must never leave a rewritten chain behind
         raise LedgerError(f"migration left the chain broken at entry {after.broken_seq}")
     return EvidenceMigration(rewritten, rehashed, first, states, report.head_hash, head)

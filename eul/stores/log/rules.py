@@ -5,9 +5,11 @@ database, so a client can check a request before it writes anything."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from eul.runtime.evidence import PREFIX
 from eul.stores.log.config import resolve_deadline_days
 from eul.stores.log.schema import STATUSES, LedgerError, RequestSpec, check_id, new_request_id
 
@@ -48,6 +50,9 @@ def check_spec(spec: RequestSpec | Mapping[str, Any], deadline_days: int) -> Req
         raise LedgerError("a request names either a subject or record ids (exactly one)")
     if spec.subject_id is not None:
         check_id(spec.subject_id, "subject id")
+        if spec.subject_id.startswith(PREFIX):
+            # It would read as a keyed digest, and verify() could not tell it from one.
+            raise LedgerError(f"bad subject id: it may not start with {PREFIX!r}")
     record_ids = tuple(sorted({check_id(r, "record id") for r in spec.record_ids}))
     request_id = check_id(spec.request_id or new_request_id(), "request id")
     days = resolve_deadline_days(
@@ -67,20 +72,78 @@ def check_statuses(status: str | Sequence[str] | None) -> list[str] | None:
     return wanted
 
 
+# What the purge step's evidence of one request holds (eul.pipeline.purge_step._evidence).
+PURGE_EVIDENCE = (
+    "rows_removed",
+    "row_hmac",
+    "data_dvc_md5_before",
+    "data_dvc_md5_after",
+    "remotes_swept",
+    "purge_log",
+    "purged_at",
+)
+_HASH = re.compile(r"[0-9a-f]{64}")
+_KEYED_ROW = re.compile(re.escape(PREFIX) + r"[0-9a-f]{64}")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_deployed(details: dict[str, Any]) -> str:
+    version = details.get("model_version")
+    if not isinstance(version, (str, int)) or str(version) == "":
+        raise LedgerError("deployed needs model_version (the registered model version)")
+    seq, digest = details.get("log_seq"), details.get("log_hash")
+    if not (_is_count(seq) and seq >= 1 and isinstance(digest, str) and _HASH.fullmatch(digest)):
+        raise LedgerError(
+            "deployed needs log_seq and log_hash: the log entry the registered version was cut "
+            "at (its tags log_seq and log_hash), an entry number and a 64-hex hash"
+        )
+    return f"model {version}"
+
+
+def purge_rows(evidence: Any) -> int:
+    """The number of rows the purge evidence of one request says were removed, once its form
+    is checked (LedgerError naming the field, never a value)."""
+    if not isinstance(evidence, dict):
+        raise LedgerError(f"purged needs evidence: the purge step's {', '.join(PURGE_EVIDENCE)}")
+    missing = [name for name in PURGE_EVIDENCE if name not in evidence]
+    if missing:
+        raise LedgerError(
+            f"purged evidence lacks {', '.join(missing)} (the purge step's evidence holds "
+            f"{', '.join(PURGE_EVIDENCE)})"
+        )
+    digests = evidence["row_hmac"]
+    if not isinstance(digests, list) or not all(
+        isinstance(d, str) and _KEYED_ROW.fullmatch(d) for d in digests
+    ):
+        raise LedgerError(
+            f"purged evidence row_hmac must be a list of keyed row digests ({PREFIX} and 64 "
+            "hex digits, one a removed row)"
+        )
+    if not _is_count(evidence["rows_removed"]) or evidence["rows_removed"] != len(digests):
+        raise LedgerError(
+            f"purged evidence rows_removed must be the number of row_hmac digests ({len(digests)})"
+        )
+    for name in ("data_dvc_md5_before", "data_dvc_md5_after", "purged_at", "purge_log"):
+        if not isinstance(evidence[name], str) or not evidence[name]:
+            raise LedgerError(f"purged evidence {name} must be a non-empty string")
+    remotes = evidence["remotes_swept"]
+    if not isinstance(remotes, list) or not all(isinstance(r, str) for r in remotes):
+        raise LedgerError("purged evidence remotes_swept must be a list of remote names")
+    return len(digests)
+
+
 def check_details(status: str, details: dict[str, Any]) -> str | None:
-    """Check the details a status needs; return the short note shown by list()."""
+    """Check the details a status needs; return the short note shown by list(). What needs
+    the log itself (a deployed version's anchor, a purge's count against the matched ids) is
+    checked by the store inside its write transaction."""
     if status == "deployed":
-        version = details.get("model_version")
-        if not isinstance(version, (str, int)) or str(version) == "":
-            raise LedgerError("deployed needs model_version (the registered model version)")
-        return f"model {version}"
+        return _check_deployed(details)
     if status == "purged":
-        evidence = details.get("evidence")
-        if not isinstance(evidence, dict) or not evidence:
-            raise LedgerError(
-                "purged needs evidence: a dict of content hashes, e.g. {'data.jsonl': 'sha256:...'}"
-            )
-        return f"evidence for {len(evidence)} item(s)"
+        rows = purge_rows(details.get("evidence"))
+        return f"{rows} row{'' if rows == 1 else 's'} removed"
     if status == "erased":
         evidence = details.get("evidence")
         version = evidence.get("compaction_version") if isinstance(evidence, dict) else None
@@ -101,6 +164,19 @@ def check_details(status: str, details: dict[str, Any]) -> str | None:
         return records_note(len(ids))
     layer = details.get("layer")
     return f"layer {layer}" if layer else None
+
+
+def folded_id(request_id: str) -> str:
+    """A request id as a case-insensitive file system sees it: ids are ASCII, so this is
+    SQL's lower() too (the store queries lower(request_id))."""
+    return request_id.lower()
+
+
+def case_collision(request_id: str, other: str) -> str:
+    return (
+        f"request id {request_id!r} differs from {other!r} only in case: both would share one "
+        "forget file and one layer folder on a case-insensitive file system; use another id"
+    )
 
 
 def record_index(

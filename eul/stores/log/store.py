@@ -19,7 +19,6 @@ rejected: then it matches nothing).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,14 +28,17 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from eul.runtime import evidence
-from eul.stores.log.chain import Chain, normal_details, verify_chain
+from eul.stores.log.chain import Chain, normal_details
 from eul.stores.log.config import resolve_deadline_days, resolve_erasure_days, resolve_url
 from eul.stores.log.database import BUSY_TIMEOUT_S, Database
 from eul.stores.log.migrate import EvidenceMigration, migrate_log
+from eul.stores.log.proofs import check_anchor, check_covered, check_purge_count
 from eul.stores.log.rules import (
+    case_collision,
     check_details,
     check_spec,
     check_statuses,
+    folded_id,
     match_request,
     record_index,
     records_note,
@@ -63,6 +65,8 @@ from eul.stores.log.schema import (
     state_from_row,
     utcnow,
 )
+from eul.stores.log.snapshot import read_snapshot, write_snapshot_file
+from eul.stores.log.verify import verify_chain
 
 _FLUSH_EVERY = 500
 
@@ -152,23 +156,33 @@ class Ledger:
             return self.submit_many([spec])[0].entry
 
     def submit_many(self, specs: Iterable[RequestSpec | Mapping[str, Any]]) -> list[SubmitResult]:
-        """Record many requests in one transaction: all of them or, on any error, none."""
+        """Record many requests in one transaction: all of them or, on any error, none.
+
+        A request id already in the log (or earlier in the batch) is not recorded again; one
+        that differs from such an id only in case is refused (LedgerError naming both): the
+        two would share a forget file and a layer folder on a case-insensitive file system.
+        """
         results: list[SubmitResult] = []
         with self.db.write() as conn:
             chain = Chain(conn)
-            created: dict[str, Entry] = {}
+            exact: dict[str, Entry] = {}
+            folded: dict[str, str] = {}
             for chunk in _chunks(specs, _FLUSH_EVERY):
                 checked = [self.check(s) for s in chunk]
-                existing = self._first_entries(conn, [s.request_id for s in checked])
+                for entry in self._first_entries(conn, [str(s.request_id) for s in checked]):
+                    exact[entry.request_id] = entry
+                    folded.setdefault(folded_id(entry.request_id), entry.request_id)
                 rows = []
                 for spec in checked:
                     rid = str(spec.request_id)
-                    earlier = existing.get(rid) or created.get(rid)
-                    if earlier is not None:
-                        results.append(SubmitResult(earlier, False))
+                    if rid in exact:
+                        results.append(SubmitResult(exact[rid], False))
                         continue
+                    other = folded.get(folded_id(rid))
+                    if other is not None:
+                        raise LedgerError(case_collision(rid, other))
                     entry, row = self._received(chain, rid, spec)
-                    created[rid] = entry
+                    exact[rid], folded[folded_id(rid)] = entry, rid
                     results.append(SubmitResult(entry, True))
                     rows.append(row)
                 chain.flush()
@@ -204,13 +218,17 @@ class Ledger:
         }
         return entry, row
 
-    def _first_entries(self, conn: Connection, request_ids: list[str]) -> dict[str, Entry]:
+    @staticmethod
+    def _first_entries(conn: Connection, request_ids: list[str]) -> list[Entry]:
+        """The first entries of the requests whose ids equal these but for case (one query,
+        on lower(request_id): SQLite and PostgreSQL index it, see Database.create_schema)."""
+        wanted = sorted({folded_id(r) for r in request_ids})
         rows = conn.execute(
             select(entries_table)
             .join(requests_table, requests_table.c.first_seq == entries_table.c.seq)
-            .where(requests_table.c.request_id.in_(request_ids))
+            .where(func.lower(requests_table.c.request_id).in_(wanted))
         ).all()
-        return {row.request_id: entry_from_row(row) for row in rows}
+        return [entry_from_row(row) for row in rows]
 
     def validate(
         self,
@@ -293,11 +311,14 @@ class Ledger:
     def mark_many(self, request_ids: Sequence[str], status: str, **details: Any) -> list[Entry]:
         """Move requests to ``status`` in one transaction, all or none.
 
-        ``deployed`` needs ``model_version``; ``purged`` needs ``evidence`` (a dict of content
-        hashes showing the rows are gone); ``erased`` needs ``evidence`` naming the
-        ``compaction_version`` trained without the rows; ``rejected`` needs ``reason``;
+        ``deployed`` needs ``model_version`` and the log entry that version was cut at
+        (``log_seq``, ``log_hash``: its tags), which must be in the log with that hash, and
+        each request must have been validated at or before it; ``purged`` needs the purge
+        step's ``evidence`` (see :func:`eul.stores.log.rules.purge_rows`), one removed row's
+        keyed digest per record id the request matched; ``erased`` needs ``evidence`` naming
+        the ``compaction_version`` trained without the rows; ``rejected`` needs ``reason``;
         ``validated`` needs ``record_ids``. An illegal transition (e.g. purged before
-        deployed) raises LedgerError.
+        deployed), or missing or inconsistent evidence, raises LedgerError.
         """
         if status not in STATUSES or status == "received":
             raise LedgerError(
@@ -313,10 +334,11 @@ class Ledger:
                     requests_table.c.request_id,
                     requests_table.c.status,
                     requests_table.c.subject_id,
+                    requests_table.c.matched_ids,
                 ).where(requests_table.c.request_id.in_(list(request_ids)))
             ).all()
+            states = {row.request_id: row for row in rows}
             current = {row.request_id: row.status for row in rows}
-            subjects = {row.request_id: row.subject_id for row in rows}
             for request_id in request_ids:
                 if request_id not in current:
                     raise LedgerError(unknown_request(request_id))
@@ -327,27 +349,46 @@ class Ledger:
                         f"cannot mark {request_id} {status}: it is {before}, "
                         f"and {before} may only become {allowed}"
                     )
-                at = iso(utcnow())
-                entry = chain.append(request_id, status, at, details)
-                entries.append(entry)
                 current[request_id] = status
-                values: dict[str, Any] = {
-                    "status": status,
-                    "updated_at": at,
-                    "last_seq": entry.seq,
-                    "note": note,
-                }
-                if status == "validated":
-                    values["matched_ids"] = json.dumps(details["record_ids"])
-                if status not in RAW_SUBJECT_STATUSES:
-                    values["subject_id"] = self.keyed_subject(subjects[request_id])
-                conn.execute(
-                    update(requests_table)
-                    .where(requests_table.c.request_id == request_id)
-                    .values(**values)
-                )
+                if status == "purged":
+                    check_purge_count(request_id, states[request_id].matched_ids, details)
+            if status == "deployed":
+                check_anchor(conn, details, chain.seq)
+                check_covered(conn, request_ids, details)
+            for request_id in request_ids:
+                entry = self._marked(conn, chain, states[request_id], status, details, note)
+                entries.append(entry)
             chain.close()
         return entries
+
+    def _marked(
+        self,
+        conn: Connection,
+        chain: Chain,
+        state: Any,
+        status: str,
+        details: dict[str, Any],
+        note: str | None,
+    ) -> Entry:
+        """Append one request's entry and write its new current state."""
+        at = iso(utcnow())
+        entry = chain.append(state.request_id, status, at, details)
+        values: dict[str, Any] = {
+            "status": status,
+            "updated_at": at,
+            "last_seq": entry.seq,
+            "note": note,
+        }
+        if status == "validated":
+            values["matched_ids"] = json.dumps(details["record_ids"])
+        if status not in RAW_SUBJECT_STATUSES:
+            values["subject_id"] = self.keyed_subject(state.subject_id)
+        conn.execute(
+            update(requests_table)
+            .where(requests_table.c.request_id == state.request_id)
+            .values(**values)
+        )
+        return entry
 
     def migrate_evidence(self) -> EvidenceMigration:
         """Key what an older version kept in the clear (see :mod:`eul.stores.log.migrate`):
@@ -438,63 +479,32 @@ class Ledger:
         return {status: n for status, n in rows}
 
     def snapshot(self, statuses: Sequence[str] = ("validated",)) -> dict[str, Any]:
-        """The requests in ``statuses`` and the log head they were read at, in one read.
-
-        Keys: log_seq, log_hash, taken_at, requests (request_id, subject_id, record_ids,
-        status, submitted_at, deadline); record_ids are the ids matched at validation.
-        """
+        """The requests in ``statuses`` and the log head they were read at, in one read
+        (see :func:`eul.stores.log.snapshot.read_snapshot` for its keys)."""
         wanted = check_statuses(statuses) or []
         with self.db.read() as conn:
-            row = conn.execute(select(head_table.c.seq, head_table.c.hash)).one()
-            rows = conn.execute(
-                select(requests_table)
-                .where(requests_table.c.status.in_(wanted))
-                .order_by(requests_table.c.first_seq)
-            ).all()
-        return {
-            "log_seq": int(row.seq),
-            "log_hash": str(row.hash),
-            "taken_at": iso(utcnow()),
-            "requests": [
-                {
-                    "request_id": r.request_id,
-                    "subject_id": r.subject_id,
-                    "record_ids": json.loads(r.matched_ids) if r.matched_ids else [],
-                    "status": r.status,
-                    "submitted_at": r.submitted_at,
-                    "deadline": r.deadline,
-                }
-                for r in rows
-            ],
-        }
+            return read_snapshot(conn, wanted)
 
     def write_snapshot(
         self, path: str | Path, statuses: Sequence[str] = ("validated",)
     ) -> dict[str, Any]:
-        """Write :meth:`snapshot` as JSON (atomically) and return it.
-
-        When the file already holds the same log head and requests, it is left untouched, so
-        a pipeline stage that depends on it does not rerun for a log that has not changed.
-        """
-        snap = self.snapshot(statuses)
-        path = Path(path)
-        if path.is_file():
-            try:
-                old = json.loads(path.read_text())
-            except ValueError:
-                old = None
-            if isinstance(old, dict) and {**old, "taken_at": snap["taken_at"]} == snap:
-                return old
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(snap, indent=2) + "\n")
-        os.replace(tmp, path)
-        return snap
+        """Write :meth:`snapshot` as JSON (atomically) and return it; a file that already
+        holds the same log head and requests is left untouched (see
+        :func:`eul.stores.log.snapshot.write_snapshot_file`)."""
+        return write_snapshot_file(path, self.snapshot(statuses))
 
     def verify(self) -> VerifyReport:
-        """Walk the chain from the first entry; report the first broken link or OK (see
-        :func:`eul.stores.log.chain.verify_chain` for what is checked). Someone able to
-        rewrite the whole chain can forge it: compare the head hash with one recorded
-        elsewhere (e.g. a model version's tags)."""
+        """Walk the chain from the first entry and recompute every request's current state
+        from it; report the first broken link or OK (see
+        :func:`eul.stores.log.verify.verify_chain` for what is checked). The subjects of
+        requests in progress are checked with the evidence key, read (never created) here.
+        Someone able to rewrite the whole chain can forge it: compare the head hash with one
+        recorded elsewhere (e.g. a model version's tags)."""
         with self.db.read() as conn:
-            return verify_chain(conn)
+            return verify_chain(conn, self._read_evidence_key)
+
+    def _read_evidence_key(self) -> bytes:
+        """The evidence key if it exists (EvidenceKeyError when it cannot be read)."""
+        if self._evidence_key is None:
+            self._evidence_key = evidence.evidence_key(self.project_root, create=False)
+        return self._evidence_key
