@@ -100,7 +100,8 @@ def purge_needles(
     requests: Sequence[PurgeRequest], root: str | Path, params: Params
 ) -> list[bytes]:
     """The byte strings only the requests' rows hold (`_needles`), read from the data before a
-    purge, for a scan of every other store afterwards; none once the rows are gone."""
+    purge, for a scan of every other store afterwards; once the rows are gone, those of a
+    pending purge's rows while the cache still holds the version before it; else none."""
     records_path = Path(root) / params.data.raw / params.data.records_file
     if not records_path.is_file():
         return []
