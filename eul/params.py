@@ -23,10 +23,33 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "params.yaml"
 # The named points where a failure drill (`pipeline.drill_fail_at`) stops a batch, in the
-# order a batch reaches them: before its version is registered, after registration (before
-# promotion), inside promotion before the production alias moves, after promotion (before
-# the purge).
-DrillPoint = Literal["before-register", "after-register", "before-alias", "after-promote"]
+# order a batch reaches them. Each sits between two effects a kill could separate:
+# - training a request's layer: before its done.json (layer and statistics written, not yet
+#   moved into place), after it (before the request's MLflow run), after the run is logged
+#   (before the log's `unlearned` mark);
+# - registration: before the version is registered (the batch run logged), between the
+#   registered version and its `candidate` alias, after registration (before promotion);
+# - promotion: before the production alias moves, after it moved (before the log's
+#   `deployed` marks), after promotion (before the purge);
+# - the purge: after its intent record (nothing changed yet), after the raw data file was
+#   rewritten (before `dvc add`), after `dvc add` (before the rebuild and the sweeps), before
+#   its completion record, after it (before the log's `purged` marks).
+DrillPoint = Literal[
+    "before-done",
+    "after-done",
+    "after-run-logged",
+    "before-register",
+    "after-register-before-alias",
+    "after-register",
+    "before-alias",
+    "after-alias",
+    "after-promote",
+    "after-purge-intent",
+    "after-raw-rewrite",
+    "after-dvc-add",
+    "before-purge-record",
+    "after-purge",
+]
 
 
 class ParamsError(ValueError):

@@ -2,21 +2,22 @@
 (nightly or one urgent request), and the tail of every flow (promote, purge, report).
 
 Failure drills: `pipeline.drill_fail_at: after-register` in params.yaml stops a batch
-between registration and promotion, `after-promote` between promotion and purge (and
-`before-register`, `before-alias` inside those steps); a rerun with it null finishes the
+between registration and promotion, `after-promote` between promotion and purge; the other
+points (`eul.params.DrillPoint`) sit inside the steps. A rerun with it null finishes the
 batch.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.concurrency.sync import concurrency
 
 from eul.pipeline.batch import plan_batch
 from eul.pipeline.checks import check_project
-from eul.pipeline.context import MODEL_LIMIT, Context, fail_point
+from eul.pipeline.context import MODEL_LIMIT, Context, PipelineError, fail_point
 from eul.pipeline.outcome import RunSummary, should_promote
 from eul.pipeline.production import Production
 from eul.pipeline.results import LayerResult, Partition, Registered
@@ -40,9 +41,39 @@ from tasks.pipeline import (
 from tasks.report import report
 
 
-def model_slot() -> AbstractContextManager[None]:
-    """Hold the `eul-model` slot (a no-op, with a warning, where no such limit exists)."""
-    return concurrency(MODEL_LIMIT, occupy=1)
+def ensure_model_limit() -> None:
+    """Create the `eul-model` global concurrency limit (1 slot) where the Prefect server has
+    none: without it, holding a slot would be a silent no-op. One an operator disabled is
+    refused: the flows do not run unguarded."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(MODEL_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=MODEL_LIMIT, limit=1)
+                )
+            except ObjectAlreadyExists:  # created by a flow starting at the same time
+                pass
+            return
+    if not limit.active:
+        raise PipelineError(
+            f"the global concurrency limit {MODEL_LIMIT!r} is disabled, so two flows could "
+            f"move production at once; enable it (`prefect gcl enable {MODEL_LIMIT}`)"
+        )
+
+
+@contextmanager
+def model_slot() -> Iterator[None]:
+    """Hold the `eul-model` slot for the whole flow run, the limit created first where it is
+    missing (`ensure_model_limit`); strict, so a slot that cannot be taken is an error."""
+    ensure_model_limit()
+    with concurrency(MODEL_LIMIT, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+        yield
 
 
 def open_project(project_dir: str, params_file: str) -> Context:

@@ -32,7 +32,7 @@ from eul.pipeline.results import (
     Verdict,
 )
 from eul.pipeline.train import load_rows
-from eul.stores.registry.versions import find_versions, version_tags
+from eul.stores.registry.versions import CANDIDATE, find_versions, set_alias, version_tags
 
 if TYPE_CHECKING:
     from eul.data.records import Record
@@ -96,12 +96,16 @@ def batch_folder(ctx: Context, plan: Plan) -> Path:
 
 
 def find_registered(ctx: Context, plan: Plan) -> Registered | None:
-    """The version an earlier run registered for this very batch, if any."""
+    """The version an earlier run registered for this very batch, if any. One that never
+    got its `candidate` alias (a run killed between registering it and setting the alias:
+    no `candidate_since` tag) gets it now."""
     found = find_versions(ctx.settings, BATCH_KEY_TAG, plan.key)
     if not found:
         return None
     version = found[-1]
     tags = version_tags(ctx.settings, version)
+    if f"{CANDIDATE}_since" not in tags:
+        set_alias(ctx.settings, CANDIDATE, version)
     gates = json.loads(tags.get("gates", "{}"))
     return Registered(version=version, gates=gates, passed=gate_checks.passed(gates), reused=True)
 

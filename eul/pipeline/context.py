@@ -18,6 +18,7 @@ from typing import get_args
 from eul.params import DrillPoint, Params, load_params
 from eul.stores.log.config import resolve_url
 from eul.stores.log.store import Ledger
+from eul.stores.registry.runs import BATCH_KEY_TAG  # noqa: F401 (the steps' batch key tag)
 from eul.stores.registry.settings import TrackingSettings
 
 PENDING = ("validated", "unlearned", "fused")
@@ -25,11 +26,10 @@ PRODUCTION_LAYER = "_production"
 FUSED_LAYER = "_fused"
 STATE_ARTIFACT = "fusion_state"
 DONE_FILE = "done.json"
-BATCH_KEY_TAG = "eul.batch_key"
 # A global concurrency limit every flow that may move the production alias holds while it
-# runs (`prefect global-concurrency-limit create eul-model --limit 1`): a nightly batch and
-# an urgent request then never build on the same production version at once. Without the
-# limit the flows run unguarded, and promotion's compare-and-set still refuses the loser.
+# runs (created with one slot where the Prefect server has none: flows/batch.py): a nightly
+# batch and an urgent request then never build on the same production version at once.
+# Promotion's compare-and-set (eul.pipeline.promotion_lock) still refuses a loser.
 MODEL_LIMIT = "eul-model"
 # The points where `pipeline.drill_fail_at` stops a batch (eul.params.DrillPoint).
 FAIL_POINTS: tuple[str, ...] = get_args(DrillPoint)

@@ -1,40 +1,34 @@
 """The purge step: once deployed, a request's rows leave the data, the DVC cache and the
-remotes, and the log keeps the hashes as evidence (never the rows)."""
+remotes, and the log keeps the hashes as evidence (never the rows).
+
+Intent -> effect -> record: the purge ledger takes the evidence before the data changes and
+completes it after (`eul.stores.dvc.purge`); the log's `purged` marks come last. A rerun
+after a kill finishes a pending purge with its first attempt's evidence, and one after the
+purge finished (before the marks) takes each request's evidence from the ledger."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from eul.pipeline.context import Context, PipelineError
+from eul.pipeline.context import Context, PipelineError, fail_point
 from eul.pipeline.results import PurgeReport
 
 
 def _evidence(params: Any, evidence: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
-    """What the log's `purged` entry of one request keeps: hashes, counts, remotes."""
+    """What the log's `purged` entry of one request keeps: hashes, counts, remotes; the data
+    versions and time of the purge that removed its rows (an earlier one, on a rerun after
+    that purge finished: `earlier`)."""
+    earlier = found.get("earlier") or {}
     return {
-        "data_dvc_md5_before": evidence["old_md5"],
-        "data_dvc_md5_after": evidence["new_md5"],
+        "data_dvc_md5_before": earlier.get("old_md5") or evidence["old_md5"],
+        "data_dvc_md5_after": earlier.get("new_md5") or evidence["new_md5"],
         "rows_removed": found["rows_removed"],
         "row_hmac": found["row_hmac"],
         "remotes_swept": evidence["remotes_swept"],
         "purge_log": params.purge.ledger,
-        "purged_at": evidence["purged_at"],
+        "purged_at": earlier.get("purged_at") or evidence["purged_at"],
     }
-
-
-def _with_earlier_removals(
-    ctx: Context, by_id: dict[str, dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """A request whose rows an earlier, unfinished run of this step already removed keeps
-    the evidence of that removal (its keyed rows), not the rerun's empty one."""
-    from eul.stores.dvc.purge import earlier_removals
-
-    missing = [rid for rid, r in by_id.items() if not r.get("rows_removed")]
-    if not missing:
-        return by_id
-    earlier = earlier_removals(ctx.root / ctx.params.purge.ledger)
-    return {rid: earlier.get(rid, r) if rid in missing else r for rid, r in by_id.items()}
 
 
 def _leak_scan(
@@ -89,10 +83,16 @@ def purge_deployed(ctx: Context) -> PurgeReport:
     ]
     needles = purge_needles(requests, ctx.root, params) if params.pipeline.scan else []
     evidence = purge(
-        requests, ctx.root, params, remotes=params.pipeline.remotes, scan=params.pipeline.scan
+        requests,
+        ctx.root,
+        params,
+        remotes=params.pipeline.remotes,
+        scan=params.pipeline.scan,
+        checkpoint=lambda name: fail_point(ctx, name),
     )
+    fail_point(ctx, "after-purge")
     derivatives = delete_derivatives(ctx, [s.request_id for s in deployed])
-    by_id = _with_earlier_removals(ctx, {r["request_id"]: r for r in evidence["requests"]})
+    by_id = {r["request_id"]: r for r in evidence["requests"]}
     scan_started = time.perf_counter()
     scanned = _leak_scan(ctx, by_id, needles) if params.pipeline.scan else None
     del needles

@@ -19,6 +19,7 @@ from eul.pipeline.context import BATCH_KEY_TAG, Context, PipelineError, fail_poi
 from eul.pipeline.files import numeric_metrics, write_json
 from eul.pipeline.marks import mark_deployed
 from eul.pipeline.production import Production, current_production
+from eul.pipeline.promotion_lock import promotion_lock
 from eul.pipeline.results import Evaluation, Promoted, Registered, Verdict
 from eul.runtime.jsonsafe import clean_json
 from eul.stores.log.store import Ledger
@@ -33,6 +34,7 @@ from eul.stores.registry.tags import (
 from eul.stores.registry.versions import (
     CANDIDATE,
     PRODUCTION,
+    get_alias_version,
     register_version,
     set_alias,
     set_version_tags,
@@ -75,6 +77,7 @@ def register_candidate(
     description = _description(plan, evaluation, verdict)
     fail_point(ctx, "before-register")
     version = register_version(ctx.settings, run_id, base_dir, layer_dir, tags, description)
+    fail_point(ctx, "after-register-before-alias")
     set_alias(ctx.settings, CANDIDATE, version)
     return Registered(
         version=version,
@@ -113,7 +116,8 @@ def _log_batch(
     verdict: Verdict,
     extra_params: dict[str, Any] | None,
 ) -> str:
-    """The batch's MLflow run: metrics of both models, settings, layer, state and plots."""
+    """The batch's MLflow run: metrics of both models, settings, layer, state and plots;
+    found by the batch key where an interrupted try of the same batch logged it already."""
     from eul.evaluate.plots import batch_plots
 
     metrics = {
@@ -140,6 +144,7 @@ def _log_batch(
         plots=batch_plots(
             evaluation.to_json(), gate_checks.gate_bands(verdict.gates), batch_folder(ctx, plan)
         ),
+        key=plan.key,
     )
 
 
@@ -255,31 +260,47 @@ def promote_version(
     expected_production: int | None | str = "any",
 ) -> Promoted:
     """Check compliance, move `production` to `version`, and mark the requests it covers
-    `deployed`. `expected_production`: the version the batch was built on; when production
-    moved since (another batch won), nothing changes and the error says to rerun."""
+    `deployed`, as one compare-and-set: under the promotion lock
+    (`eul.pipeline.promotion_lock`), production is read, compared with
+    `expected_production` (the version the batch was built on; "any" for a reviewer, whose
+    checks are made against production as it is under the lock), and moved. When production
+    moved since (another promotion won), nothing changes and the error says to rerun: the
+    batch's requests stay pending for the next batch."""
     started = time.perf_counter()
-    production = current_production(ctx)
-    if expected_production != "any" and production.version != expected_production:
-        raise PipelineError(
-            f"production moved from version {expected_production} to {production.version} "
-            "while this batch ran; rerun the flow to build on the new version"
-        )
-    tags = version_tags(ctx.settings, version)
-    with ctx.ledger() as ledger:
-        problems = promotion_problems(tags, production, ledger, override_reason)
-        if problems:
-            raise PipelineError(f"version {version} may not be promoted: " + "; ".join(problems))
-        audit_tags = {"eul.promoted_by": promoted_by}
-        if override_reason:
-            audit_tags["eul.override_reason"] = override_reason
-        set_version_tags(ctx.settings, version, audit_tags)
-        fail_point(ctx, "before-alias")
-        set_alias(ctx.settings, PRODUCTION, version)
-        anchor = {"log_seq": int(tags["log_seq"]), "log_hash": tags["log_hash"]}
-        deployed = mark_deployed(ledger, covered_request_ids(tags), version, **anchor)
+    with promotion_lock(ctx):
+        moved = get_alias_version(ctx.settings, PRODUCTION)
+        if expected_production != "any" and moved != expected_production:
+            raise _moved(version, expected_production, moved)
+        production = current_production(ctx)
+        if expected_production != "any" and production.version != expected_production:
+            raise _moved(version, expected_production, production.version)
+        tags = version_tags(ctx.settings, version)
+        with ctx.ledger() as ledger:
+            problems = promotion_problems(tags, production, ledger, override_reason)
+            if problems:
+                raise PipelineError(
+                    f"version {version} may not be promoted: " + "; ".join(problems)
+                )
+            audit_tags = {"eul.promoted_by": promoted_by}
+            if override_reason:
+                audit_tags["eul.override_reason"] = override_reason
+            set_version_tags(ctx.settings, version, audit_tags)
+            fail_point(ctx, "before-alias")
+            set_alias(ctx.settings, PRODUCTION, version)
+            fail_point(ctx, "after-alias")
+            anchor = {"log_seq": int(tags["log_seq"]), "log_hash": tags["log_hash"]}
+            deployed = mark_deployed(ledger, covered_request_ids(tags), version, **anchor)
     return Promoted(
         version=version,
         previous=production.version,
         deployed=deployed,
         seconds={"promote": time.perf_counter() - started},
+    )
+
+
+def _moved(version: int, expected: int | None | str, found: int | None) -> PipelineError:
+    return PipelineError(
+        f"version {version} was not promoted: production moved from version {expected} to "
+        f"{found} while this batch ran (another promotion won); its requests stay pending, "
+        "rerun the flow to build on the new version"
     )

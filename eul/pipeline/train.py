@@ -1,11 +1,17 @@
 """One unlearning layer per request, trained against the production model.
 
-A request already `unlearned` whose layer and statistics are on disk is not retrained: the
-layer folder's done.json is the proof, and a rerun reads it back.
+Intent -> effect -> record: the layer, its statistics and what its MLflow run will hold are
+written to a temporary folder, moved into place with its done.json (the layer's checksum
+included), then the request's MLflow run is found or created by the layer's key (tag
+`eul.request_key`), and last the log marks the request `unlearned` with the run's id. A
+request whose layer folder has its done.json is not retrained: a rerun reads it back, logs
+the run if the try before was killed first, and marks the request; so a kill at any point
+leaves one layer and one MLflow run per request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -14,8 +20,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eul.pipeline.context import DONE_FILE, Clock, Context
+from eul.pipeline.context import DONE_FILE, Clock, Context, fail_point
 from eul.pipeline.files import (
+    canonical,
     file_sha256,
     layer_key,
     numeric_metrics,
@@ -32,6 +39,11 @@ if TYPE_CHECKING:
     from eul.data.records import Record
     from eul.methods.base import UnlearnResult
     from eul.model.text_model import TextModel
+
+# What the request's MLflow run logs (params, metrics, evaluation: numbers and ids only),
+# written into the layer folder before its done.json, so that a rerun after a kill logs the
+# run from disk.
+RUN_FILE = "run.json"
 
 
 def layer_folder(ctx: Context, request_id: str) -> Path:
@@ -81,6 +93,7 @@ def train_request(
     done_file = folder / DONE_FILE
     if done_file.is_file():
         result = LayerResult.from_json(json.loads(done_file.read_text()), skipped=True)
+        result = _with_run(ctx, folder, result)
         mark_unlearned(ctx, result)
         return result
     rows = partition.requests[request_id].rows
@@ -140,8 +153,7 @@ def _train_layer(
         "history": outcome.history,
     }
     write_json(tmp / "training.json", training)
-    with clock("layer_mlflow"):
-        run_id = _log_run(ctx, production, request_id, tmp, rows.forget, metrics, training)
+    write_json(tmp / RUN_FILE, _run_inputs(production, rows.forget, metrics, training))
     result = LayerResult(
         request_id=request_id,
         rows=partition.requests[request_id].rows,
@@ -149,12 +161,15 @@ def _train_layer(
         trained_on=trained_on,
         layer_dir=str(folder),
         layer_sha256=file_sha256(tmp / "layer.safetensors"),
-        mlflow_run_id=run_id,
         metrics=clean_json(metrics),
         epochs=len(outcome.history),
     )
+    fail_point(ctx, "before-done")
     write_json(tmp / DONE_FILE, result.to_json())
     replace_dir(tmp, folder)
+    fail_point(ctx, "after-done")
+    with clock("layer_mlflow"):
+        result = _with_run(ctx, folder, result)
     mark_unlearned(ctx, result)
     # the rest: files, hashes, the log's `unlearned` entry
     clock.seconds["layer_other"] = time.perf_counter() - started - sum(clock.seconds.values())
@@ -201,33 +216,54 @@ def _fit_and_save(
     return outcome
 
 
-def _log_run(
-    ctx: Context,
+def _run_inputs(
     production: Production,
-    request_id: str,
-    folder: Path,
     forget: list[Record],
     metrics: dict[str, Any],
     training: dict[str, Any],
-) -> str:
-    """The request's MLflow run: its layer folder, metrics before and after, settings."""
-    config = ctx.params.eul_config()
-    return log_request_run(
-        ctx.settings,
-        request_id,
-        folder,
-        numeric_metrics(
+) -> dict[str, Any]:
+    """What the request's MLflow run holds besides the layer folder and the settings."""
+    return {
+        "metrics": numeric_metrics(
             {**metrics, "update_s": training["update_s"], "epochs": training["epochs"]}
         ),
-        layer_config=config.layer,
-        eul_config=config,
-        params={
+        "params": {
             "rows": len(forget),
             "memorised_rows": sum(r.memorised for r in forget),
             "production_version": production.version or "none",
         },
-        evaluation=clean_json({"metrics": metrics, "rows": len(forget), "training": training}),
+        "evaluation": clean_json({"metrics": metrics, "rows": len(forget), "training": training}),
+    }
+
+
+def request_key(result: LayerResult) -> str:
+    """The key a request's MLflow run is found by: its id and its layer's checksum."""
+    source = {"request_id": result.request_id, "layer_sha256": result.layer_sha256}
+    return hashlib.sha256(canonical(source).encode()).hexdigest()
+
+
+def _with_run(ctx: Context, folder: Path, result: LayerResult) -> LayerResult:
+    """`result` with the id of the request's MLflow run: found by the layer's key, or logged
+    from the layer folder (its layer, statistics and `run.json`) where no try logged it yet.
+    A layer-less request (no rows to forget) has no run; a done.json from before runs were
+    keyed names its run already."""
+    if result.layer_dir is None or result.mlflow_run_id is not None:
+        return result
+    inputs = json.loads((folder / RUN_FILE).read_text())
+    config = ctx.params.eul_config()
+    run_id = log_request_run(
+        ctx.settings,
+        result.request_id,
+        folder,
+        inputs["metrics"],
+        layer_config=config.layer,
+        eul_config=config,
+        params=inputs["params"],
+        evaluation=inputs["evaluation"],
+        key=request_key(result),
     )
+    fail_point(ctx, "after-run-logged")
+    return replace(result, mlflow_run_id=run_id)
 
 
 def train_stack(

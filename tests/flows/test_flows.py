@@ -306,18 +306,41 @@ def test_rerun_after_a_failure_between_registration_and_promotion(project):
 
 # Each other failure drill point: where the batch stops, what the log and the registry hold
 # then (statuses; the candidate and production aliases), and how the rerun with the drill
-# off finishes (whether it registers the version itself, and its outcome).
+# off finishes (whether it registers the version itself, and its outcome). At the points a
+# task's own retry passes (its rerun does not reach the point again: the layer is on disk,
+# the version registered, the raw data rewritten), the batch does not stop: that retry
+# finishes it (None). The points before a layer's done.json are drilled in tests/pipeline.
+_DEPLOYED = ({"req-a": "deployed"}, 1, 1, None, "nothing to do")
+_PROMOTED = "promoted to production"
 DRILLS = {
-    "before-register": ({"req-a": "unlearned"}, None, None, False, "promoted to production"),
-    "before-alias": ({"req-a": "fused"}, 1, None, True, "promoted to production"),
-    "after-promote": ({"req-a": "deployed"}, 1, 1, None, "nothing to do"),
+    "after-done": None,
+    "after-run-logged": ({"req-a": "validated"}, None, None, False, _PROMOTED),
+    "before-register": ({"req-a": "unlearned"}, None, None, False, _PROMOTED),
+    "after-register-before-alias": None,
+    "before-alias": ({"req-a": "fused"}, 1, None, True, _PROMOTED),
+    "after-alias": ({"req-a": "fused"}, 1, 1, None, "nothing to do"),
+    "after-promote": _DEPLOYED,
+    "after-purge-intent": _DEPLOYED,
+    "after-raw-rewrite": None,
+    "after-dvc-add": None,
+    "before-purge-record": _DEPLOYED,
+    "after-purge": _DEPLOYED,
 }
+
+
+def batch_runs(root: Path) -> list:
+    import mlflow
+
+    settings = load_context(root).settings
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    return client.search_runs([experiment.experiment_id], "tags.`eul.kind` = 'batch'")
 
 
 # `make test` runs one drill point; `make reliability` runs them all.
 @pytest.mark.parametrize(
     "point",
-    [p if p == "after-promote" else pytest.param(p, marks=pytest.mark.reliability)
+    [p if p == "before-purge-record" else pytest.param(p, marks=pytest.mark.reliability)
      for p in sorted(DRILLS)],
 )  # fmt: skip
 def test_each_failure_drill_stops_there_and_a_rerun_finishes_the_batch(project, point):
@@ -325,30 +348,47 @@ def test_each_failure_drill_stops_there_and_a_rerun_finishes_the_batch(project, 
 
     (a,) = unique_subjects(project, 1)
     submit(project, **{"req-a": a})
-    expected, candidate, production, reused, outcome = DRILLS[point]
-    # given a batch that stops at the drill's point
-    set_params(project, pipeline={"drill_fail_at": point})
-    with pytest.raises(PipelineError, match=f"failure injected at '{point}'"):
-        nightly_deletion_batch(project_dir=str(project))
-    # then it stopped there: the log and the aliases are as that point leaves them
+    raw = (project / "data/raw/records.jsonl").read_text().splitlines()
+    rows_a = [line for line in raw if json.loads(line)["subject_id"] == a]
+    data_md5 = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
     ctx = load_context(project)
-    assert statuses(project) == expected
-    assert get_alias_version(ctx.settings, CANDIDATE) == candidate
-    assert get_alias_version(ctx.settings, PRODUCTION) == production
     layer = ctx.workdir / "layers" / "req-a" / "layer.safetensors"
-    assert layer.is_file()
-    # when it is run again with the drill off
-    set_params(project, pipeline={"drill_fail_at": None})
-    summary = nightly_deletion_batch(project_dir=str(project))
-    # then it finishes the same batch, training nothing again
-    assert outcome in summary["outcome"] and summary.get("reused") is reused
-    assert "trained" not in summary or summary["trained"] == 0
+    set_params(project, pipeline={"drill_fail_at": point})
+    if DRILLS[point] is None:
+        # given a batch failing at the point once: the task's retry finishes it
+        summary = nightly_deletion_batch(project_dir=str(project))
+        assert _PROMOTED in summary["outcome"]
+    else:
+        expected, candidate, production, reused, outcome = DRILLS[point]
+        # given a batch that stops at the drill's point
+        with pytest.raises(PipelineError, match=f"failure injected at '{point}'"):
+            nightly_deletion_batch(project_dir=str(project))
+        # then it stopped there: the log and the aliases are as that point leaves them
+        assert statuses(project) == expected
+        assert get_alias_version(ctx.settings, CANDIDATE) == candidate
+        assert get_alias_version(ctx.settings, PRODUCTION) == production
+        assert layer.is_file()
+        # when it is run again with the drill off
+        set_params(project, pipeline={"drill_fail_at": None})
+        summary = nightly_deletion_batch(project_dir=str(project))
+        # then it finishes the same batch, training nothing again
+        assert outcome in summary["outcome"] and summary.get("reused") is reused
+        assert "trained" not in summary or summary["trained"] == 0
     assert not layer.exists()  # the purge deleted it, with the request's rows
     assert get_alias_version(ctx.settings, PRODUCTION) == 1
+    assert get_alias_version(ctx.settings, CANDIDATE) == 1
     assert histories(project) == {
         "req-a": ["received", "validated", "unlearned", "fused", "deployed", "purged"]
     }
-    assert len(request_runs(project)) == 1
+    # with one MLflow run for the request and one for the batch
+    assert len(request_runs(project)) == 1 and len(batch_runs(project)) == 1
+    # and the purge's evidence complete: every removed row keyed, the data versions it spans
+    evidence = ledger_history(project, "req-a")[-1].details["evidence"]
+    assert evidence["row_hmac"] == [keyed_row(evidence_key(project), ln) for ln in rows_a]
+    assert evidence["rows_removed"] == len(rows_a)
+    assert evidence["data_dvc_md5_before"] == data_md5 != evidence["data_dvc_md5_after"]
+    assert not [ln for ln in (project / "data/raw/records.jsonl").read_text().splitlines()
+                if json.loads(ln)["subject_id"] == a]  # fmt: skip
 
 
 def test_unlearn_request_handles_one_request_now(project):

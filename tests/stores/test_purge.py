@@ -16,13 +16,8 @@ from eul.data.synthetic import SyntheticConfig, generate
 from eul.params import Params
 from eul.runtime.evidence import evidence_key, keyed, keyed_row, row_sha256
 from eul.stores.dvc import dvcstore
-from eul.stores.dvc.purge import (
-    PurgeError,
-    PurgeRequest,
-    datasets_cache_root,
-    purge,
-    purged_record_ids,
-)
+from eul.stores.dvc.purge import PurgeError, PurgeRequest, datasets_cache_root, purge
+from eul.stores.dvc.purge_ledger import pending_intent, purged_record_ids
 
 PARAMS = Params()
 
@@ -87,8 +82,11 @@ def test_purge_removes_rows_from_data_cache_and_remote(project):
     }
     # and keeps the subject and each removed row only as keyed digests, under the project's key
     key = evidence_key(root)
-    (entry,) = _rows(root / PARAMS.purge.ledger)
+    intent, entry = _rows(root / PARAMS.purge.ledger)
     removed = [ln for ln in lines if json.loads(ln) in by_subject]
+    # written first as an intent with the same evidence, then completed
+    assert (intent["stage"], entry["stage"]) == ("intent", "done")
+    assert intent["purge_id"] == entry["purge_id"] and intent["requests"] == entry["requests"]
     assert entry["requests"][0]["subject_hmac"] == keyed(key, subject)
     assert entry["requests"][0]["row_hmac"] == [keyed_row(key, ln) for ln in removed]
     assert entry["requests"][1]["subject_hmac"] is None
@@ -121,16 +119,112 @@ def test_an_interrupted_purge_keeps_its_record_ids_and_a_rerun_finishes_it(proje
     # when the purge fails on that remote
     with pytest.raises(PurgeError, match="broken"):
         purge([request], root, PARAMS)
-    # then the ledger already holds the removed record id, marked not clean
+    # then the ledger already holds the removed record id, marked not clean, still pending
     entry = json.loads((root / PARAMS.purge.ledger).read_text().splitlines()[-1])
-    assert entry["clean"] is False
+    assert entry["clean"] is False and entry["stage"] == "failed"
     assert purged_record_ids(root / PARAMS.purge.ledger) == {row["record_id"]}
-    # when the purge is run again on the working remote, then it finishes clean, removing
-    # nothing more and keeping the data version the first run made
+    assert pending_intent(root / PARAMS.purge.ledger)["purge_id"] == entry["purge_id"]
+    # when the purge is run again on the working remote, then it finishes that purge clean,
+    # removing nothing more, with the first attempt's evidence and data versions
     evidence = purge([request], root, PARAMS, remotes=["local"])
-    assert evidence["clean"] is True and evidence["rows_removed"] == 0
-    assert evidence["old_md5"] == evidence["new_md5"] == entry["new_md5"] != entry["old_md5"]
+    assert evidence["clean"] is True and evidence["purge_id"] == entry["purge_id"]
+    assert evidence["requests"] == entry["requests"] and evidence["rows_removed"] == 1
+    assert evidence["old_md5"] == entry["old_md5"] != evidence["new_md5"] == entry["new_md5"]
+    assert pending_intent(root / PARAMS.purge.ledger) is None
     assert _files_with([root / ".dvc", root / ".dvc-remote"], row["text"].encode()) == []
+
+
+class Killed(BaseException):
+    """A kill at a purge's drill point: nothing after it runs, no record is written."""
+
+
+def _kill_at(point: str):
+    def checkpoint(name: str) -> None:
+        if name == point:
+            raise Killed(name)
+
+    return checkpoint
+
+
+# `make test` runs the point between the rewrite and `dvc add`; `make reliability` all four.
+@pytest.mark.parametrize(
+    "point",
+    [p if p == "after-raw-rewrite" else pytest.param(p, marks=pytest.mark.reliability)
+     for p in ("after-purge-intent", "after-raw-rewrite", "after-dvc-add",
+               "before-purge-record")],
+)  # fmt: skip
+def test_a_purge_killed_at_each_point_is_finished_by_the_next_with_its_evidence(project, point):
+    # given a subject's rows to purge
+    root = project
+    raw = root / "data/raw/records.jsonl"
+    lines = raw.read_text().splitlines()
+    subject = _rows(raw)[0]["subject_id"]
+    removed = [ln for ln in lines if json.loads(ln)["subject_id"] == subject]
+    old_md5 = dvcstore.tracked_md5(root / "data.dvc")
+    request = PurgeRequest("req-1", subject_id=subject)
+    # when the purge is killed at the point
+    with pytest.raises(Killed):
+        purge([request], root, PARAMS, checkpoint=_kill_at(point))
+    # then its intent is in the ledger already: the keyed rows and their count
+    ledger = root / PARAMS.purge.ledger
+    intent = pending_intent(ledger)
+    expected = [keyed_row(evidence_key(root), ln) for ln in removed]
+    assert intent["requests"][0]["row_hmac"] == expected
+    assert intent["rows_removed"] == len(removed) and intent["old_md5"] == old_md5
+    # and a workspace left between the rewrite and `dvc add` is never answered "dvc pull"
+    if point == "after-raw-rewrite":
+        assert dvcstore.file_md5(raw) == intent["kept_md5"]
+        assert dvcstore.tracked_md5(root / "data.dvc") == old_md5
+    # when the purge runs again
+    evidence = purge([request], root, PARAMS)
+    # then it finished the same purge, with the first attempt's evidence
+    assert evidence["clean"] is True and evidence["purge_id"] == intent["purge_id"]
+    assert evidence["requests"] == intent["requests"]
+    assert evidence["rows_removed"] == len(removed) and evidence["old_md5"] == old_md5
+    new_md5 = dvcstore.tracked_md5(root / "data.dvc")
+    assert evidence["new_md5"] == new_md5 == dvcstore.dir_md5(root / "data/raw") != old_md5
+    assert pending_intent(ledger) is None
+    # and no stored byte holds a purged row: data, cache and remote
+    for line in removed:
+        text = json.loads(line)["text"].encode()
+        assert _files_with([root / ".dvc", root / ".dvc-remote", root / "data"], text) == []
+    assert not (root / ".dvc-remote" / dvcstore.object_relpath(old_md5)).exists()
+
+
+def test_data_changed_while_a_purge_is_pending_is_never_answered_dvc_pull(project):
+    # given a purge killed after rewriting the raw data, then another edit of that file
+    root = project
+    raw = root / "data/raw/records.jsonl"
+    row = _rows(raw)[1]
+    request = PurgeRequest("req-1", record_ids=(row["record_id"],))
+    with pytest.raises(Killed):
+        purge([request], root, PARAMS, checkpoint=_kill_at("after-raw-rewrite"))
+    raw.write_text(raw.read_text() + '{"record_id": "r-new", "subject_id": "s-new"}\n')
+    # when the purge runs again, then it refuses, and its advice warns against `dvc pull`
+    with pytest.raises(PurgeError) as err:
+        purge([request], root, PARAMS)
+    message = str(err.value)
+    assert "pending purge" in message and "do not `dvc pull`" in message
+    assert "run `dvc pull`" not in message
+    # and once the edit is undone, the purge finishes
+    raw.write_text("".join(ln + "\n" for ln in raw.read_text().splitlines()[:-1]))
+    assert purge([request], root, PARAMS)["clean"] is True
+
+
+def test_a_purge_run_again_after_it_finished_keeps_the_removal_evidence(project):
+    # given a purge that finished (its caller stopped before recording it elsewhere)
+    root = project
+    subject = _rows(root / "data/raw/records.jsonl")[0]["subject_id"]
+    request = PurgeRequest("req-1", subject_id=subject)
+    first = purge([request], root, PARAMS)
+    # when it runs again, it removes nothing, and the request keeps the first one's evidence
+    again = purge([request], root, PARAMS)
+    assert again["rows_removed"] == 0 and again["clean"] is True
+    (entry,) = again["requests"]
+    assert entry["row_hmac"] == first["requests"][0]["row_hmac"] and entry["rows_removed"]
+    assert entry["earlier"]["purge_id"] == first["purge_id"]
+    assert (entry["earlier"]["old_md5"], entry["earlier"]["new_md5"]) == (
+        first["old_md5"], first["new_md5"])  # fmt: skip
 
 
 def test_purge_refuses_data_that_differs_from_data_dvc(project):

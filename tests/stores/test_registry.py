@@ -297,6 +297,57 @@ def test_non_numeric_metric_is_refused_before_any_run(store, folders):
     assert _client(settings).search_runs([experiment]) == []
 
 
+def test_a_keyed_run_is_found_again_instead_of_logged_twice(store, folders):
+    # given a request run and a batch run logged with their keys
+    settings = _settings(store, "keyed")
+    metrics = {"forget_acc": 0.25}
+    first = log_request_run(settings, "req-1", folders.layer, metrics, key="k-req-1")
+    batch = log_batch_run(settings, "b1", ["req-1"], {"test_acc": 0.8}, key="k-b1")
+    # when a rerun logs them again with the same keys, then it gets the same runs back
+    assert log_request_run(settings, "req-1", folders.layer, metrics, key="k-req-1") == first
+    assert log_batch_run(settings, "b1", ["req-1"], {"test_acc": 0.8}, key="k-b1") == batch
+    # while another key is another run
+    other = log_request_run(settings, "req-1", folders.layer, metrics, key="k-req-1b")
+    assert other != first
+    assert [r.info.run_id for r in find_runs(settings, {"eul.request_key": "k-req-1"})] == [first]
+    assert [r.info.run_id for r in find_runs(settings, {"eul.batch_key": "k-b1"})] == [batch]
+
+
+def test_a_keyed_run_left_unfinished_by_a_kill_is_finished_not_duplicated(store, folders):
+    # given a request run a killed try created and never finished (a param logged, no more)
+    settings = _settings(store, "keyed-killed")
+    client = _client(settings)
+    experiment = ensure_experiment(settings)
+    tags = {"eul.kind": "request", "eul.request_id": "req-1", "eul.request_key": "k-1"}
+    started = client.create_run(experiment, run_name="request-req-1", tags=tags).info.run_id
+    client.log_param(started, "request_id", "req-1")
+    # when the rerun logs the run with the same key
+    run_id = log_request_run(settings, "req-1", folders.layer, {"forget_acc": 0.5}, key="k-1")
+    # then it finished that run, with everything in it, and there is still one run
+    assert run_id == started
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["forget_acc"] == 0.5
+    assert "layer/layer.safetensors" in _artifact_files(settings, run_id)
+    assert len(find_runs(settings, {"eul.request_key": "k-1"})) == 1
+
+
+def test_an_alias_move_killed_before_its_tag_is_finished_by_the_next_call(store, folders):
+    # given a version whose alias was set but whose `candidate_since` tag never was
+    settings = _settings(store, "alias-killed")
+    run = log_batch_run(settings, "b1", ["req-1"], {"test_acc": 0.8})
+    tags = compliance_tags(["req-1"], 1, "h", GATES_OK)
+    version = register_version(settings, run, folders.base, folders.fused, tags)
+    _client(settings).set_registered_model_alias(settings.model_name, CANDIDATE, str(version))
+    assert "candidate_since" not in version_tags(settings, version)
+    # when the alias is set again, then the tag that records the move is written
+    set_alias(settings, CANDIDATE, version)
+    since = version_tags(settings, version)["candidate_since"]
+    # and a later call that finds it done leaves it as it is
+    set_alias(settings, CANDIDATE, version)
+    assert version_tags(settings, version)["candidate_since"] == since
+    assert get_alias_version(settings, CANDIDATE) == version
+
+
 # -- tags and descriptions ------------------------------------------------------------------
 
 

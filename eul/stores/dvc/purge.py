@@ -9,6 +9,13 @@ gone everywhere, and (with `scan`) no stored object may still contain a purged r
 `scan` it also deletes the copies an older eul left in the datasets library's cache (it read
 files through that cache; reads now use a temporary one removed after each read).
 
+Each purge is intent -> effect -> record (eul.stores.dvc.purge_ledger): its evidence goes
+into the purge ledger before the raw data is rewritten, and a `done` record follows once
+every step and the check finished. A purge killed anywhere in between is pending, and the
+next purge finishes it: a raw file already rewritten is `dvc add`ed (never `dvc pull`ed
+back: that would restore the rows), the old version's objects are swept and checked, and
+the evidence kept is the first attempt's.
+
 The evidence it returns and appends to the purge ledger holds ids and hashes only: the
 subject and each removed row only as keyed digests (`subject_hmac`, `row_hmac`) under the
 project's evidence key (eul.runtime.evidence), which prove a removal to whoever holds the key
@@ -22,7 +29,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,8 +40,13 @@ import yaml
 
 from eul.params import Params, load_params
 from eul.runtime.evidence import evidence_key, keyed_row, keyed_subject
-from eul.stores.dvc import dvcstore
+from eul.stores.dvc import dvcstore, purge_ledger
 from eul.stores.dvc.partition import DataRows, Snapshot, match_requests, read_rows
+from eul.stores.dvc.purge_ledger import (
+    earlier_removals,
+    pending_intent,
+    purged_record_ids,  # noqa: F401 (re-exported)
+)
 
 # A field value shorter than this may well occur in rows that are kept, so it is not
 # searched for on its own (the whole stored row always is).
@@ -60,33 +73,9 @@ def requests_from_snapshot(snapshot: Snapshot, status: str = "deployed") -> list
     ]
 
 
-def purged_record_ids(ledger: str | Path) -> set[str]:
-    """Every record id the purge ledger says was removed."""
-    ledger = Path(ledger)
-    if not ledger.is_file():
-        return set()
-    ids: set[str] = set()
-    for line in ledger.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            for request in json.loads(line)["requests"]:
-                ids.update(request["record_ids"])
-    return ids
-
-
-def earlier_removals(ledger: str | Path) -> dict[str, dict[str, Any]]:
-    """request id -> its latest entry in the purge ledger that removed rows: a purge run
-    again after the rows were already removed (an interrupted or refused one) finds nothing
-    in the data, and takes the evidence of the removal from here."""
-    ledger = Path(ledger)
-    found: dict[str, dict[str, Any]] = {}
-    if not ledger.is_file():
-        return found
-    for line in ledger.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            for request in json.loads(line)["requests"]:
-                if request.get("rows_removed"):
-                    found[request["request_id"]] = request
-    return found
+# Called at the purge's named points (eul.params.DrillPoint), where a failure drill may stop
+# it: "after-purge-intent", "after-raw-rewrite", "after-dvc-add", "before-purge-record".
+Checkpoint = Callable[[str], None]
 
 
 # -- what to look for ---------------------------------------------------------------------
@@ -111,7 +100,8 @@ def purge_needles(
     requests: Sequence[PurgeRequest], root: str | Path, params: Params
 ) -> list[bytes]:
     """The byte strings only the requests' rows hold (`_needles`), read from the data before a
-    purge, for a scan of every other store afterwards; none once the rows are gone."""
+    purge, for a scan of every other store afterwards; once the rows are gone, those of a
+    pending purge's rows while the cache still holds the version before it; else none."""
     records_path = Path(root) / params.data.raw / params.data.records_file
     if not records_path.is_file():
         return []
@@ -119,7 +109,24 @@ def purge_needles(
     removed = sorted({i for m in match_requests(rows, requests) for i in m.rows})
     removed_set = set(removed)
     kept = "".join(line + "\n" for i, line in enumerate(rows.lines) if i not in removed_set)
-    return _needles(rows, removed, kept.encode("utf-8"))
+    kept_bytes = kept.encode("utf-8")
+    pending = pending_intent(Path(root) / params.purge.ledger)
+    return _needles(rows, removed, kept_bytes) + _pending_needles(Path(root), pending, kept_bytes)
+
+
+def _pending_needles(root: Path, pending: dict[str, Any] | None, kept: bytes) -> list[bytes]:
+    """The needles of a pending purge's rows, read from the version before it, which the DVC
+    cache still holds until that purge's sweep (the raw data may no longer hold them)."""
+    if pending is None or not pending.get("old_records_md5"):
+        return []
+    cached = root / ".dvc" / "cache" / dvcstore.object_relpath(pending["old_records_md5"])
+    if not cached.is_file():
+        return []
+    lines = [line for line in cached.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [json.loads(line).get("record_id") for line in lines]
+    old = DataRows(lines=lines, record_ids=ids, subject_ids=[None] * len(lines))
+    removed_ids = {i for r in pending["requests"] for i in r["record_ids"]}
+    return _needles(old, [i for i, rid in enumerate(ids) if rid in removed_ids], kept)
 
 
 def _contains_any(data: bytes, needles: Sequence[bytes]) -> bool:
@@ -277,7 +284,8 @@ def _check(
 
 @dataclass(frozen=True)
 class _Target:
-    """What a purge works on, checked before anything is changed."""
+    """What a purge works on, checked before anything is changed; `old_md5` and `old_oids`
+    are those of the version before a pending purge that this one finishes."""
 
     root: Path
     params: Params
@@ -289,17 +297,49 @@ class _Target:
     old_oids: set[str]
 
 
-def _target(root: Path, params: Params, remotes: Sequence[str] | None) -> _Target:
+def _differs(params: Params, pending: dict[str, Any] | None) -> PurgeError:
+    """The workspace's data is not what data.dvc tracks. While a purge is pending, `dvc pull`
+    or `dvc checkout` would bring its rows back: the advice never says so then."""
+    raw, dvc_file = params.data.raw, params.data.dvc_file
+    if pending is None:
+        return PurgeError(
+            f"{raw} is missing or differs from {dvc_file}; run `dvc pull` (or `dvc add` your "
+            "changes) first"
+        )
+    ids = ", ".join(r["request_id"] for r in pending["requests"][:5])
+    return PurgeError(
+        f"{raw} differs both from {dvc_file} and from what the pending purge "
+        f"{pending['purge_id']} (of {ids}) wrote; do not `dvc pull` or `dvc checkout` (they "
+        f"would bring the purged rows back): if the changes are yours, `dvc add {raw}`, then "
+        "run the purge again to finish it"
+    )
+
+
+def _roll_forward(root: Path, params: Params, pending: dict[str, Any] | None) -> None:
+    """A pending purge that rewrote the raw data file and was stopped before `dvc add`
+    recorded it: record it now (the rows are gone from the workspace, data.dvc still names
+    the version that holds them)."""
+    if pending is None or not pending.get("kept_md5"):
+        return
+    raw_dir = root / params.data.raw
+    tracked = dvcstore.tracked_md5(root / params.data.dvc_file)
+    if _workspace_md5(raw_dir, tracked) == tracked:
+        return
+    records = raw_dir / params.data.records_file
+    if records.is_file() and dvcstore.file_md5(records) == pending["kept_md5"]:
+        dvcstore.add(root, params.data.raw, params.data.dvc_file)
+
+
+def _target(
+    root: Path, params: Params, remotes: Sequence[str] | None, pending: dict[str, Any] | None
+) -> _Target:
     """The data, remotes and stages of the purge; refused when the workspace differs from
     data.dvc or a remote is unknown."""
     raw_dir = root / params.data.raw
     dvc_file = root / params.data.dvc_file
     old_md5 = dvcstore.tracked_md5(dvc_file)
     if _workspace_md5(raw_dir, old_md5) != old_md5:
-        raise PurgeError(
-            f"{params.data.raw} is missing or differs from {params.data.dvc_file}; "
-            "run `dvc pull` (or `dvc add` your changes) first"
-        )
+        raise _differs(params, pending)
     configured = dvcstore.remotes(root)
     names = list(remotes) if remotes is not None else sorted(configured)
     unknown = [n for n in names if n not in configured]
@@ -309,34 +349,90 @@ def _target(root: Path, params: Params, remotes: Sequence[str] | None) -> _Targe
     old_oids = _tracked_oids(root, dvc_file, rebuild)
     if old_md5.endswith(".dir"):
         old_oids.update(entry["md5"] for entry in dvcstore.dir_entries(raw_dir))
+    if pending is not None:
+        old_md5 = pending["old_md5"]
+        old_oids |= set(pending["old_oids"])
     return _Target(root, params, raw_dir, dvc_file, old_md5, names, rebuild, old_oids)
 
 
+def _request_entries(
+    rows: DataRows,
+    matches: Sequence[Any],
+    key: bytes,
+    pending: dict[str, Any] | None,
+    ledger: Path,
+) -> list[dict[str, Any]]:
+    """Per request, the evidence of its removal: of the rows this purge removes; else of
+    those the pending purge it finishes removed; else of the finished purge that removed
+    them (`earlier`: its versions and time). A pending purge's other requests stay in."""
+    from_pending = {r["request_id"]: r for r in (pending or {}).get("requests", [])}
+    earlier = earlier_removals(ledger)
+    entries = []
+    for m in matches:
+        fresh = {
+            "request_id": m.request_id,
+            "subject_hmac": keyed_subject(key, m.subject_id),
+            "rows_removed": len(m.rows),
+            "record_ids": [rows.record_ids[i] for i in m.rows],
+            "row_hmac": [keyed_row(key, rows.lines[i]) for i in m.rows],
+            "missing_record_ids": m.missing_record_ids,
+        }
+        if not m.rows:
+            fresh = from_pending.get(m.request_id) or earlier.get(m.request_id) or fresh
+        entries.append(fresh)
+        from_pending.pop(m.request_id, None)
+    return entries + list(from_pending.values())
+
+
 def _new_evidence(
-    target: _Target, rows: DataRows, matches: Sequence[Any], key: bytes
+    target: _Target,
+    rows: DataRows,
+    matches: Sequence[Any],
+    key: bytes,
+    pending: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The evidence before any change: per request, the removed rows' ids and keyed
-    digests, and the subject keyed."""
-    removed = {i for m in matches for i in m.rows}
+    digests, and the subject keyed; a pending purge's carried over (same `purge_id`)."""
+    ledger = target.root / target.params.purge.ledger
+    requests = _request_entries(rows, matches, key, pending, ledger)
     return {
-        "purged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "purge_id": pending["purge_id"] if pending else uuid.uuid4().hex,
+        "purged_at": pending["purged_at"] if pending else _now(),
         "dvc_file": target.params.data.dvc_file,
         "old_md5": target.old_md5,
-        "new_md5": target.old_md5,
-        "rows_removed": len(removed),
-        "requests": [
-            {
-                "request_id": m.request_id,
-                "subject_hmac": keyed_subject(key, m.subject_id),
-                "rows_removed": len(m.rows),
-                "record_ids": [rows.record_ids[i] for i in m.rows],
-                "row_hmac": [keyed_row(key, rows.lines[i]) for i in m.rows],
-                "missing_record_ids": m.missing_record_ids,
-            }
-            for m in matches
-        ],
+        "new_md5": dvcstore.tracked_md5(target.dvc_file),
+        "rows_removed": sum(r["rows_removed"] for r in requests if "earlier" not in r),
+        "requests": requests,
         "rebuilt_stages": target.rebuild,
         "remotes_swept": target.remotes,
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _intent(
+    evidence: dict[str, Any],
+    target: _Target,
+    old_records_md5: str,
+    kept_bytes: bytes | None,
+    pending: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The intent record: the evidence, the objects of the version before (to sweep and
+    check), the records file's md5 before (its rows, for the check's needles, while the
+    cache holds it) and after the rewrite (`kept_md5`: None when nothing is rewritten)."""
+    import hashlib
+
+    kept_md5 = None
+    if kept_bytes is not None:
+        kept_md5 = hashlib.md5(kept_bytes, usedforsecurity=False).hexdigest()
+    return {
+        **evidence,
+        "stage": purge_ledger.INTENT,
+        "old_oids": sorted(target.old_oids),
+        "old_records_md5": pending["old_records_md5"] if pending else old_records_md5,
+        "kept_md5": kept_md5,
     }
 
 
@@ -346,6 +442,7 @@ def _rewrite_and_sweep(
     kept_bytes: bytes | None,
     needles: Sequence[bytes],
     evidence: dict[str, Any],
+    checkpoint: Checkpoint,
 ) -> list[str]:
     """Write the kept rows (None: nothing removed), rebuild the stages, sweep cache and
     remotes, and check them; returns the problems the check found."""
@@ -354,7 +451,9 @@ def _rewrite_and_sweep(
         tmp = records_path.with_name(records_path.name + ".purge-tmp")
         tmp.write_bytes(kept_bytes)
         os.replace(tmp, records_path)
+        checkpoint("after-raw-rewrite")
         evidence["new_md5"] = dvcstore.add(root, params.data.raw, params.data.dvc_file)
+        checkpoint("after-dvc-add")
     if rebuild:
         # Also when nothing was removed: an interrupted purge may have left them stale.
         dvcstore.run_dvc(["repro", *rebuild], root)
@@ -380,51 +479,64 @@ def purge(
     params: Params | None = None,
     remotes: Sequence[str] | None = None,
     scan: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Remove the requests' rows everywhere DVC keeps data; return the evidence.
 
     `remotes` defaults to every configured remote. The evidence lists, per request, the
     keyed digest of each removed row (the HMAC of its canonical SHA-256 under the evidence
     key of the project at `root`), the old and new data.dvc md5, the stages
-    rebuilt and, per remote, what the check found. It is appended to the ledger even when
-    a step fails (with `clean` false), so the removed record ids are never lost; running the
-    same purge again finishes an interrupted one.
+    rebuilt and, per remote, what the check found. It goes into the ledger as an intent
+    before the data is rewritten, and as a `done` record (`clean` true) once every step and
+    the check finished, or a `failed` one (`clean` false) on an error: the removed record
+    ids are never lost. A pending purge (killed or failed) is finished by the next one, with
+    its first attempt's evidence. `checkpoint` is called at the named points between the
+    steps (failure drills).
     """
     root = Path(root)
     if params is None:
         params = load_params(root / "params.yaml" if (root / "params.yaml").is_file() else None)
     if not requests:
         raise PurgeError("no requests to purge")
-    target = _target(root, params, remotes)
+    point = checkpoint or (lambda name: None)
+    ledger = root / params.purge.ledger
+    pending = pending_intent(ledger)
+    _roll_forward(root, params, pending)
+    target = _target(root, params, remotes, pending)
     records_path = target.raw_dir / params.data.records_file
+    old_records_md5 = dvcstore.file_md5(records_path)
     rows = read_rows(records_path)
     matches = match_requests(rows, requests)
     removed = sorted({i for m in matches for i in m.rows})
     removed_set = set(removed)
     kept = "".join(line + "\n" for i, line in enumerate(rows.lines) if i not in removed_set)
     kept_bytes = kept.encode("utf-8")
-    needles = _needles(rows, removed, kept_bytes) if scan else []
-    evidence = _new_evidence(target, rows, matches, evidence_key(root))
+    needles = []
+    if scan:
+        needles = _needles(rows, removed, kept_bytes) + _pending_needles(root, pending, kept_bytes)
+    evidence = _new_evidence(target, rows, matches, evidence_key(root), pending)
     del rows  # the purged rows' text is not needed past this point (only `needles` are)
+    rewrite = kept_bytes if removed else None
+    purge_ledger.append(ledger, _intent(evidence, target, old_records_md5, rewrite, pending))
+    point("after-purge-intent")
 
-    problems: list[str] = []
-    finished = False
     try:
-        problems = _rewrite_and_sweep(
-            target, records_path, kept_bytes if removed else None, needles, evidence
-        )
-        finished = True
+        problems = _rewrite_and_sweep(target, records_path, rewrite, needles, evidence, point)
     except (PurgeError, dvcstore.DvcError) as err:
-        problems.append(str(err))
+        _record(ledger, evidence, [str(err)])
         raise PurgeError(
-            f"purge of {len(removed)} rows did not finish: {err}; run it again to finish"
+            f"purge of {evidence['rows_removed']} rows did not finish: {err}; run it again to "
+            "finish it"
         ) from None
-    finally:
-        evidence["clean"] = finished and not problems
-        ledger = root / params.purge.ledger
-        ledger.parent.mkdir(parents=True, exist_ok=True)
-        with ledger.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(evidence, sort_keys=True) + "\n")
+    point("before-purge-record")
+    _record(ledger, evidence, problems)
     if problems:
         raise PurgeError(f"purge check failed: {'; '.join(problems[:5])}")
     return evidence
+
+
+def _record(ledger: Path, evidence: dict[str, Any], problems: list[str]) -> None:
+    """The purge's completion record: `done` when clean, else `failed` (it stays pending)."""
+    evidence["clean"] = not problems
+    stage = purge_ledger.FAILED if problems else purge_ledger.DONE
+    purge_ledger.append(ledger, {**evidence, "stage": stage})

@@ -19,6 +19,13 @@ from eul.stores.registry.settings import RegistryError, TrackingSettings, tracki
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+# The tags a run is found by on a rerun (`_log_run`'s `key_tag`): a request's run by the key
+# of its layer (request id and layer checksum), a batch's run by the batch key (the tag its
+# registered version carries too).
+REQUEST_KEY_TAG = "eul.request_key"
+BATCH_KEY_TAG = "eul.batch_key"
 
 
 def _experiment_id(client: MlflowClient, settings: TrackingSettings, name: str) -> str:
@@ -82,6 +89,20 @@ def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float]:
     return values
 
 
+def _keyed_run(client: MlflowClient, experiment_id: str, tag: str, key: str) -> Run | None:
+    """The run an earlier try logged under `tag` = `key`: a finished one first, else the
+    oldest (a try killed while it logged, or one that failed); None when there is none."""
+    from mlflow.entities import RunStatus
+
+    if "'" in key or "`" in tag:
+        raise ValueError("run keys may not hold quotes")
+    found = client.search_runs(
+        [experiment_id], f"tags.`{tag}` = '{key}'", order_by=["attributes.start_time ASC"]
+    )
+    finished = [r for r in found if r.info.status == RunStatus.to_string(RunStatus.FINISHED)]
+    return (finished or list(found) or [None])[0]
+
+
 def _log_run(
     client: MlflowClient,
     experiment_id: str,
@@ -92,21 +113,36 @@ def _log_run(
     folders: Mapping[str, str | Path | None],
     files: Sequence[tuple[str, str | Path]],
     documents: Mapping[str, Any],
+    key_tag: str | None = None,
 ) -> str:
     """One finished run: params, metrics, folders and files as artifacts, JSON documents.
 
     folders: {artifact folder: local folder}; files: (artifact folder, local file);
     documents: {file name: JSON-able value}. A failure marks the run FAILED and re-raises.
+    With `key_tag` (a tag in `tags`) the run is found or created by that tag's value: a
+    finished run with the key is returned as it is, and an unfinished one (a try killed
+    while it logged) is logged into again and finished, so a rerun never adds a second run.
     """
     from mlflow.entities import Metric, Param
 
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+    run = None if key_tag is None else _keyed_run(client, experiment_id, key_tag, tags[key_tag])
+    if run is not None and run.info.status == "FINISHED":
+        return run.info.run_id
+    if run is None:
+        run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        logged_params: dict[str, str] = {}
+        logged_metrics: dict[str, float] = {}
+    else:
+        client.update_run(run.info.run_id, "RUNNING")
+        logged_params, logged_metrics = run.data.params, run.data.metrics
+    run_id = run.info.run_id
     try:
-        param_list = [Param(k, v) for k, v in params.items()]
+        # what a killed try already logged is not logged again (a param cannot change)
+        param_list = [Param(k, v) for k, v in params.items() if k not in logged_params]
         for start in range(0, len(param_list), 100):  # MLflow's per-request limit
             client.log_batch(run_id, params=param_list[start : start + 100])
         now = int(time.time() * 1000)
-        metric_list = [Metric(k, v, now, 0) for k, v in metrics.items()]
+        metric_list = [Metric(k, v, now, 0) for k, v in metrics.items() if k not in logged_metrics]
         for start in range(0, len(metric_list), 1000):
             client.log_batch(run_id, metrics=metric_list[start : start + 1000])
         for artifact_folder, local in folders.items():
@@ -145,6 +181,7 @@ def log_request_run(
     plots: Sequence[str | Path] = (),
     batch_id: str | None = None,
     parent_run_id: str | None = None,
+    key: str | None = None,
 ) -> str:
     """Log one request's unlearning update as a finished run; returns its run id.
 
@@ -152,7 +189,8 @@ def log_request_run(
     (counts, timings: never record text). Metrics: the evaluation dict. Artifacts: the layer
     folder (layer/), its fusion statistics (fusion_stats/), evaluation.json (`evaluation`, or
     the metrics: aggregates only, never per-record outputs) and plots (plots/).
-    `parent_run_id` nests the run under a batch run.
+    `parent_run_id` nests the run under a batch run. `key` (tag `eul.request_key`): a run
+    an earlier try logged with the same key is found and reused instead of a second one.
     """
     _check_folder(layer_dir, "unlearning layer")
     _check_folder(stats_dir, "fusion statistics")
@@ -167,6 +205,8 @@ def log_request_run(
         tags["eul.batch_id"] = batch_id
     if parent_run_id is not None:
         tags["mlflow.parentRunId"] = parent_run_id
+    if key is not None:
+        tags[REQUEST_KEY_TAG] = key
     with tracking(settings) as client:
         return _log_run(
             client,
@@ -178,6 +218,7 @@ def log_request_run(
             {"layer": layer_dir, "fusion_stats": stats_dir},
             [("plots", p) for p in plots],
             {"evaluation.json": dict(metrics) if evaluation is None else evaluation},
+            key_tag=REQUEST_KEY_TAG if key is not None else None,
         )
 
 
@@ -192,22 +233,27 @@ def log_batch_run(
     state_dir: str | Path | None = None,
     evaluation: Any = None,
     plots: Sequence[str | Path] = (),
+    key: str | None = None,
 ) -> str:
     """Log one nightly batch as a finished run; returns its run id (register_version's input).
 
     Params: batch id, request count and `params`. Artifacts: request_ids.json, the fused
     layer (fused_layer/), the fusion state (fusion_state/), evaluation.json and plots.
+    `key` (tag `eul.batch_key`): the run an earlier try of the same batch logged is reused.
     """
     _check_folder(layer_dir, "fused layer")
     _check_folder(state_dir, "fusion state")
     all_params = {"batch_id": batch_id, "request_count": str(len(request_ids))}
     all_params.update(flatten_params(params or {}))
+    tags = {"eul.kind": "batch", "eul.batch_id": batch_id}
+    if key is not None:
+        tags[BATCH_KEY_TAG] = key
     with tracking(settings) as client:
         return _log_run(
             client,
             _experiment_id(client, settings, settings.experiment),
             f"batch-{batch_id}",
-            {"eul.kind": "batch", "eul.batch_id": batch_id},
+            tags,
             all_params,
             _metric_values(metrics),
             {"fused_layer": layer_dir, "fusion_state": state_dir},
@@ -216,6 +262,7 @@ def log_batch_run(
                 "request_ids.json": list(request_ids),
                 "evaluation.json": dict(metrics) if evaluation is None else evaluation,
             },
+            key_tag=BATCH_KEY_TAG if key is not None else None,
         )
 
 

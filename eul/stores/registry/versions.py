@@ -157,17 +157,22 @@ def get_alias_version(settings: TrackingSettings, alias: str) -> int | None:
 
 def set_alias(settings: TrackingSettings, alias: str, version: int) -> None:
     """Point `alias` at `version`, tagging it `<alias>_since` and the previous one
-    `<alias>_until` (UTC, ISO 8601): the registry keeps no history of alias moves."""
+    `<alias>_until` (UTC, ISO 8601): the registry keeps no history of alias moves.
+
+    In this order, so that a call killed anywhere is finished by the next: the previous
+    version's `_until` (it still holds the alias: a rerun tags it again), the alias, then
+    the version's `_since`, written whenever it is missing (the record that the move is
+    done: `eul.pipeline.batch.find_registered` reads it)."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     name = settings.model_name
     with tracking(settings) as client:
         previous = _alias_version(client, name, alias)
-        client.get_model_version(name, str(version))  # fails clearly if there is no such version
+        target = client.get_model_version(name, str(version))  # fails clearly if none
+        if previous is not None and previous != version:
+            client.set_model_version_tag(name, str(previous), f"{alias}_until", now)
         client.set_registered_model_alias(name, alias, str(version))
-        if previous != version:
+        if previous != version or f"{alias}_since" not in target.tags:
             client.set_model_version_tag(name, str(version), f"{alias}_since", now)
-            if previous is not None:
-                client.set_model_version_tag(name, str(previous), f"{alias}_until", now)
 
 
 def set_version_tags(settings: TrackingSettings, version: int, tags: Mapping[str, str]) -> None:
