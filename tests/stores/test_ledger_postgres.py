@@ -41,7 +41,7 @@ from test_ledger import (  # noqa: F401  (collected here too: the same tests, on
     test_write_snapshot_rewrites_only_when_the_log_changed,
 )
 
-from eul.stores.log.schema import GENESIS_HASH, metadata
+from eul.stores.log.schema import GENESIS_HASH, LedgerUnavailable, metadata
 from eul.stores.log.store import Ledger
 
 
@@ -144,3 +144,16 @@ def test_the_migration_leaves_no_old_row_version_in_the_tables_pages(ledger) -> 
     # Then the tables were rewritten: no page of them holds the subject id any more
     assert report.changed and ledger.verify().ok
     assert not _pages_hold(ledger, "Alice.Smith")
+
+
+def test_a_bare_postgresql_url_without_its_driver_names_the_one_installed(tmp_path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is not None:
+        pytest.skip("psycopg 3 is installed: a bare postgresql:// URL opens with it")
+    # when the log is opened at a bare postgresql:// URL (SQLAlchemy 2.1: psycopg 3)
+    with pytest.raises(LedgerUnavailable, match="'psycopg' is not installed") as caught:
+        Ledger("postgresql://eul:s3cret@127.0.0.1:9/eul", params_path=tmp_path / "absent.yaml")
+    # then the error names the URL that works, and not the password
+    assert "postgresql+psycopg2://" in str(caught.value)
+    assert "s3cret" not in str(caught.value)

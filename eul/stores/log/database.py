@@ -117,9 +117,13 @@ class Database:
         try:
             return create_engine(parsed, pool_pre_ping=True)
         except ModuleNotFoundError as err:
+            hint = f"install it (pip install {err.name})"
+            if parsed.get_backend_name() == "postgresql":
+                # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; eul installs psycopg2
+                hint += " or name the driver eul installs: postgresql+psycopg2://..."
             raise LedgerUnavailable(
                 f"cannot open the log at {self.url}: its driver {err.name!r} is not "
-                f"installed; install it (pip install {err.name})"
+                f"installed; {hint}"
             ) from err
         except Exception as err:  # a bad option
             raise LedgerUnavailable(f"cannot open the log at {self.url}: {err}") from err
