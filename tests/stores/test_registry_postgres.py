@@ -1,9 +1,18 @@
 """MLflow's tracking store and model registry on PostgreSQL (``postgresql+psycopg2://``), the
 production set-up: the registry tests of test_registry.py that hold for any store run again
 here on one PostgreSQL database for the module (MLflow's schema takes seconds to create),
-and the database itself is searched for forgotten text."""
+the database itself is searched for forgotten text, and an `mlflow server` on the same
+database serves the registry code over HTTP."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
 
 import pytest
 import test_registry as sqlite_suite
@@ -19,7 +28,8 @@ from test_registry import (  # noqa: F401  (collected here too: the same tests, 
     test_request_and_batch_runs_record_params_metrics_and_artifacts,
 )
 
-from eul.stores.registry.runs import log_request_run
+from eul.runtime.servers import free_port, stop, wait_until_up
+from eul.stores.registry.runs import log_batch_run, log_request_run
 from eul.stores.registry.settings import TrackingSettings
 from eul.stores.registry.tags import compliance_tags
 from eul.stores.registry.versions import (
@@ -86,3 +96,58 @@ def test_the_database_holds_tags_and_aliases_but_no_forget_text(store, folders, 
     assert settings.model_name in dump and "covered_request_ids,req-1" in dump
     for needle in [r.text for r in sqlite_suite.FORGET] + [sqlite_suite.SECRET, "zanzibar"]:
         assert needle.lower() not in dump.lower(), needle
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(store):
+    """`mlflow server --backend-store-uri postgresql+psycopg2://...` on a free loopback port,
+    on the module's database; yields its URL and stops it by its PID."""
+    port = free_port()
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    log = (store.root / "mlflow-server.log").open("w")
+    server = subprocess.Popen(
+        [mlflow, "server", "--backend-store-uri", store.settings.tracking_uri,
+         "--artifacts-destination", str(store.root / "served"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        # (no job runner: its worker processes are not needed here and outlive the server)
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(server, lambda: _answers(f"{url}/health"), 120, "mlflow server", 0.2)
+        yield url
+    finally:
+        stop(server, timeout_s=10)
+        with contextlib.suppress(ProcessLookupError):  # anything it started, in its session
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_an_mlflow_server_on_postgresql_serves_versions_and_aliases(store, folders, mlflow_server):
+    # given the pipeline's settings pointing at the server (artifacts written directly)
+    direct = sqlite_suite._settings(store, "server")
+    served = TrackingSettings(
+        tracking_uri=mlflow_server,
+        artifact_location=direct.artifact_location,
+        model_name=direct.model_name,
+        experiment=direct.experiment,
+    )
+    # when a version is registered and promoted through it
+    run = log_batch_run(served, "b1", ["req-1"], {"test_acc": 0.8})
+    tags = compliance_tags(["req-1"], 2, "hash-2", sqlite_suite.GATES_OK)
+    version = register_version(served, run, folders.base, folders.fused, tags)
+    set_alias(served, PRODUCTION, version)
+    # then the server answers with it, and the database behind it holds it too
+    assert get_alias_version(served, PRODUCTION) == version == 1
+    assert get_alias_version(direct, PRODUCTION) == 1
+    assert find_versions(direct, "log_hash", "hash-2") == [1]
