@@ -51,21 +51,33 @@ def prefect_api(prefect_on_postgres):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     api, database = prefect_on_postgres
+    _drain_prefect_services()
     with temporary_settings(updates={PREFECT_API_URL: api}):
         try:
             yield api, database
         finally:
-            _drain_prefect_workers()
+            _drain_prefect_services()
 
 
-def _drain_prefect_workers() -> None:
-    """Send the logs and events still queued to this server now, as Prefect's test harness
-    does before it stops its own (they would otherwise go to a server that is gone)."""
+def _drain_prefect_services() -> None:
+    """Stop Prefect's background services: each keeps the client of the server it started
+    with, and the session's other server (the test harness) may have started them. Their
+    next use starts them again with the settings of the moment. Queued logs and events are
+    sent first, as Prefect's test harness does before it stops its own server."""
+    from prefect.concurrency.services import (
+        ConcurrencySlotAcquisitionService,
+        ConcurrencySlotAcquisitionWithLeaseService,
+    )
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    APILogWorker.drain_all()
-    EventsWorker.drain_all()
+    for service in (
+        APILogWorker,
+        EventsWorker,
+        ConcurrencySlotAcquisitionService,
+        ConcurrencySlotAcquisitionWithLeaseService,
+    ):
+        service.drain_all()
 
 
 def _model_limit():
@@ -135,8 +147,21 @@ def test_a_nightly_batch_with_the_log_mlflow_and_prefect_on_postgresql(
         with ctx.ledger() as ledger:
             for request_id, subject in (("req-a", a), ("req-b", b), ("req-nobody", "s9999")):
                 ledger.submit(subject_id=subject, request_id=request_id)
-        # when the nightly batch runs, reporting to the server on PostgreSQL
-        summary = nightly_deletion_batch(project_dir=str(flow_project))
+        # when the nightly batch runs, reporting to the server on PostgreSQL (the slots it
+        # holds are read meanwhile)
+        held, done = [], threading.Event()
+
+        def watch_the_slot() -> None:
+            while not done.wait(0.2):
+                held.append(_model_limit().active_slots)
+
+        watcher = threading.Thread(target=contextvars.copy_context().run, args=(watch_the_slot,))
+        watcher.start()
+        try:
+            summary = nightly_deletion_batch(project_dir=str(flow_project))
+        finally:
+            done.set()
+            watcher.join(30)
         # then the requests were deployed and purged, and the log verifies
         assert summary["outcome"] == "version 1 promoted to production"
         with ctx.ledger() as ledger:
@@ -151,10 +176,11 @@ def test_a_nightly_batch_with_the_log_mlflow_and_prefect_on_postgresql(
         # and MLflow on PostgreSQL holds production version 1, covering both requests
         assert get_alias_version(ctx.settings, PRODUCTION) == 1
         assert covered_request_ids(tags) == ["req-a", "req-b"]
-        # and the server recorded the flow run as completed, its `eul-model` slot free again
+        # and the server recorded the flow run as completed; the batch held its `eul-model`
+        # slot there while it ran, and released it
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[NIGHTLY]))
             )
         assert [r.state.type.value for r in runs] == ["COMPLETED"]
-        assert _model_limit().active_slots == 0
+        assert max(held) == 1 and _model_limit().active_slots == 0
