@@ -310,18 +310,33 @@ def _sqlite_values(path: Path) -> Iterator[tuple[str, Any]]:
         conn.close()
 
 
+# A server's asynchronous driver (Prefect's asyncpg) and the synchronous one read with: for
+# PostgreSQL psycopg2, the driver eul installs (SQLAlchemy 2.1's default is psycopg 3).
+_SYNC_DRIVERS = {"asyncpg": "+psycopg2", "aiosqlite": "", "aiomysql": ""}
+
+
+def sync_database_url(url: str) -> str:
+    """`url` with an asynchronous driver swapped for a synchronous one eul can read it with."""
+    return re.sub(
+        r"^(\w+)\+(asyncpg|aiosqlite|aiomysql)(?=:)",
+        lambda match: match[1] + _SYNC_DRIVERS[match[2]],
+        url,
+    )
+
+
 def _sql_values(url: str) -> Iterator[tuple[str, Any]]:
     """(table.column, value) of every text column of any SQLAlchemy database."""
     from sqlalchemy import MetaData as SqlMetaData
     from sqlalchemy import String, Text, create_engine, select
 
-    sync_url = re.sub(r"^(\w+)\+(asyncpg|aiosqlite|aiomysql)", r"\1", url)
+    sync_url = sync_database_url(url)
     engine = create_engine(sync_url)
     try:
         meta = SqlMetaData()
         meta.reflect(engine)
         with engine.connect() as conn:
-            for table in meta.sorted_tables:
+            # (not `sorted_tables`: Prefect's tables refer to each other in a cycle)
+            for table in meta.tables.values():
                 columns = [c for c in table.columns if isinstance(c.type, String | Text)]
                 if not columns:
                     continue

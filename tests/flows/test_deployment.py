@@ -6,7 +6,6 @@ and the MLflow registry the flow wrote to."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from conftest import STORE_ENV
+from prefect_server import running_prefect_server
 
 from eul.pipeline.context import load_context
-from eul.runtime.servers import PREFECT, free_port, start_prefect_server, stop
+from eul.runtime.servers import PREFECT
 from eul.stores.log.store import Ledger
 from eul.stores.registry.tags import covered_request_ids
 from eul.stores.registry.versions import PRODUCTION, get_alias_version, version_tags
@@ -33,25 +33,8 @@ def prefect_server(tmp_path, tool_env, monkeypatch):
     environment for CLI calls against it, and stops the server by its PID."""
     for name in STORE_ENV:
         monkeypatch.delenv(name, raising=False)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-    }
-    log = (tmp_path / "server.log").open("w")
-    try:
-        server = start_prefect_server(env, log, port, timeout_s=90)
-        try:
-            yield env
-        finally:
-            stop(server)
-    finally:
-        log.close()
+    with running_prefect_server(tmp_path / "prefect-home") as env:
+        yield env
 
 
 def _prefect(env: dict, cwd: Path, *args: str, timeout: int = 180) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from log_evidence import anchor, deploy, purge, purge_evidence
+from sqlalchemy import event, text
 
 import eul
 from eul.data.records import Record
@@ -34,8 +35,14 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(db: Path):
-    with Ledger(f"sqlite:///{db}", params_path=db.parent / "absent.yaml") as opened:
+def log_url(db: Path) -> str:
+    """The log's URL (tests/stores/test_ledger_postgres.py runs tests on PostgreSQL's)."""
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture
+def ledger(log_url: str, tmp_path: Path):
+    with Ledger(log_url, params_path=tmp_path / "absent.yaml") as opened:
         yield opened
 
 
@@ -49,6 +56,13 @@ RECORDS = [
 def _rows(db: Path, sql: str) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql).fetchall()
+
+
+def _tamper(ledger: Ledger, sql: str, **params: object) -> list[tuple]:
+    """Run `sql` on the log's database behind the ledger's back, as someone editing it would."""
+    with ledger.engine.begin() as conn:
+        result = conn.execute(text(sql), params)
+        return [tuple(row) for row in result] if result.returns_rows else []
 
 
 def _python_env() -> dict[str, str]:
@@ -119,7 +133,7 @@ def test_bad_params_and_urls_give_one_line_errors(tmp_path) -> None:
 # -- submission ---------------------------------------------------------------------------
 
 
-def test_submit_generates_an_id_and_records_the_request(ledger, db) -> None:
+def test_submit_generates_an_id_and_records_the_request(ledger) -> None:
     entry = ledger.submit(record_ids=["r2", "r1", "r1"])
     assert re.fullmatch(r"req-[0-9a-f]{12}", entry.request_id)
     assert (entry.seq, entry.status, entry.prev_hash) == (1, "received", GENESIS_HASH)
@@ -482,6 +496,35 @@ def test_snapshot_has_exactly_the_partition_interface(ledger, tmp_path) -> None:
     ]
 
 
+def test_a_snapshot_is_one_read_of_the_log_while_another_writer_commits(
+    ledger, log_url, tmp_path
+) -> None:
+    # Given a validated request, a received one, and another writer that validates the
+    # received one just after the snapshot read the head, before it reads the requests
+    first = _validated(ledger, "s1")
+    other = Ledger(log_url, params_path=tmp_path / "absent.yaml")
+    other.submit(subject_id="s2")
+    head = ledger.head()
+    wrote = []
+
+    def write_in_between(_conn, _cursor, statement, *_args) -> None:
+        if "FROM ledger_requests" in statement and not wrote:
+            wrote.append(other.validate(RECORDS).validated)
+
+    event.listen(ledger.engine, "before_cursor_execute", write_in_between)
+    try:
+        snap = ledger.snapshot()
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", write_in_between)
+        other.close()
+    # Then the snapshot holds the requests as they stood at the head it names, not the
+    # request validated after it
+    assert len(wrote) == 1 and len(wrote[0]) == 1
+    assert (snap["log_seq"], snap["log_hash"]) == head
+    assert [r["request_id"] for r in snap["requests"]] == [first]
+    assert ledger.head()[0] == head[0] + 1
+
+
 def test_write_snapshot_rewrites_only_when_the_log_changed(ledger, tmp_path) -> None:
     path = tmp_path / "out" / "snapshot.json"
     _validated(ledger)
@@ -510,13 +553,10 @@ def _three_requests(ledger: Ledger) -> None:
     assert ledger.verify().ok
 
 
-def test_verify_detects_edited_details(ledger, db) -> None:
+def test_verify_detects_edited_details(ledger) -> None:
     _three_requests(ledger)
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE ledger_entries SET details = ? WHERE seq = 2",
-            (json.dumps({"subject_id": "s9", "record_ids": [], "deadline": "2099-01-01"}),),
-        )
+    forged = {"subject_id": "s9", "record_ids": [], "deadline": "2099-01-01"}
+    _tamper(ledger, "UPDATE ledger_entries SET details = :d WHERE seq = 2", d=json.dumps(forged))
     report = ledger.verify()
     assert not report.ok
     assert report.broken_seq == 2
@@ -524,46 +564,44 @@ def test_verify_detects_edited_details(ledger, db) -> None:
     assert report.entries == 1
 
 
-def test_verify_detects_a_rewritten_entry_with_a_recomputed_hash(ledger, db) -> None:
+def test_verify_detects_a_rewritten_entry_with_a_recomputed_hash(ledger) -> None:
     from eul.stores.log.chain import entry_hash
 
     _three_requests(ledger)
-    (seq, rid, status, at, prev) = _rows(
-        db, "SELECT seq, request_id, status, at, prev_hash FROM ledger_entries WHERE seq = 4"
+    (seq, rid, status, at, prev) = _tamper(
+        ledger, "SELECT seq, request_id, status, at, prev_hash FROM ledger_entries WHERE seq = 4"
     )[0]
     forged = {"record_ids": ["r1"]}
     digest = entry_hash(seq, rid, status, at, forged, prev)
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE ledger_entries SET details = ?, hash = ? WHERE seq = 4",
-            (json.dumps(forged), digest),
-        )
+    _tamper(
+        ledger,
+        "UPDATE ledger_entries SET details = :d, hash = :h WHERE seq = 4",
+        d=json.dumps(forged),
+        h=digest,
+    )
     report = ledger.verify()
     assert (report.ok, report.broken_seq) == (False, 5)
     assert "prev_hash" in report.reason
 
 
-def test_verify_detects_removed_entries(ledger, db) -> None:
+def test_verify_detects_removed_entries(ledger) -> None:
     _three_requests(ledger)
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM ledger_entries WHERE seq = 3")
+    _tamper(ledger, "DELETE FROM ledger_entries WHERE seq = 3")
     assert (ledger.verify().ok, ledger.verify().broken_seq) == (False, 3)
     assert "missing" in ledger.verify().reason
 
 
-def test_verify_detects_entries_cut_from_the_end(ledger, db) -> None:
+def test_verify_detects_entries_cut_from_the_end(ledger) -> None:
     _three_requests(ledger)
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM ledger_entries WHERE seq = 6")
+    _tamper(ledger, "DELETE FROM ledger_entries WHERE seq = 6")
     report = ledger.verify()
     assert (report.ok, report.broken_seq) == (False, 6)
     assert "removed from the end" in report.reason
 
 
-def test_verify_detects_a_current_state_that_disagrees(ledger, db) -> None:
+def test_verify_detects_a_current_state_that_disagrees(ledger) -> None:
     _three_requests(ledger)
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE ledger_requests SET status = 'purged' WHERE subject_id = 's1'")
+    _tamper(ledger, "UPDATE ledger_requests SET status = 'purged' WHERE subject_id = 's1'")
     report = ledger.verify()
     assert not report.ok
     assert "current-state table disagrees" in report.reason
@@ -584,35 +622,37 @@ for i in range(start, stop):
 """
 
 
-def test_two_processes_submitting_at_once_lose_and_duplicate_nothing(tmp_path, db) -> None:
-    # Given two writer processes with overlapping request ids (100-199 in both)
-    url = f"sqlite:///{db}"
+def test_processes_submitting_at_once_lose_and_duplicate_nothing(tmp_path, log_url) -> None:
+    # Given four writer processes with overlapping request ids (each id in two of them)
+    url = log_url
     go = tmp_path / "go"
-    ranges = [(0, 200), (100, 300)]
+    ranges = [(0, 200), (100, 300), (200, 300), (0, 100)]
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", SUBMITTER, url, str(a), str(b), str(go)], env=_python_env()
         )
         for a, b in ranges
     ]
-    # When both have opened the log (racing to create it) and are released together
+    # When all have opened the log (racing to create it) and are released together
     deadline = time.monotonic() + 60
     while not all(Path(f"{go}.ready-{a}").exists() for a, _ in ranges):
         assert all(w.poll() is None for w in workers), "a writer failed to open the log"
         assert time.monotonic() < deadline
         time.sleep(0.01)
     go.touch()
-    assert [w.wait(timeout=60) for w in workers] == [0, 0]
-    # Then every request is there exactly once, each with exactly one received entry
+    assert [w.wait(timeout=60) for w in workers] == [0] * len(ranges)
+    # Then every request is there exactly once, each with exactly one received entry, under
+    # consecutive seqs whose chain verifies
     with Ledger(url, params_path=tmp_path / "absent.yaml", evidence_key=b"k" * 32) as ledger:
         report = ledger.verify()
         states = ledger.list()
+        counts = _tamper(ledger, "SELECT COUNT(DISTINCT request_id), COUNT(*) FROM ledger_entries")
+        seqs = [seq for (seq,) in _tamper(ledger, "SELECT seq FROM ledger_entries ORDER BY seq")]
     assert report.ok, report.reason
     assert report.entries == 300
     assert sorted(s.request_id for s in states) == [f"req-{i:04d}" for i in range(300)]
-    assert _rows(db, "SELECT COUNT(DISTINCT request_id), COUNT(*) FROM ledger_entries") == [
-        (300, 300)
-    ]
+    assert counts == [(300, 300)]
+    assert seqs == list(range(1, 301))
 
 
 def test_threads_sharing_one_ledger_lose_and_duplicate_nothing(ledger) -> None:

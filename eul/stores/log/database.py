@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
 from sqlalchemy.pool import StaticPool
@@ -30,6 +30,9 @@ from eul.stores.log.schema import (
 )
 
 BUSY_TIMEOUT_S = 60.0
+# The PostgreSQL advisory lock openers creating the schema take: any fixed number, the same
+# in every process (advisory locks are per database).
+SCHEMA_LOCK_KEY = 0x65756C6C6F67  # "eullog"
 
 
 def enable_wal(cursor: Any, timeout_s: float) -> None:
@@ -114,9 +117,13 @@ class Database:
         try:
             return create_engine(parsed, pool_pre_ping=True)
         except ModuleNotFoundError as err:
+            hint = f"install it (pip install {err.name})"
+            if parsed.get_backend_name() == "postgresql":
+                # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; eul installs psycopg2
+                hint += " or name the driver eul installs: postgresql+psycopg2://..."
             raise LedgerUnavailable(
                 f"cannot open the log at {self.url}: its driver {err.name!r} is not "
-                f"installed; install it (pip install {err.name})"
+                f"installed; {hint}"
             ) from err
         except Exception as err:  # a bad option
             raise LedgerUnavailable(f"cannot open the log at {self.url}: {err}") from err
@@ -159,8 +166,16 @@ class Database:
 
     def create_schema(self) -> None:
         """Create the tables, the index on lower(request_id) and the head row (at the genesis
-        hash) where they are missing."""
+        hash) where they are missing.
+
+        Processes that open a new log at once queue here: SQLite's write lock does it; on
+        PostgreSQL, where CREATE TABLE takes no lock a second creator waits for, a
+        transaction-scoped advisory lock does (without it, the second creator fails once the
+        first commits: duplicate key in pg_type).
+        """
         with self.write() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
             metadata.create_all(conn)
             if conn.engine.dialect.name in ("sqlite", "postgresql"):
                 # Submission looks request ids up case-insensitively (ids equal but for case
@@ -173,8 +188,13 @@ class Database:
                 conn.execute(head_table.insert().values(id=1, seq=0, hash=GENESIS_HASH))
 
     def rewrite_file(self) -> None:
-        """SQLite only: rebuild the file (VACUUM) and empty the WAL, so that values a
-        rewrite replaced are no longer anywhere in the file's bytes."""
+        """Rebuild the log's storage so that values a rewrite replaced are no longer in its
+        bytes: SQLite's file (VACUUM) with its WAL emptied; on PostgreSQL the log's tables
+        (VACUUM FULL: the old row versions stay in their pages until a table is rewritten;
+        the server's WAL and backups are beyond its reach). Other databases: nothing."""
+        if self.engine.dialect.name == "postgresql":
+            self._vacuum_full()
+            return
         if not self.is_sqlite:
             return
         raw = self.engine.raw_connection()  # outside any transaction: VACUUM needs that
@@ -187,6 +207,16 @@ class Database:
             raise LedgerUnavailable(f"cannot rewrite the log at {self.url}: {err}") from err
         finally:
             raw.close()
+
+    def _vacuum_full(self) -> None:
+        """PostgreSQL: VACUUM FULL the log's tables (outside a transaction, as it must be)."""
+        tables = ", ".join(table.name for table in metadata.sorted_tables)
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql(f"VACUUM FULL {tables}")
+        except DatabaseError as err:
+            raise self._db_error(err) from err
 
     def close(self) -> None:
         self.engine.dispose()
