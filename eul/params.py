@@ -201,11 +201,14 @@ class LogParams(_Section):
     `deadline_days`: until the request is suppressed (a deployed model forgets it);
     `erasure_days`: until it is erased (the deployed weights were trained without its rows
     and every artifact trained on them is deleted). Both count from submission.
+    `anchors`: the file each batch report appends the log's head to (`eul.pipeline.anchors`),
+    so that a log cut short or rewritten after it shows in the audit.
     """
 
     url: str = "sqlite:///state/deletion-log.sqlite"
     deadline_days: int = Field(30, ge=1)
     erasure_days: int = Field(30, ge=1)
+    anchors: str = "state/log-anchors.jsonl"
 
 
 class GateParams(_Section):

@@ -263,3 +263,39 @@ def unique_text_subjects(rows: list[dict]) -> list[str]:
         if len(own) >= 2 and not any(t in o for t in own for o in others):
             subjects.append(subject)
     return subjects
+
+
+# -- tampering with a deletion log ----------------------------------------------------------
+
+
+def cut_last_entry(db_path: str | Path, subject_id: str | None = None) -> None:
+    """Delete the SQLite log's last entry and reset its head and the request's state row to
+    what the entries before it say, as someone covering their tracks would: `verify()` still
+    passes. `subject_id`: the raw subject the row held before the cut entry keyed it (a
+    purge does), known to whoever kept a copy."""
+    import sqlite3
+
+    with sqlite3.connect(db_path) as con:
+        seq, rid = con.execute(
+            "SELECT seq, request_id FROM ledger_entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        new_seq, new_hash = con.execute(
+            "SELECT seq, hash FROM ledger_entries WHERE seq = ?", (seq - 1,)
+        ).fetchone()
+        last_seq, status, at = con.execute(
+            "SELECT seq, status, at FROM ledger_entries WHERE request_id = ? AND seq < ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (rid, seq),
+        ).fetchone()
+        con.execute("DELETE FROM ledger_entries WHERE seq = ?", (seq,))
+        con.execute("UPDATE ledger_head SET seq = ?, hash = ?", (new_seq, new_hash))
+        con.execute(
+            "UPDATE ledger_requests SET status = ?, last_seq = ?, updated_at = ? "
+            "WHERE request_id = ?",
+            (status, last_seq, at, rid),
+        )
+        if subject_id is not None:
+            con.execute(
+                "UPDATE ledger_requests SET subject_id = ? WHERE request_id = ?", (subject_id, rid)
+            )
+    con.close()

@@ -1,6 +1,7 @@
 """`eul audit`: the requests the production model honours, those pending or overdue, at
-both levels (suppressed at / deadline, erased at / erasure deadline), and the deletion log's
-chain check; exit status 1 when something is wrong."""
+both levels (suppressed at / deadline, erased at / erasure deadline), the deletion log's
+chain check and its check against the anchors of its head and the registry; exit status 1
+when something is wrong."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def audit_project(
     if problem:
         raise RunError("; ".join(problem))
     with Ledger(log_url or ctx.log_url, params_path=ctx.params_path) as ledger:
-        report = audit(ledger, ctx.settings, now=moment)
+        report = audit(ledger, ctx, now=moment)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -79,9 +80,12 @@ def register(subparsers: Any) -> None:
         description="For the production version in the MLflow registry: the requests it "
         "honours (version, deployment, purge hashes), those pending or overdue, each with "
         "its level (pending, suppressed, erased), when it was suppressed and erased, and both "
-        "deadlines; and the deletion log's chain check. Exit status 1 when a request is "
-        "overdue for suppression or for erasure, deployed in the log but not honoured by "
-        "production, or the chain is broken.",
+        "deadlines; the deletion log's chain check; and the log against the anchors of its "
+        "head (registered versions' tags, the anchors file, the DVC remotes) and every "
+        "deployment against the registry. Exit status 1 when a request is overdue for "
+        "suppression or for erasure, deployed in the log but not honoured by production or "
+        "by the version it names, the chain is broken, or the log was cut short or rewritten "
+        "after an anchor.",
     )
     add_project_options(aud)
     aud.add_argument(

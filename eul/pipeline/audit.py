@@ -9,6 +9,10 @@ what was deleted). Each level has its deadline: `deadline` (suppression) and the
 deadline (`log.erasure_days` after submission). The report is a problem when a request is
 overdue at either level, when the log says a request was deployed but the production version
 does not cover it (e.g. the alias was moved back by hand), or when the log's chain is broken.
+It is a problem too when the log contradicts an anchor of its head (a registered version's
+tags, the anchors file, a DVC remote: `eul.pipeline.anchors`), which shows a log cut short
+or rewritten; or when a request deployed or later names a version the registry does not
+hold, or one that does not cover it.
 
 Only ids, statuses, times, versions and hashes appear: the log holds nothing else.
 """
@@ -17,12 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eul.pipeline.gates import gate_details
+from eul.pipeline.integrity import integrity_check
 from eul.stores.log.config import DEFAULT_ERASURE_DAYS
 from eul.stores.log.schema import DONE_STATUSES, SUPPRESSED_STATUSES, Entry, RequestState, utcnow
 from eul.stores.log.store import Ledger
+
+if TYPE_CHECKING:
+    from eul.pipeline.context import Context
 
 PRODUCTION_TAGS = (
     "covered_request_count",
@@ -48,10 +56,12 @@ def build_report(
     chain: Mapping[str, Any],
     now: datetime | None = None,
     erasure_days: int = DEFAULT_ERASURE_DAYS,
+    integrity: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The audit from plain values: the log's requests and their `deployed`/`purged`/
     `erased` entries, the production version, its tags and covered ids, the chain check,
-    and the days a request may take to be erased (`log.erasure_days`)."""
+    the days a request may take to be erased (`log.erasure_days`) and the anchor and
+    registry check (`integrity_check`; not checked when None)."""
     now = now or utcnow()
     marks: dict[str, dict[str, Entry]] = {"deployed": {}, "purged": {}, "erased": {}}
     for entry in entries:
@@ -121,6 +131,7 @@ def build_report(
         and not erasure_overdue
         and not not_honoured
         and not missing
+        and not (integrity or {}).get("findings")
     )
     return {
         "generated_at": now.isoformat(timespec="seconds"),
@@ -138,14 +149,17 @@ def build_report(
         "erasure_overdue": erasure_overdue,
         "not_honoured": not_honoured,
         "covered_but_not_in_log": missing,
+        "integrity": dict(integrity) if integrity is not None else None,
     }
 
 
-def audit(ledger: Ledger, settings: Any, now: datetime | None = None) -> dict[str, Any]:
-    """The audit of the production version in the registry at `settings` against `ledger`."""
+def audit(ledger: Ledger, ctx: Context, now: datetime | None = None) -> dict[str, Any]:
+    """The audit of the production version in the project's registry against `ledger`,
+    with the check of the log's anchors and deployments (`integrity_check`)."""
     from eul.stores.registry.tags import covered_request_ids
     from eul.stores.registry.versions import PRODUCTION, get_alias_version, version_tags
 
+    settings = ctx.settings
     version = get_alias_version(settings, PRODUCTION)
     tags = version_tags(settings, version) if version is not None else {}
     report = ledger.verify()
@@ -157,15 +171,18 @@ def audit(ledger: Ledger, settings: Any, now: datetime | None = None) -> dict[st
     }
     if not report.ok:
         chain.update(broken_seq=report.broken_seq, reason=report.reason)
+    states = ledger.list()
+    entries = ledger.entries(("deployed", "purged", "erased"))
     return build_report(
-        ledger.list(),
-        ledger.entries(("deployed", "purged", "erased")),
+        states,
+        entries,
         version,
         tags,
         covered_request_ids(tags),
         chain,
         now,
         erasure_days=ledger.erasure_days,
+        integrity=integrity_check(ledger, ctx, states, entries),
     )
 
 
@@ -250,6 +267,7 @@ def format_markdown(report: Mapping[str, Any], limit: int = 50) -> str:
     log = report["log"]
     chain = "verified" if log.get("ok") else f"BROKEN at entry {log.get('broken_seq')}"
     lines.append(f"Deletion log: {log.get('entries', 0)} entries, hash chain {chain}.")
+    lines += integrity_lines(report.get("integrity"), limit)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items())) or "none"
     lines += [f"Requests by status: {counts}.", ""]
     if report["overdue"]:
@@ -282,6 +300,36 @@ def format_markdown(report: Mapping[str, Any], limit: int = 50) -> str:
         if len(rows) > limit:
             lines.append(f"| ... {len(rows) - limit} more (see --json) | | | | | | | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def integrity_lines(
+    integrity: Mapping[str, Any] | None, limit: int = 50, strong: str = "**"
+) -> list[str]:
+    """The anchor and registry check for people: one line when all agree, else each
+    finding (`strong` marks the problem line: Markdown bold, or nothing for a terminal)."""
+    if integrity is None:
+        return []
+    stores = ", ".join(f"{k} {v}" for k, v in sorted(integrity["stores"].items())) or "none yet"
+    head = f"Anchors of the log's head: {integrity['anchors']} checked ({stores})"
+    findings = integrity["findings"]
+    if not findings:
+        return [f"{head}; the log agrees with each, and every deployment with the registry."]
+    lines = [f"{strong}{head}; {len(findings)} problem(s):{strong}"]
+    lines += [f"- {f['message']}" for f in findings[:limit]]
+    if len(findings) > limit:
+        lines.append(f"- ... {len(findings) - limit} more (see --json)")
+    return [*lines, ""]
+
+
+def anchor_markdown(anchor: Mapping[str, Any]) -> str:
+    """The head a batch report anchored, and where (`eul.pipeline.anchors.write_anchor`)."""
+    stores = anchor.get("stores") or []
+    if not stores:
+        return "The log is empty: no head to anchor.\n"
+    return (
+        f"Log head anchored: entry {anchor['log_seq']} (hash {str(anchor['log_hash'])[:12]}) "
+        f"in {', '.join(stores)}.\n"
+    )
 
 
 def batch_markdown(summary: Mapping[str, Any]) -> str:

@@ -281,6 +281,65 @@ def test_verify_exits_1_and_names_the_broken_entry(capsys, log, tmp_path) -> Non
     assert code == 1 and json.loads(out)["broken_seq"] == 2
 
 
+def test_verify_with_the_registry_finds_a_purge_cut_from_the_log(
+    capsys, log, tmp_path, monkeypatch
+) -> None:
+    from conftest import cut_last_entry
+
+    from eul.pipeline import integrity
+    from eul.pipeline.anchors import write_anchor
+    from eul.pipeline.context import load_context
+
+    # given a request deployed in version 1 (its tags: the head it was cut at, what it covers)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ledger = Ledger(log[1])
+    ledger.submit(subject_id="s1", request_id="k1")
+    ledger.validate({"s1": ["r1"]})
+    ledger.mark("k1", "unlearned")
+    ledger.mark("k1", "fused", model_version=1)
+    seq, head = ledger.head()
+    ledger.mark("k1", "deployed", model_version=1, log_seq=seq, log_hash=head)
+    tags = {"log_seq": str(seq), "log_hash": head, "covered_request_ids": "k1"}
+    registry = {1: tags}
+    monkeypatch.setattr(integrity, "_version_records", lambda settings: registry)
+    # and purged, the batch report anchoring the head after the purge
+    evidence = {
+        "rows_removed": 1,
+        "row_hmac": ["hmac-sha256:" + "a" * 64],
+        "data_dvc_md5_before": "a" * 32,
+        "data_dvc_md5_after": "b" * 32,
+        "remotes_swept": [],
+        "purge_log": "data/purge-log.jsonl",
+        "purged_at": "2026-12-01T00:00:00+00:00",
+    }
+    ledger.mark("k1", "purged", evidence=evidence)
+    write_anchor(load_context(tmp_path), ledger, "nightly-1")
+    assert (tmp_path / "state" / "log-anchors.jsonl").is_file()
+    # then the log agrees with both anchors and the registry
+    code, out, _ = run(capsys, "requests", "verify", "--registry", *log)
+    assert code == 0, out
+    assert "Anchors of the log's head: 2 checked (anchors file 1, versions 1)" in out
+    # when the purged entry is deleted and the head and state row reset to match
+    cut_last_entry(tmp_path / "log.sqlite", subject_id="s1")
+    # then the chain alone checks out, but against its anchors it does not
+    code, out, _ = run(capsys, "requests", "verify", *log)
+    assert code == 0 and out.startswith("chain OK")
+    code, out, _ = run(capsys, "requests", "verify", "--registry", *log)
+    assert code == 1
+    assert f"anchors file line 1 recorded entry {seq + 2}" in out
+    assert f"the log was truncated or rewritten after seq {seq}" in out
+    code, out, _ = run(capsys, "requests", "verify", "--registry", "--json", *log)
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is True and report["registry"]["ok"] is False
+    [finding] = report["registry"]["findings"]
+    assert finding["kind"] == "anchor" and finding["seq"] == seq + 2
+    # and a deployment naming a version the registry does not hold is a finding too
+    registry.clear()
+    code, out, _ = run(capsys, "requests", "verify", "--registry", *log)
+    assert code == 1
+    assert "k1 was deployed in version 1" in out and "which the registry does not hold" in out
+
+
 def test_snapshot_writes_the_partition_file(capsys, log, data, tmp_path) -> None:
     run(capsys, "requests", "submit", "--subject", "s1", "--request-id", "k1", *log)
     run(capsys, "requests", "validate", "--data", data, *log)

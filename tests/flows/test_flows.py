@@ -22,7 +22,7 @@ for _name, _value in (
 ):
     os.environ.setdefault(_name, _value)
 
-from conftest import STORE_ENV, unique_text_subjects  # noqa: E402
+from conftest import STORE_ENV, cut_last_entry, unique_text_subjects  # noqa: E402
 
 from eul.cli.main import main  # noqa: E402
 from eul.fusion.fuse import FusionState  # noqa: E402
@@ -114,9 +114,14 @@ def request_runs(root: Path) -> list:
 def audit_cli(*args: str) -> tuple[int, str]:
     """`eul audit ARGS`: exit status and output. (Not capsys: Prefect's log handler would
     keep writing to the stream capsys closes after the test.)"""
+    return eul_cli("audit", *args)
+
+
+def eul_cli(*args: str) -> tuple[int, str]:
+    """`eul ARGS`: exit status and output (see `audit_cli`)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["audit", *args])
+        code = main(list(args))
     return code, out.getvalue()
 
 
@@ -207,6 +212,20 @@ def test_nightly_batch_end_to_end(project):
     assert history["req-a"][0].details["subject_hmac"] == keyed(key, a)
     assert not any(a in json.dumps(e.details) for e in history["req-a"])
     assert not any("s9999" in json.dumps(e.details) for e in history["req-nobody"])
+    # and the report anchored the log's head after the purge, in the anchors file and on the
+    # DVC remote, and the audit checked the log against it and version 1's tags
+    with Ledger(ctx.log_url) as ledger:
+        head_seq, head_hash = ledger.head()
+    [line] = (project / "state/log-anchors.jsonl").read_text().splitlines()
+    written = json.loads(line)
+    assert (written["log_seq"], written["log_hash"]) == (head_seq, head_hash)
+    assert written["batch"] == summary["batch_id"] and sorted(written) == [
+        "at", "batch", "log_hash", "log_seq"]  # fmt: skip
+    [stored] = (project / ".dvc-remote/eul-anchors").iterdir()
+    assert stored.name.startswith(f"{head_seq:012d}-") and json.loads(stored.read_text())
+    assert f"Log head anchored: entry {head_seq}" in markdown.data
+    assert report["integrity"] == {"ok": True, "anchors": 3, "findings": [], "stores": {
+        "anchors file": 1, "remote local": 1, "versions": 1}}  # fmt: skip
 
     # when a new request arrives and the next batch runs
     [d] = [s for s in unique_subjects(project, 5) if s not in (a, b, c)][:1]
@@ -219,6 +238,21 @@ def test_nightly_batch_end_to_end(project):
         "req-a", "req-b", "req-d", "ticket.7"]  # fmt: skip
     state = FusionState.load(ctx.workdir / "batches" / second["batch_id"] / "state")
     assert state.requests == ["req-a", "req-b", "ticket.7", "req-d"]
+
+    # when req-d's purged entry is cut from the log, its head and state row reset to match
+    assert statuses(project)["req-d"] == "purged"
+    cut_last_entry(project / "state/deletion-log.sqlite", subject_id=d)
+    # then the chain alone checks out, and req-d looks deployed (version 2 covers it)
+    verify = ("requests", "verify", "--log-url", ctx.log_url, "--params", str(ctx.params_path))
+    assert eul_cli(*verify)[0] == 0
+    assert statuses(project)["req-d"] == "deployed"
+    # but the second report's anchors (file and remote) show the cut, to the audit and to
+    # `eul requests verify --registry`
+    code, out = audit_cli("--project", str(project))
+    assert code == 1, out
+    assert out.count("the log was truncated or rewritten after seq") == 2, out
+    code, out = eul_cli(*verify, "--registry")
+    assert code == 1 and "remote local recorded entry" in out, out
 
 
 def test_a_failed_gate_registers_without_promoting_until_a_reviewer_decides(project):

@@ -103,6 +103,29 @@ def test_a_broken_chain_or_an_unknown_covered_id_fails_the_audit(ledger):
     assert unknown["covered_but_not_in_log"] == ["ghost"] and unknown["ok"] is False
 
 
+def test_an_anchor_the_log_contradicts_fails_the_audit(ledger):
+    # given the check of the log against its anchors and the registry
+    agreed = {"ok": True, "anchors": 3, "stores": {"versions": 2, "anchors file": 1},
+              "findings": []}  # fmt: skip
+    cut = {**agreed, "ok": False, "findings": [
+        {"kind": "anchor", "message": "anchors file line 1 recorded entry 14 with hash "
+         "0123456789ab, but the log ends at entry 13: the log was truncated or rewritten "
+         "after seq 12", "seq": 14}]}  # fmt: skip
+    # then an agreeing check leaves the audit OK and says what was checked
+    ok = build_report(ledger.list(), [], 4, {}, ["honoured", "rolled-back"], {"ok": True},
+                      now=utcnow(), integrity=agreed)  # fmt: skip
+    assert ok["ok"] is True and ok["integrity"] == agreed
+    assert "Anchors of the log's head: 3 checked (anchors file 1, versions 2); the log " \
+        "agrees with each" in format_markdown(ok)  # fmt: skip
+    # and a contradicted anchor fails it, with the finding in the report
+    bad = build_report(ledger.list(), [], 4, {}, ["honoured", "rolled-back"], {"ok": True},
+                       now=utcnow(), integrity=cut)  # fmt: skip
+    assert bad["ok"] is False
+    markdown = format_markdown(bad)
+    assert "3 checked (anchors file 1, versions 2); 1 problem(s):**" in markdown
+    assert "- anchors file line 1 recorded entry 14" in markdown
+
+
 def test_no_production_version_yet(ledger):
     report = build_report(ledger.list(), [], None, {}, [], {"ok": True}, now=utcnow())
     assert report["honoured"] == []

@@ -312,3 +312,48 @@ def delete_remote_objects(root: str | Path, remote: str, oids: Iterable[str]) ->
         for oid in sorted(present):
             odb.fs.rm_file(odb.oid_to_path(oid))
     return len(present)
+
+
+# -- small files beside the objects of a remote -------------------------------------------
+
+
+def write_remote_file(root: str | Path, remote: str, relpath: str, data: bytes) -> bool:
+    """Write `data` to `relpath` under `remote`'s root (beside `files/md5`, which `dvc gc`
+    leaves alone), unless a file is there already: nothing is overwritten. Returns whether it
+    wrote."""
+    try:
+        with _repo(root) as repo:
+            found = repo.cloud.get_remote(remote, "anchors")
+            path = found.fs.join(found.path, *relpath.split("/"))
+            if found.fs.exists(path):
+                return False
+            found.fs.makedirs(found.fs.parent(path), exist_ok=True)
+            found.fs.pipe_file(path, data)
+            return True
+    except Exception as err:
+        raise _remote_error(root, remote, "write to", err) from None
+
+
+def read_remote_files(root: str | Path, remote: str, folder: str) -> dict[str, bytes]:
+    """Every file under `folder` of `remote`'s root, by name relative to that folder;
+    {} when there is no such folder."""
+    try:
+        with _repo(root) as repo:
+            found = repo.cloud.get_remote(remote, "anchors")
+            top = found.fs.join(found.path, *folder.strip("/").split("/"))
+            try:
+                paths = sorted(found.fs.find(top))
+            except FileNotFoundError:
+                return {}
+            return {found.fs.relpath(p, top): found.fs.cat_file(p) for p in paths}
+    except Exception as err:
+        raise _remote_error(root, remote, "read", err) from None
+
+
+def _remote_error(root: str | Path, remote: str, doing: str, err: Exception) -> DvcError:
+    """A one-line DvcError for a failed remote access, credentials replaced by ***."""
+    if isinstance(err, DvcError):
+        return err
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    message = redacted(lines[0] if lines else type(err).__name__, root=root)
+    return DvcError(f"could not {doing} remote {remote}: {message}")
