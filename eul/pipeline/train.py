@@ -6,7 +6,6 @@ layer folder's done.json is the proof, and a rerun reads it back.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -19,7 +18,9 @@ from eul.pipeline.files import (
     file_sha256,
     layer_key,
     numeric_metrics,
+    read_done,
     replace_dir,
+    write_done,
     write_json,
 )
 from eul.pipeline.marks import mark_unlearned
@@ -80,7 +81,7 @@ def train_request(
     folder = layer_folder(ctx, request_id)
     done_file = folder / DONE_FILE
     if done_file.is_file():
-        result = LayerResult.from_json(json.loads(done_file.read_text()), skipped=True)
+        result = LayerResult.from_json(read_done(folder), skipped=True)
         mark_unlearned(ctx, result)
         return result
     rows = partition.requests[request_id].rows
@@ -89,7 +90,7 @@ def train_request(
         # the request's rows are not in the training split: nothing to unlearn, only to purge
         result = LayerResult(request_id, rows, production.version, trained_on, None)
         tmp = folder.with_name(folder.name + ".tmp")
-        write_json(tmp / DONE_FILE, result.to_json())
+        write_done(tmp, result.to_json())
         replace_dir(tmp, folder)
         mark_unlearned(ctx, result)
         return result
@@ -153,7 +154,7 @@ def _train_layer(
         metrics=clean_json(metrics),
         epochs=len(outcome.history),
     )
-    write_json(tmp / DONE_FILE, result.to_json())
+    write_done(tmp, result.to_json())
     replace_dir(tmp, folder)
     mark_unlearned(ctx, result)
     # the rest: files, hashes, the log's `unlearned` entry
