@@ -307,9 +307,13 @@ def shown_id(value: Any) -> str:
     return f"{value[:4]!r}... ({len(value)} characters)"
 
 
+def is_valid_id(value: Any) -> bool:
+    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
+
+
 def check_id(value: Any, what: str) -> str:
     """`value` if it is a well-formed id (subject, record or request), else LedgerError."""
-    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+    if not is_valid_id(value):
         raise LedgerError(
             f"bad {what} {shown_id(value)}: use 1-128 letters, digits or ._:@/+- "
             "(starting with a letter or digit)"
