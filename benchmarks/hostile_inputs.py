@@ -240,7 +240,12 @@ def try_file(name: str, spec: RequestFile, folder: Path) -> Handled:
     path.write_bytes(content)
     url = f"sqlite:///{folder / 'log.sqlite'}"
     started = time.perf_counter()
-    code, err = submit_file(path, url)
+    here = Path.cwd()
+    os.chdir(folder)  # the command reads params.yaml (and the log's key) from here
+    try:
+        code, err = submit_file(path, url)
+    finally:
+        os.chdir(here)
     seconds = time.perf_counter() - started
     rows = _row_count(url)
     problems = []
