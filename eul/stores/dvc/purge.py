@@ -374,6 +374,19 @@ def _rewrite_and_sweep(
     return problems
 
 
+def _write_entry(ledger: Path, entry: dict[str, Any], replace_intent: bool) -> None:
+    """Append `entry` to the ledger; with `replace_intent`, in place of the intent entry
+    this run appended last (so a run that ends, cleanly or not, leaves one entry)."""
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    lines = ledger.read_text(encoding="utf-8").splitlines() if ledger.is_file() else []
+    if replace_intent and lines and json.loads(lines[-1]).get("intent"):
+        lines.pop()
+    lines.append(json.dumps(entry, sort_keys=True))
+    tmp = ledger.with_name(ledger.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, ledger)
+
+
 def purge(
     requests: Sequence[PurgeRequest],
     root: str | Path = ".",
@@ -409,6 +422,10 @@ def purge(
 
     problems: list[str] = []
     finished = False
+    ledger = root / params.purge.ledger
+    # the evidence is in the ledger before any row goes: a process killed mid purge (no
+    # `finally` runs) leaves it there for the rerun, which finds the rows already gone
+    _write_entry(ledger, {**evidence, "clean": False, "intent": True}, replace_intent=False)
     try:
         problems = _rewrite_and_sweep(
             target, records_path, kept_bytes if removed else None, needles, evidence
@@ -421,10 +438,7 @@ def purge(
         ) from None
     finally:
         evidence["clean"] = finished and not problems
-        ledger = root / params.purge.ledger
-        ledger.parent.mkdir(parents=True, exist_ok=True)
-        with ledger.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(evidence, sort_keys=True) + "\n")
+        _write_entry(ledger, evidence, replace_intent=True)
     if problems:
         raise PurgeError(f"purge check failed: {'; '.join(problems[:5])}")
     return evidence
