@@ -266,9 +266,10 @@ def run_batch(
         finally:
             if proc.poll() is None:
                 _kill_group(proc)
-    tail = log.read_text(errors="replace")[-4000:]
+    text = log.read_text(errors="replace")
+    tail = text[-4000:]
     result = None
-    for line in reversed(tail.splitlines()):
+    for line in reversed(text.splitlines()):
         if line.startswith("{"):
             try:
                 result = json.loads(line)
