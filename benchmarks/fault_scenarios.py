@@ -144,7 +144,7 @@ def kills_during_work(setup: Setup) -> Row:
     kills = [
         h.Kill(when=LAYER_TMP, delay_s=round(rng.uniform(0.0, 1.0), 2)),
         h.Kill(when=BATCH_FOLDER),
-        *(h.Kill(after_s=round(rng.uniform(8.0, 35.0), 1)) for _ in range(3)),
+        *(h.Kill(after_s=round(rng.uniform(8.0, 25.0), 1)) for _ in range(3)),
     ]
     row = Row(
         "SIGKILL mid training, as fusion starts, at random times",
@@ -161,6 +161,9 @@ def kills_during_work(setup: Setup) -> Row:
             row.runs += 1
             if run.ok:
                 row.note += f"finished before {kill.describe()}; "
+                found = h.check(root, env, submitted)
+                _tally(row, found, submitted)
+                survived &= found.ok
                 continue
             row.injected += int(run.killed)
             survived &= _interim(row, root, env, submitted)
