@@ -21,9 +21,13 @@ test: $(VENV)
 	$(VENV)/bin/ruff check eul tasks flows benchmarks scripts tests
 	$(VENV)/bin/python -m pytest -q --durations=15 -m "not reliability"
 
-# The long failure drills (every drill point of the nightly batch), outside `make test`.
+# The long failure drills (every drill point of the nightly batch) and the fault suite,
+# outside `make test`; then the reliability table from the same runs (docs/reliability.md).
 reliability: $(VENV)
-	$(VENV)/bin/python -m pytest -q -m reliability
+	@rows=$$(mktemp); \
+	EUL_RELIABILITY_ROWS=$$rows $(VENV)/bin/python -m pytest -q -m reliability; tests=$$?; \
+	$(VENV)/bin/python -m benchmarks.reliability --rows $$rows; table=$$?; \
+	rm -f $$rows; test $$tests -eq 0 && test $$table -eq 0
 
 lint: $(VENV)
 	$(VENV)/bin/ruff check eul tasks flows benchmarks scripts tests

@@ -265,9 +265,14 @@ class CompactionParams(_Section):
     the share of training rows forgotten since the base was trained, or the number of
     requests fused on top of it, passes its threshold; or a suppressed request's erasure
     deadline (`log.erasure_days`) is less than `erasure_lead_days` away (the lead leaves
-    time for the retrain, a reviewer's promotion, the purge and the erase step)."""
+    time for the retrain, a reviewer's promotion, the purge and the erase step).
+    A single pending request whose rows are more than `max_request_share` of the training
+    rows gets no layer (one small layer cannot forget that much, and its batch would fail
+    the gates for every other request in it): the nightly batch leaves it to `compact`,
+    which is then due, retrains without its rows and covers it."""
 
     max_forget_share: float = Field(0.05, gt=0.0, le=1.0)
+    max_request_share: float = Field(0.2, gt=0.0, le=1.0)
     max_requests: int = Field(50, ge=1)
     erasure_lead_days: int = Field(5, ge=0)
 

@@ -51,7 +51,9 @@ def compact(
         if status.due or force:
             with run.clock("partition"):
                 split = partition(ctx, snapshot)
-            plan = plan_batch(ctx, production, [], snapshot, "compaction")
+            # requests too large for a layer: the retrain leaves their rows out and covers them
+            oversized = status.oversized
+            plan = plan_batch(ctx, production, oversized, snapshot, "compaction")
             run.planned(plan)
             registered = find_registered(ctx, plan)
             if registered is None:
@@ -59,7 +61,7 @@ def compact(
                     model = retrain(ctx, plan)
                 with run.clock("evaluate"):
                     evaluation = evaluate(
-                        ctx, production, model.base_dir, model.layer_dir, split, []
+                        ctx, production, model.base_dir, model.layer_dir, split, oversized
                     )
                 verdict = check_gates(ctx, evaluation)
                 with run.clock("register"):

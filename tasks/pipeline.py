@@ -33,6 +33,21 @@ from eul.pipeline.results import (
 )
 
 
+def retryable(task: object, task_run: object, state: object) -> bool:
+    """Retry a training that may pass on a second try (a store that did not answer), not one
+    that diverged or met a corrupted file: those fail the same way again."""
+    from eul.methods.loop import DivergedError
+    from eul.pipeline.files import CorruptFileError
+
+    try:
+        state.result()  # type: ignore[attr-defined]  # raises the task's exception
+    except (DivergedError, CorruptFileError):
+        return False
+    except Exception:  # noqa: BLE001 - any other failure may pass on a second try
+        return True
+    return True
+
+
 @task(name="production-model", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def production_model(ctx: Context) -> Production:
     """The production version (downloaded once), or the DVC-trained base before any."""
@@ -63,6 +78,7 @@ def find_registered(ctx: Context, plan: Plan) -> Registered | None:
     tags=["gpu"],
     retries=2,
     retry_delay_seconds=10,
+    retry_condition_fn=retryable,
     cache_policy=NO_CACHE,
 )
 def train_layer(
@@ -76,7 +92,14 @@ def train_layer(
     return train.train_request(ctx, production, request_id, partition, below or [])
 
 
-@task(name="train-stack", tags=["gpu"], retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="train-stack",
+    tags=["gpu"],
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retryable,
+    cache_policy=NO_CACHE,
+)
 def train_stack(
     ctx: Context, production: Production, request_ids: list[str], partition: Partition
 ) -> list[LayerResult]:

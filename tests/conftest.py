@@ -181,6 +181,7 @@ STORE_ENV = (
     "EUL_MLFLOW_ARTIFACTS",
     "EUL_MLFLOW_MODEL",
     "EUL_MLFLOW_EXPERIMENT",
+    "EUL_DRILL_KILL",
 )
 
 # Small enough that `dvc repro` and a whole batch take seconds; every gate passes.

@@ -97,9 +97,20 @@ def check_params(root: Path, params_file: str) -> tuple[Check, Params | None]:
 
 
 def check_drill(ctx: Context) -> Check | None:
-    """A failure drill (`pipeline.drill_fail_at`) set makes every batch stop on purpose:
-    a WARN while one is set, nothing otherwise."""
+    """A failure drill (`pipeline.drill_fail_at`) set makes every batch stop on purpose, a
+    kill drill ($EUL_DRILL_KILL) kill it: a WARN while one is set, nothing otherwise."""
+    import os
+
+    from eul.pipeline.context import KILL_ENV
+
     point = ctx.drill_fail_at
+    if os.environ.get(KILL_ENV, "").strip():
+        return Check(
+            "failure drill",
+            WARN,
+            f"{KILL_ENV} is set: a batch reaching its drill point kills itself (SIGKILL)",
+            f"unset {KILL_ENV} (production must leave it unset)",
+        )
     if point is None:
         return None
     return Check(

@@ -84,6 +84,23 @@ class FusionStats:
             target_sq={p: self.target_sq[p] + other.target_sq[p] for p in self.positions},
         )
 
+    def __sub__(self, other: FusionStats) -> FusionStats:
+        """The statistics without `other`'s (a request taken back out of a total): the sums
+        simply subtract. Refused where `other` holds more tokens than the total."""
+        if not isinstance(other, FusionStats):
+            return NotImplemented
+        negated = FusionStats(
+            positions=list(other.positions),
+            gram={p: -g for p, g in other.gram.items()},
+            cross={p: -c for p, c in other.cross.items()},
+            count={p: -n for p, n in other.count.items()},
+            target_sq={p: -t for p, t in other.target_sq.items()},
+        )
+        total = self + negated
+        if any(n < 0 for n in total.count.values()):
+            raise ValueError("cannot take out statistics of more tokens than the total holds")
+        return total
+
     def __radd__(self, other: object) -> FusionStats:
         """Lets `sum(list_of_stats)` work (it starts from 0)."""
         if other == 0:

@@ -62,8 +62,18 @@ class TeacherCache:
         return idx, logp
 
 
+class DivergedError(RuntimeError):
+    """Training went non-finite (NaN or infinite loss or weights): the layer is refused, never
+    saved, fused or deployed. Deterministic, so retrying the same settings does not help."""
+
+
 class Stepper:
-    """One optimiser step at a time on the new layer, counted against `max_steps`."""
+    """One optimiser step at a time on the new layer, counted against `max_steps`.
+
+    Every step checks the loss before it and the layer's weights after it: a diverged run
+    stops there with `DivergedError` instead of writing NaN weights that would fuse into
+    every later version.
+    """
 
     def __init__(
         self,
@@ -81,6 +91,8 @@ class Stepper:
     def step(self, loss: torch.Tensor) -> None:
         if self.penalty is not None:
             loss = loss + self.penalty()
+        if not bool(torch.isfinite(loss.detach()).all()):
+            self._diverged(self.steps + 1, f"the loss is {loss.detach().float().sum().item()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -88,6 +100,17 @@ class Stepper:
         self.scheduler.step()
         self.steps += 1
         self.bar.update()
+        with torch.no_grad():  # one check (one device sync) for all of the layer's weights
+            finite = torch.stack([torch.isfinite(p).all() for p in self.params]).all()
+        if not bool(finite):
+            self._diverged(self.steps, "the layer's weights are not finite after it")
+
+    def _diverged(self, step: int, what: str) -> None:
+        raise DivergedError(
+            f"training diverged at step {step}: {what}; the layer is refused "
+            "(nothing saved, fused or deployed). Lower unlearn.lr or the objective's weights "
+            "in params.yaml and run the batch again"
+        )
 
     @property
     def out_of_steps(self) -> bool:

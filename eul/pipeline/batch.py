@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from eul.pipeline import gates as gate_checks
 from eul.pipeline.context import BATCH_KEY_TAG, FUSED_LAYER, Context, PipelineError
-from eul.pipeline.files import canonical, replace_dir
+from eul.pipeline.files import canonical, read_done, replace_dir
 from eul.pipeline.production import Production, load_base, load_serving
 from eul.pipeline.results import (
     Evaluation,
@@ -146,6 +146,7 @@ def _add_layers(
         if request_id in state.requests:
             already.append(request_id)
             continue
+        read_done(Path(result.layer_dir))  # every file as written, or CorruptFileError
         name = layers.load_layer(result.layer_dir)
         if layers.configs[name] != state.config:
             raise PipelineError(f"the layer of {request_id} has another basis than production's")

@@ -58,6 +58,45 @@ def erasure_due(
     return due
 
 
+def oversized_requests(
+    states: list[RequestState], train_ids: set[str], limit: float
+) -> dict[str, float]:
+    """{request id: share of the training rows} of the validated requests whose rows are more
+    than `limit` of the training rows (`compaction.max_request_share`): too much for one small
+    layer to forget, so they get none and wait for a compaction instead."""
+    if not train_ids:
+        return {}
+    found = {}
+    for state in states:
+        if state.status != "validated":
+            continue
+        share = len(set(state.matched_ids or state.record_ids) & train_ids) / len(train_ids)
+        if share > limit:
+            found[state.request_id] = share
+    return found
+
+
+def routing_note(oversized: dict[str, float]) -> str:
+    """What the nightly batch says of the requests it leaves to compaction."""
+    shown = ", ".join(f"{rid} ({share:.0%})" for rid, share in sorted(oversized.items()))
+    return (
+        f"routed to compaction, no layer: {shown} of the training rows, more than "
+        "compaction.max_request_share each; the `compact` flow is due and retrains without "
+        "their rows"
+    )
+
+
+def for_compaction(ctx: Context, states: list[RequestState]) -> dict[str, float]:
+    """`oversized_requests` against the prepared training split (none without one)."""
+    from eul.stores.dvc.partition import read_rows
+
+    path = ctx.prepared("train.jsonl")
+    if not path.is_file():
+        return {}
+    train_ids = set(read_rows(path).record_ids)
+    return oversized_requests(states, train_ids, ctx.params.compaction.max_request_share)
+
+
 def stacked_requests(production: Production) -> list[str]:
     """The requests fused on top of the production version's base model."""
     if production.state_dir is None:
@@ -115,6 +154,15 @@ def compaction_status(
         reasons.append(f"forget share {share:.3f} > {limits.max_forget_share}")
     if len(stacked) > limits.max_requests:
         reasons.append(f"{len(stacked)} stacked requests > {limits.max_requests}")
+    oversized = oversized_requests(
+        list(states.values()), set(train.record_ids), limits.max_request_share
+    )
+    if oversized:
+        reasons.append(
+            f"{len(oversized)} pending request(s) over compaction.max_request_share "
+            f"({limits.max_request_share:.0%}) of the training rows each: only a retrain "
+            "forgets them"
+        )
     found = base_compaction(ctx, production)
     trained_without = set(trained_without_ids(found[1])) if found else set()
     deadline_due = erasure_due(
@@ -139,6 +187,7 @@ def compaction_status(
         due=bool(reasons),
         reasons=reasons,
         erasure_due=deadline_due,
+        oversized=sorted(oversized),
     )
 
 

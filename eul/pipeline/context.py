@@ -8,6 +8,7 @@ Every step reads what it needs from the log's statuses and from files in the wor
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,10 @@ DONE_FILE = "done.json"
 MODEL_LIMIT = "eul-model"
 # The points where `pipeline.drill_fail_at` stops a batch (eul.params.DrillPoint).
 FAIL_POINTS: tuple[str, ...] = get_args(DrillPoint)
+# A kill drill: with this variable set, a drill point ends its process by SIGKILL instead of
+# raising (no cleanup, no `finally`, as a power cut or the OOM killer would). "1" kills at the
+# point `pipeline.drill_fail_at` names; a point's name kills there whatever params.yaml says.
+KILL_ENV = "EUL_DRILL_KILL"
 
 
 class PipelineError(RuntimeError):
@@ -101,9 +106,13 @@ class Context:
 
 def fail_point(ctx: Context, name: str) -> None:
     """Raise here when `pipeline.drill_fail_at` names this point: lets tests (and drills)
-    interrupt a batch at a known step and check that a rerun finishes it."""
+    interrupt a batch at a known step and check that a rerun finishes it. With $EUL_DRILL_KILL
+    set (`KILL_ENV`), the process is killed here instead (SIGKILL to itself)."""
     if name not in FAIL_POINTS:
         raise ValueError(f"{name!r} is not a failure drill point ({', '.join(FAIL_POINTS)})")
+    kill = os.environ.get(KILL_ENV, "").strip()
+    if kill == name or (kill == "1" and ctx.drill_fail_at == name):
+        os.kill(os.getpid(), signal.SIGKILL)
     if ctx.drill_fail_at == name:
         raise PipelineError(f"failure injected at {name!r} (pipeline.drill_fail_at)")
 

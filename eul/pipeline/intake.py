@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from eul.pipeline.compaction import for_compaction
 from eul.pipeline.context import PENDING, Context, PipelineError
 from eul.pipeline.files import file_sha256
 from eul.pipeline.marks import reconcile
@@ -32,14 +33,18 @@ def snapshot_log(ctx: Context, production: Production) -> Snapshot:
             validated, rejected = report.validated, sorted(report.rejected)
         reconciled = reconcile(ledger, production)
         snap = ledger.write_snapshot(ctx.root / params.partition.snapshot, statuses=PENDING)
+        # in the snapshot (the partition keeps their rows out of the retained set), not in
+        # `pending`: no layer is trained for them
+        to_compaction = for_compaction(ctx, ledger.list(status="validated"))
     return Snapshot(
         log_seq=snap["log_seq"],
         log_hash=snap["log_hash"],
         validated=validated,
         rejected=rejected,
         reconciled=reconciled,
-        pending=[r["request_id"] for r in snap["requests"]],
+        pending=[r["request_id"] for r in snap["requests"] if r["request_id"] not in to_compaction],
         statuses={r["request_id"]: r["status"] for r in snap["requests"]},
+        to_compaction=to_compaction,
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from eul.pipeline.batch import Plan
+from eul.pipeline.compaction import routing_note
 from eul.pipeline.context import Clock, Context
 from eul.pipeline.gates import failure_reasons
 from eul.pipeline.production import Production
@@ -74,6 +75,9 @@ class RunSummary:
         )
         if only is not None:
             self.summary["not_pending"] = sorted(set(only) - set(snapshot.pending))
+        if snapshot.to_compaction:
+            self.summary["to_compaction"] = sorted(snapshot.to_compaction)
+            self.summary["to_compaction_note"] = routing_note(snapshot.to_compaction)
 
     def compaction_started(self, production: Production, status: CompactionStatus) -> None:
         self.summary.update(

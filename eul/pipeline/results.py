@@ -26,6 +26,9 @@ class Snapshot:
     reconciled: list[str]
     pending: list[str]
     statuses: dict[str, str]
+    # validated requests too large for a layer ({id: share of the training rows}), left out
+    # of `pending` for the `compact` flow (`eul.pipeline.compaction.oversized_requests`)
+    to_compaction: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ class CompactionStatus:
     due: bool
     reasons: list[str]
     erasure_due: list[str] = field(default_factory=list)
+    oversized: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

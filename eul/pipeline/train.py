@@ -26,7 +26,9 @@ from eul.pipeline.files import (
     file_sha256,
     layer_key,
     numeric_metrics,
+    read_done,
     replace_dir,
+    write_done,
     write_json,
 )
 from eul.pipeline.marks import mark_unlearned
@@ -92,7 +94,7 @@ def train_request(
     folder = layer_folder(ctx, request_id)
     done_file = folder / DONE_FILE
     if done_file.is_file():
-        result = LayerResult.from_json(json.loads(done_file.read_text()), skipped=True)
+        result = LayerResult.from_json(read_done(folder), skipped=True)
         result = _with_run(ctx, folder, result)
         mark_unlearned(ctx, result)
         return result
@@ -102,7 +104,7 @@ def train_request(
         # the request's rows are not in the training split: nothing to unlearn, only to purge
         result = LayerResult(request_id, rows, production.version, trained_on, None)
         tmp = folder.with_name(folder.name + ".tmp")
-        write_json(tmp / DONE_FILE, result.to_json())
+        write_done(tmp, result.to_json())
         replace_dir(tmp, folder)
         mark_unlearned(ctx, result)
         return result
@@ -165,7 +167,7 @@ def _train_layer(
         epochs=len(outcome.history),
     )
     fail_point(ctx, "before-done")
-    write_json(tmp / DONE_FILE, result.to_json())
+    write_done(tmp, result.to_json())
     replace_dir(tmp, folder)
     fail_point(ctx, "after-done")
     with clock("layer_mlflow"):

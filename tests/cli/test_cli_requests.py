@@ -147,7 +147,7 @@ def test_bad_request_files_give_one_line_naming_the_line(
 
 def test_bad_submit_arguments_give_one_line_errors(capsys, log, tmp_path) -> None:
     err = one_line_error(capsys, "requests", "submit", "--subject", "bad id", *log)
-    assert "bad subject id 'bad id'" in err
+    assert "bad subject id 'bad '... (6 characters)" in err
     err = one_line_error(capsys, "requests", "submit", "--record-ids", ",", *log)
     assert "give ids separated by commas" in err
     (tmp_path / "f.txt").write_text("subject:s1\n")

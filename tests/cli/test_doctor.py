@@ -120,6 +120,11 @@ def test_a_failure_drill_left_set_is_a_warning_with_its_fix(project, capsys) -> 
     assert "'after-register'" in drill.detail and "drill_fail_at: null" in drill.hint
     assert "\n" not in drill.line()
     assert [c for c in found.values() if c.status == FAIL] == []
+    # and a kill drill in the environment is one too
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EUL_DRILL_KILL", "1")
+        kill = by_name(run_doctor(project, models=False))["failure drill"]
+    assert kill.status == WARN and "EUL_DRILL_KILL is set" in kill.detail
     # and a project without a drill has no such line
     del params["pipeline"]
     (project / "params.yaml").write_text(yaml.safe_dump(params))

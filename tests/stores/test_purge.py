@@ -291,3 +291,46 @@ def test_purge_deletes_the_copies_an_older_version_left_in_the_datasets_cache(
     assert other and all(p.is_dir() for p in other)
     assert evidence["datasets_cache"] == {"folders_scanned": 2, "folders_removed": 1}
     assert _files_with([cache], purged_text.encode()) == []
+
+
+KILLED_PURGE = """
+import os, signal, sys
+from eul.params import Params
+from eul.stores.dvc import dvcstore
+from eul.stores.dvc import purge as purging
+
+def killed(*args, **kwargs):  # the rows are rewritten; the process dies as the sweep starts
+    os.kill(os.getpid(), signal.SIGKILL)
+
+purging._sweep = killed
+purging.purge([purging.PurgeRequest("req-1", record_ids=(sys.argv[2],))], sys.argv[1], Params())
+"""
+
+
+def test_a_purge_killed_after_removing_rows_leaves_their_evidence_for_the_rerun(project):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from eul.stores.dvc.purge import earlier_removals
+
+    # given a purge SIGKILLed after it rewrote the data (no `finally` of it runs)
+    root = project
+    row = _rows(root / "data/raw/records.jsonl")[3]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    killed = subprocess.run([sys.executable, "-c", KILLED_PURGE, str(root), row["record_id"]],
+                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert row["record_id"] not in {r["record_id"] for r in _rows(root / "data/raw/records.jsonl")}
+    # then the ledger holds what it removed, keyed, written before the rows went
+    (entry,) = _rows(root / PARAMS.purge.ledger)
+    assert entry["intent"] is True and entry["clean"] is False
+    removal = earlier_removals(root / PARAMS.purge.ledger)["req-1"]
+    assert removal["rows_removed"] == 1 and removal["record_ids"] == [row["record_id"]]
+    assert len(removal["row_hmac"]) == 1
+    # and the rerun finds the rows gone and finishes, one entry of its own added
+    evidence = purge([PurgeRequest("req-1", record_ids=(row["record_id"],))], root, PARAMS)
+    assert evidence["clean"] is True and evidence["rows_removed"] == 0
+    assert len(_rows(root / PARAMS.purge.ledger)) == 2
+    assert earlier_removals(root / PARAMS.purge.ledger)["req-1"] == removal

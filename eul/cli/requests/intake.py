@@ -38,8 +38,8 @@ def parse_request_line(line: str) -> RequestSpec | None:
     if text.startswith("{"):
         try:
             value = json.loads(text)
-        except ValueError as err:
-            raise LedgerError(f"not valid JSON ({err.args[0].split(':')[0]})") from err
+        except (ValueError, RecursionError) as err:  # a JSON line nested too deep to read
+            raise LedgerError(f"not valid JSON ({str(err).split(':')[0]})") from err
         if not isinstance(value, dict):
             raise LedgerError("a JSON line must be an object")
         if "subject" in value:

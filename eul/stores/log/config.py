@@ -54,8 +54,8 @@ def _days(name: str, days: int | None, default: int, params_path: str | Path) ->
     value: Any = days
     if value is None:
         value = _read_params_log(params_path).get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LedgerError(f"{name} must be a whole number of days >= 1, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 36_500:
+        raise LedgerError(f"{name} must be a whole number of days, 1 to 36500, not {value!r:.20}")
     return value
 
 

@@ -11,7 +11,15 @@ from typing import Any
 
 from eul.runtime.evidence import PREFIX
 from eul.stores.log.config import resolve_deadline_days
-from eul.stores.log.schema import STATUSES, LedgerError, RequestSpec, check_id, new_request_id
+from eul.stores.log.schema import (
+    STATUSES,
+    LedgerError,
+    RequestSpec,
+    check_id,
+    is_valid_id,
+    new_request_id,
+    shown_id,
+)
 
 # The reason a subject request matching nothing is rejected with; it never names the subject
 # (the log keeps it forever).
@@ -19,7 +27,8 @@ NO_SUBJECT_RECORDS = "no records for the subject"
 
 
 def unknown_request(request_id: str) -> str:
-    return f"no request {request_id!r} in the log; check the id (`eul requests list`)"
+    shown = repr(request_id) if is_valid_id(request_id) else shown_id(request_id)  # not in full
+    return f"no request {shown} in the log; check the id (`eul requests list`)"
 
 
 def shown_ids(ids: Sequence[str], limit: int = 10) -> str:

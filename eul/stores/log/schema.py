@@ -299,11 +299,23 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
+def shown_id(value: Any) -> str:
+    """A bad id as an error shows it: its first 4 characters and its length, never all of it
+    (an id may be personal data, and a hostile one may be 10 kB or hold control characters)."""
+    if not isinstance(value, str):
+        return f"(a {type(value).__name__}, not text)"
+    return f"{value[:4]!r}... ({len(value)} characters)"
+
+
+def is_valid_id(value: Any) -> bool:
+    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
+
+
 def check_id(value: Any, what: str) -> str:
     """`value` if it is a well-formed id (subject, record or request), else LedgerError."""
-    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+    if not is_valid_id(value):
         raise LedgerError(
-            f"bad {what} {value!r}: use 1-128 letters, digits or ._:@/+- "
+            f"bad {what} {shown_id(value)}: use 1-128 letters, digits or ._:@/+- "
             "(starting with a letter or digit)"
         )
     return value
