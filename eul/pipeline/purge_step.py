@@ -25,6 +25,9 @@ def _evidence(params: Any, evidence: dict[str, Any], found: dict[str, Any]) -> d
         "data_dvc_md5_after": earlier.get("new_md5") or evidence["new_md5"],
         "rows_removed": found["rows_removed"],
         "row_hmac": found["row_hmac"],
+        # matched record ids no longer in the data (an earlier purge of a request that shared
+        # them removed them): the log checks every matched id is accounted for
+        "rows_already_gone": len(found.get("missing_record_ids") or []),
         "remotes_swept": evidence["remotes_swept"],
         "purge_log": params.purge.ledger,
         "purged_at": earlier.get("purged_at") or evidence["purged_at"],

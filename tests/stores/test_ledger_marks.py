@@ -130,7 +130,8 @@ def _without(name: str) -> dict:
         ({**purge_evidence(3), "remotes_swept": "storage"}, "remotes_swept must be a list"),
         (purge_evidence(2), "removes 2 row\\(s\\) but it matched 3 record\\(s\\)"),
         (purge_evidence(0), "removes 0 row\\(s\\) but it matched 3"),
-        (purge_evidence(4), "removes 4 row\\(s\\) but it matched 3"),
+        ({**purge_evidence(1), "rows_already_gone": 1}, "removes 1 row.* 1 already gone"),
+        ({**purge_evidence(3), "rows_already_gone": -1}, "rows_already_gone must be a count"),
     ],
 )
 def test_purged_without_the_purge_steps_evidence_is_refused(ledger, evidence, message) -> None:
@@ -147,6 +148,20 @@ def test_purged_with_one_keyed_row_per_matched_record_is_recorded(ledger) -> Non
     assert state.status == "purged" and state.note == "3 rows removed"
     assert ledger.get("req-a").history[-1].details == {"evidence": evidence}
     assert ledger.verify().ok
+
+
+@pytest.mark.parametrize(
+    "evidence",
+    [
+        purge_evidence(4),  # a row of the subject added after validation went too
+        {**purge_evidence(2), "rows_already_gone": 1},  # one shared row removed earlier
+        {**purge_evidence(0), "rows_already_gone": 3},  # all of them, by an earlier purge
+    ],
+)
+def test_purged_accounting_for_every_matched_record_is_recorded(ledger, evidence) -> None:
+    _deployed(ledger)
+    ledger.mark("req-a", "purged", evidence=evidence)
+    assert ledger.get("req-a").state.status == "purged" and ledger.verify().ok
 
 
 # -- ids equal but for case -----------------------------------------------------------------

@@ -60,13 +60,18 @@ def check_covered(conn: Connection, request_ids: Sequence[str], details: dict[st
 
 
 def check_purge_count(request_id: str, matched_ids: str | None, details: dict[str, Any]) -> None:
-    """The purge removed one row per record id the request matched at validation (counts
-    only in the error: never the ids)."""
-    rows = purge_rows(details.get("evidence"))
+    """The purge accounts for every record id the request matched at validation: a keyed
+    row removed for each, or counted as already gone (`rows_already_gone`: removed by an
+    earlier purge of another request that shared it). It may remove more (a subject's rows
+    added after validation go too). Counts only in the error: never the ids."""
+    evidence = details.get("evidence")
+    rows = purge_rows(evidence)
+    gone = evidence.get("rows_already_gone", 0) if isinstance(evidence, dict) else 0
     matched = len(json.loads(matched_ids)) if matched_ids else 0
-    if rows != matched:
+    if rows + gone < matched:
         raise LedgerError(
-            f"cannot mark {request_id} purged: its evidence removes {rows} row(s) but it "
-            f"matched {matched} record(s) at validation; the purge evidence is not this "
-            "request's"
+            f"cannot mark {request_id} purged: its evidence removes {rows} row(s)"
+            + (f" and finds {gone} already gone" if gone else "")
+            + f" but it matched {matched} record(s) at validation; the purge evidence is "
+            "not this request's"
         )

@@ -138,6 +138,9 @@ def purge_rows(evidence: Any) -> int:
     for name in ("data_dvc_md5_before", "data_dvc_md5_after", "purged_at", "purge_log"):
         if not isinstance(evidence[name], str) or not evidence[name]:
             raise LedgerError(f"purged evidence {name} must be a non-empty string")
+    gone = evidence.get("rows_already_gone", 0)
+    if not _is_count(gone) or gone < 0:
+        raise LedgerError("purged evidence rows_already_gone must be a count (0 or more)")
     remotes = evidence["remotes_swept"]
     if not isinstance(remotes, list) or not all(isinstance(r, str) for r in remotes):
         raise LedgerError("purged evidence remotes_swept must be a list of remote names")
