@@ -563,7 +563,7 @@ def concurrent_submitters(scratch: Path, writers: int = 3, each: int = 120) -> R
         codes = [p.wait(timeout=300) for p in procs]
         row.injected = 1
         expected = {f"req-{i:04d}" for a, b in ranges for i in range(a, b)}
-        with Ledger(url, params_path=folder / "absent.yaml") as ledger:
+        with Ledger(url, params_path=folder / "absent.yaml", evidence_key=b"k" * 32) as ledger:
             report = ledger.verify()
             ids = [s.request_id for s in ledger.list()]
         with sqlite3.connect(db) as conn:
@@ -610,7 +610,7 @@ def killed_log_writer(scratch: Path) -> Row:
         folder = scratch / "killed-writer"
         folder.mkdir(parents=True)
         url, marker = f"sqlite:///{folder / 'log.sqlite'}", folder / "marker"
-        with Ledger(url, params_path=folder / "absent.yaml") as ledger:
+        with Ledger(url, params_path=folder / "absent.yaml", evidence_key=b"k" * 32) as ledger:
             ledger.submit(subject_id="s1", request_id="kept-1")
         writer = subprocess.Popen([sys.executable, "-c", CRASHING_WRITER, url, str(marker)],
                                   env=h.base_env())  # fmt: skip
@@ -620,7 +620,7 @@ def killed_log_writer(scratch: Path) -> Row:
         writer.kill()
         writer.wait()
         row.injected = 1 if writer.returncode == -signal.SIGKILL else 0
-        with Ledger(url, params_path=folder / "absent.yaml") as ledger:
+        with Ledger(url, params_path=folder / "absent.yaml", evidence_key=b"k" * 32) as ledger:
             ok = ledger.verify().ok
             ids = [s.request_id for s in ledger.list()]
             ledger.submit(subject_id="s2", request_id="after-kill")

@@ -35,8 +35,10 @@ from eul.stores.dvc import dvcstore  # noqa: E402
 # a tiny model trained for hundreds of steps turns that into different results.
 torch.set_num_threads(1)
 
-# The `postgres_server`, `postgres_url` and `module_postgres_url` fixtures (tests/postgres.py).
-pytest_plugins = ["postgres"]
+# Fixtures kept in their own modules (a second conftest.py would shadow this one where tests
+# import from it): `postgres_server`, `postgres_url` and `module_postgres_url`
+# (tests/postgres.py); `fault_prefect` and `fault_setup` (tests/fault_fixtures.py).
+pytest_plugins = ["postgres", "fault_fixtures"]
 
 TINY_SPEC = ModelSpec(vocab_size=800, d_model=64, num_layers=2, num_heads=4, d_ff=256)
 

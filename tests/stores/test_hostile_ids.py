@@ -15,7 +15,7 @@ def test_a_hostile_id_is_refused_without_being_echoed(tmp_path, name) -> None:
     assert outcome.handled, outcome.note
 
 
-def test_odd_valid_ids_keep_their_names_and_case_only_differences_stay_apart(tmp_path) -> None:
+def test_odd_valid_ids_keep_their_names_and_one_differing_only_in_case_is_refused(tmp_path) -> None:
     outcomes = try_valid_ids(tmp_path)
     assert [o.note for o in outcomes if not o.handled] == []
     assert outcomes[-1].name == "ids differing in case only" and len(CASE_PAIR) == 2

@@ -313,7 +313,7 @@ def test_a_purge_killed_after_removing_rows_leaves_their_evidence_for_the_rerun(
     import subprocess
     import sys
 
-    from eul.stores.dvc.purge import earlier_removals
+    from eul.stores.dvc.purge_ledger import pending_intent
 
     # given a purge SIGKILLed after it rewrote the data (no `finally` of it runs)
     root = project
@@ -323,14 +323,18 @@ def test_a_purge_killed_after_removing_rows_leaves_their_evidence_for_the_rerun(
                             env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert row["record_id"] not in {r["record_id"] for r in _rows(root / "data/raw/records.jsonl")}
-    # then the ledger holds what it removed, keyed, written before the rows went
+    # then the ledger holds what it removes, keyed, as an intent written before the rows went
     (entry,) = _rows(root / PARAMS.purge.ledger)
-    assert entry["intent"] is True and entry["clean"] is False
-    removal = earlier_removals(root / PARAMS.purge.ledger)["req-1"]
+    assert entry["stage"] == "intent" and pending_intent(root / PARAMS.purge.ledger) == entry
+    (removal,) = entry["requests"]
     assert removal["rows_removed"] == 1 and removal["record_ids"] == [row["record_id"]]
     assert len(removal["row_hmac"]) == 1
-    # and the rerun finds the rows gone and finishes, one entry of its own added
+    # and the rerun finishes that purge with its evidence: one `done` record of the same purge
     evidence = purge([PurgeRequest("req-1", record_ids=(row["record_id"],))], root, PARAMS)
-    assert evidence["clean"] is True and evidence["rows_removed"] == 0
-    assert len(_rows(root / PARAMS.purge.ledger)) == 2
-    assert earlier_removals(root / PARAMS.purge.ledger)["req-1"] == removal
+    assert evidence["clean"] is True and evidence["purge_id"] == entry["purge_id"]
+    (again,) = [r for r in evidence["requests"] if r["request_id"] == "req-1"]
+    assert again["row_hmac"] == removal["row_hmac"]
+    records = _rows(root / PARAMS.purge.ledger)  # the rerun's own intent, then `done`
+    assert [r["stage"] for r in records] == ["intent", "intent", "done"]
+    assert {r["purge_id"] for r in records} == {entry["purge_id"]}
+    assert pending_intent(root / PARAMS.purge.ledger) is None

@@ -1,7 +1,8 @@
-"""What the fault scenarios share: the built flow project to copy (tests/conftest.py's
-`flow_template`), a Prefect server of their own for the batches they run as subprocesses,
-and the rows they write for the reliability table (`$EUL_RELIABILITY_ROWS`, which `make
-reliability` sets so that `benchmarks.reliability --rows` reuses them)."""
+"""What the fault scenarios (tests/reliability/) share: the built flow project to copy
+(tests/conftest.py's `flow_template`), a Prefect server of their own for the batches they
+run as subprocesses, and the rows they write for the reliability table
+(`$EUL_RELIABILITY_ROWS`, which `make reliability` sets so that `benchmarks.reliability
+--rows` reuses them)."""
 
 from __future__ import annotations
 
