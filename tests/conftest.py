@@ -261,3 +261,27 @@ def unique_text_subjects(rows: list[dict]) -> list[str]:
         if len(own) >= 2 and not any(t in o for t in own for o in others):
             subjects.append(subject)
     return subjects
+
+
+# -- the fault suite (tests/reliability/) ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fault_prefect(tmp_path_factory):
+    """A Prefect server of its own for the batches the fault scenarios run as subprocesses;
+    yields its API URL."""
+    from benchmarks import fault_harness
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with fault_harness.prefect_server(tmp_path_factory.mktemp("fault-prefect")) as api:
+        yield api
+
+
+@pytest.fixture
+def fault_setup(tmp_path, flow_template, fault_prefect):
+    """What a fault scenario (`benchmarks.fault_scenarios`) gets: the built flow project to
+    copy, a scratch folder and the Prefect API. The rows the scenarios return go to
+    $EUL_RELIABILITY_ROWS for the reliability table (tests/reliability/fault_checks.py)."""
+    from benchmarks.fault_scenarios import Setup
+
+    return Setup(flow_template, tmp_path, fault_prefect)
