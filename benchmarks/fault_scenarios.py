@@ -356,7 +356,7 @@ def full_disk(setup: Setup) -> Row:
                     subprocess.run(["mount", "-o", "remount,size=64m", str(artifacts)], check=True)
                 survived &= _finish(row, root, env, submitted)
                 row.survived = 1 if survived else 0
-                row.note = _first_error(run)
+                row.note = _first_error(run, root)
         finally:
             if tmpfs:
                 subprocess.run(["umount", "-l", str(artifacts)], capture_output=True)
@@ -374,8 +374,8 @@ def _limited(root: Path, limit: int) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def _first_error(run: h.BatchRun) -> str:
-    error = (run.result or {}).get("error") or ""
+def _first_error(run: h.BatchRun, root: Path) -> str:
+    error = ((run.result or {}).get("error") or "").replace(f"{root.parent}/", "")
     return f"the failing run said: {error[:160]}" if error else ""
 
 
@@ -455,7 +455,7 @@ def corrupted_layer(setup: Setup) -> Row:
         shutil.rmtree(layers[0].parent)
         survived = refused and not found.versions and _finish(row, root, env, submitted)
         row.survived = 1 if survived else 0
-        row.note = "refused: " + error[:90]
+        row.note = "refused: " + error.replace(f"{root}/", "")[:160]
     return row
 
 
@@ -483,7 +483,7 @@ def racing_batches(setup: Setup) -> Row:
             thread.join()
         row.runs += 2
         row.injected = 1
-        outcomes = [r.result.get("outcome") or r.result.get("error", "")[:80] if r.result else
+        outcomes = [r.result.get("outcome") or r.result.get("error", "")[:140] if r.result else
                     f"exit {r.returncode}" for r in runs]  # fmt: skip
         row.note = "; ".join(str(o) for o in outcomes)
         survived = _finish(row, root, env, submitted)

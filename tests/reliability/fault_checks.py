@@ -1,4 +1,7 @@
-"""The fault tests' shared asserts, and the rows they leave for the reliability table."""
+"""The fault tests' shared asserts, and the rows they leave for the reliability table
+(`$EUL_RELIABILITY_ROWS`, which `make reliability` sets so that `benchmarks.reliability
+--rows` reuses them). Their fixtures, `fault_setup` and `fault_prefect`, are in tests/conftest.py
+(a conftest.py here would shadow that one for `from conftest import ...`)."""
 
 from __future__ import annotations
 
