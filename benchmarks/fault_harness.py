@@ -323,6 +323,7 @@ class Check:
     versions: int = 0
     production: int | None = None
     unfinished_runs: int = 0
+    superseded_runs: int = 0
 
     @property
     def ok(self) -> bool:
@@ -406,10 +407,14 @@ def _check_registry(root: Path, settings: Any, found: Check) -> None:
                                   max_results=5000)  # fmt: skip
         per: dict[str, list[str]] = {}
         for run in runs:
+            if "eul.superseded_by" in run.data.tags:
+                found.superseded_runs += 1
+                continue
             per.setdefault(run.data.tags.get("eul.request_id", "?"), []).append(run.info.status)
         for request_id, run_states in per.items():
             # a run a kill left unfinished is an earlier try (the purge deletes its files
-            # too); two finished runs are the request's layer trained and logged twice
+            # too), and one a rebuilt layer superseded is history (tagged so); two finished
+            # live runs are the request's layer trained and logged twice
             if run_states.count("FINISHED") > 1:
                 found.problems.append(
                     f"{request_id} has {run_states.count('FINISHED')} finished MLflow runs"

@@ -57,8 +57,6 @@ NAMES = (*BATCH_SCENARIOS, *LOG_SCENARIOS, "bad-input")
 KNOWN_DUPLICATES = {
     "race": "two batches racing build the same batch at once: registered twice, a layer "
     "logged twice (the eul-model concurrency limit prevents it)",
-    "corrupt-layer": "a layer rebuilt after its folder was deleted is logged again: two "
-    "finished MLflow runs for its request",
 }
 
 

@@ -306,10 +306,14 @@ def test_a_keyed_run_is_found_again_instead_of_logged_twice(store, folders):
     # when a rerun logs them again with the same keys, then it gets the same runs back
     assert log_request_run(settings, "req-1", folders.layer, metrics, key="k-req-1") == first
     assert log_batch_run(settings, "b1", ["req-1"], {"test_acc": 0.8}, key="k-b1") == batch
-    # while another key is another run
+    # while another key (a layer rebuilt) is another run, which supersedes the first: one run
+    # of the request stays live
     other = log_request_run(settings, "req-1", folders.layer, metrics, key="k-req-1b")
     assert other != first
-    assert [r.info.run_id for r in find_runs(settings, {"eul.request_key": "k-req-1"})] == [first]
+    (earlier,) = find_runs(settings, {"eul.request_key": "k-req-1"})
+    assert earlier.info.run_id == first and earlier.data.tags["eul.superseded_by"] == other
+    (latest,) = find_runs(settings, {"eul.request_key": "k-req-1b"})
+    assert "eul.superseded_by" not in latest.data.tags
     assert [r.info.run_id for r in find_runs(settings, {"eul.batch_key": "k-b1"})] == [batch]
 
 

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 # of its layer (request id and layer checksum), a batch's run by the batch key (the tag its
 # registered version carries too).
 REQUEST_KEY_TAG = "eul.request_key"
+# Set on a request's earlier run once a rebuilt layer (its folder deleted, say after a
+# corruption was refused) logged a new one: one live run per request, the history kept.
+SUPERSEDED_TAG = "eul.superseded_by"
 BATCH_KEY_TAG = "eul.batch_key"
 
 
@@ -208,7 +211,7 @@ def log_request_run(
     if key is not None:
         tags[REQUEST_KEY_TAG] = key
     with tracking(settings) as client:
-        return _log_run(
+        run_id = _log_run(
             client,
             _experiment_id(client, settings, settings.experiment),
             f"request-{request_id}",
@@ -220,6 +223,23 @@ def log_request_run(
             {"evaluation.json": dict(metrics) if evaluation is None else evaluation},
             key_tag=REQUEST_KEY_TAG if key is not None else None,
         )
+        _supersede_earlier(client, run_id, request_id)
+        return run_id
+
+
+def _supersede_earlier(client: MlflowClient, run_id: str, request_id: str) -> None:
+    """Tag the request's other runs (a layer built before this one) as superseded by
+    `run_id`, so that exactly one run per request is live."""
+    if "'" in request_id:
+        raise ValueError("request ids may not hold quotes")
+    experiment_id = client.get_run(run_id).info.experiment_id
+    earlier = client.search_runs(
+        [experiment_id],
+        f"tags.`eul.kind` = 'request' and tags.`eul.request_id` = '{request_id}'",
+    )
+    for run in earlier:
+        if run.info.run_id != run_id and SUPERSEDED_TAG not in run.data.tags:
+            client.set_tag(run.info.run_id, SUPERSEDED_TAG, run_id)
 
 
 def log_batch_run(
