@@ -583,15 +583,17 @@ def concurrent_submitters(scratch: Path, writers: int = 3, each: int = 120) -> R
     return row
 
 
+# A log writer that inserts argv[3] requests in one transaction, says so in the marker file
+# and waits uncommitted to be killed (tests/stores/test_ledger.py runs it too).
 CRASHING_WRITER = """
 import os, sys, time
 from pathlib import Path
 from eul.stores.log.store import Ledger
-url, marker = sys.argv[1], Path(sys.argv[2])
+url, marker, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 ledger = Ledger(url, params_path=os.devnull + ".absent", evidence_key=b"k" * 32)
 
 def requests():
-    for i in range(5000):
+    for i in range(count):
         yield {"subject_id": f"s{i}", "request_id": f"crash-{i:05d}"}
     marker.write_text("all rows written, not committed")
     time.sleep(120)
@@ -612,7 +614,7 @@ def killed_log_writer(scratch: Path) -> Row:
         url, marker = f"sqlite:///{folder / 'log.sqlite'}", folder / "marker"
         with Ledger(url, params_path=folder / "absent.yaml", evidence_key=b"k" * 32) as ledger:
             ledger.submit(subject_id="s1", request_id="kept-1")
-        writer = subprocess.Popen([sys.executable, "-c", CRASHING_WRITER, url, str(marker)],
+        writer = subprocess.Popen([sys.executable, "-c", CRASHING_WRITER, url, str(marker), "5000"],
                                   env=h.base_env())  # fmt: skip
         deadline = time.monotonic() + 120
         while not marker.exists() and writer.poll() is None and time.monotonic() < deadline:

@@ -20,6 +20,7 @@ from log_evidence import anchor, deploy, purge, purge_evidence
 from sqlalchemy import event, text
 
 import eul
+from benchmarks.fault_scenarios import CRASHING_WRITER
 from eul.data.records import Record
 from eul.runtime.evidence import evidence_key, is_keyed, keyed
 from eul.stores.log.config import DEFAULT_URL, resolve_deadline_days, resolve_url
@@ -612,6 +613,8 @@ def test_verify_detects_a_current_state_that_disagrees(ledger) -> None:
 SUBMITTER = """
 import os, sys, time
 from eul.stores.log.store import Ledger
+
+from benchmarks.fault_scenarios import CRASHING_WRITER
 url, start, stop, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 ledger = Ledger(url, params_path=os.devnull + ".absent", evidence_key=b"k" * 32)
 open(f"{go}.ready-{start}", "w").close()
@@ -668,23 +671,6 @@ def test_threads_sharing_one_ledger_lose_and_duplicate_nothing(ledger) -> None:
     assert ledger.verify().entries == 120
 
 
-CRASHING_WRITER = """
-import os, sys, time
-from pathlib import Path
-from eul.stores.log.store import Ledger
-url, marker = sys.argv[1], Path(sys.argv[2])
-ledger = Ledger(url, params_path=os.devnull + ".absent", evidence_key=b"k" * 32)
-
-def requests():
-    for i in range(20000):
-        yield {"subject_id": f"s{i}", "request_id": f"crash-{i:05d}"}
-    marker.write_text("all rows written, not committed")
-    time.sleep(120)
-
-ledger.submit_many(requests())
-"""
-
-
 def test_a_writer_killed_mid_transaction_leaves_the_log_consistent(tmp_path, db) -> None:
     # Given a log with two committed requests
     url = f"sqlite:///{db}"
@@ -695,7 +681,7 @@ def test_a_writer_killed_mid_transaction_leaves_the_log_consistent(tmp_path, db)
     # And a writer that has inserted 20,000 more in one open transaction
     marker = tmp_path / "marker"
     writer = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_WRITER, url, str(marker)], env=_python_env()
+        [sys.executable, "-c", CRASHING_WRITER, url, str(marker), "20000"], env=_python_env()
     )
     try:
         deadline = time.monotonic() + 60
