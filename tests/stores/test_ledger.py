@@ -20,7 +20,7 @@ from log_evidence import anchor, deploy, purge, purge_evidence
 from sqlalchemy import event, text
 
 import eul
-from benchmarks.fault_scenarios import CRASHING_WRITER
+from benchmarks.fault_scenarios import CRASHING_WRITER, SUBMITTER
 from eul.data.records import Record
 from eul.runtime.evidence import evidence_key, is_keyed, keyed
 from eul.stores.log.config import DEFAULT_URL, resolve_deadline_days, resolve_url
@@ -609,20 +609,6 @@ def test_verify_detects_a_current_state_that_disagrees(ledger) -> None:
 
 
 # -- concurrency and crashes --------------------------------------------------------------
-
-SUBMITTER = """
-import os, sys, time
-from eul.stores.log.store import Ledger
-
-from benchmarks.fault_scenarios import CRASHING_WRITER
-url, start, stop, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-ledger = Ledger(url, params_path=os.devnull + ".absent", evidence_key=b"k" * 32)
-open(f"{go}.ready-{start}", "w").close()
-while not os.path.exists(go):
-    time.sleep(0.002)
-for i in range(start, stop):
-    ledger.submit(subject_id=f"s{i % 37}", request_id=f"req-{i:04d}")
-"""
 
 
 def test_processes_submitting_at_once_lose_and_duplicate_nothing(tmp_path, log_url) -> None:
