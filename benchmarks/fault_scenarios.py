@@ -463,11 +463,12 @@ def corrupted_layer(setup: Setup) -> Row:
 
 
 def racing_batches(setup: Setup) -> Row:
-    """Two nightly batches started at once on the same production (no Prefect concurrency
-    limit), after two sets of requests: both sets must end honoured, whether both batches
-    finish or one is refused and rerun; none dropped or registered twice."""
+    """Two nightly batches started at once on the same production after two sets of
+    requests, the `eul-model` slot (which the flows create) ordering them: both sets must end
+    honoured, whether both batches finish or one is refused and rerun; none dropped or
+    registered twice."""
     row = Row("two batches racing for production",
-              "two `python -m flows nightly` started together, no eul-model limit")  # fmt: skip
+              "two `python -m flows nightly` started together, one eul-model slot")  # fmt: skip
     with _timed(row):
         root = setup.project("race")
         env = setup.env()

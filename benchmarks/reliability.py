@@ -54,10 +54,7 @@ LOG_SCENARIOS: dict[str, Callable[[Path], scenarios.Row]] = {
 NAMES = (*BATCH_SCENARIOS, *LOG_SCENARIOS, "bad-input")
 # Findings the suite reports but does not fail on (as the tests xfail them): scenario -> why.
 # They count as duplicated in the table; lost requests are never a known issue.
-KNOWN_DUPLICATES = {
-    "race": "two batches racing build the same batch at once: registered twice, a layer "
-    "logged twice (the eul-model concurrency limit prevents it)",
-}
+KNOWN_DUPLICATES: dict[str, str] = {}
 
 
 def earlier_rows(path: Path | None) -> dict[str, dict[str, Any]]:

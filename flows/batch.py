@@ -10,10 +10,11 @@ batch.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from prefect.concurrency.sync import concurrency
+from prefect.logging import get_logger
 
 from eul.pipeline.batch import plan_batch
 from eul.pipeline.checks import check_project
@@ -67,13 +68,51 @@ def ensure_model_limit() -> None:
         )
 
 
+# The slot's lease: renewed every 45 s while its flow runs, so a killed flow's slot is free
+# again about a minute later (plus the server's 15 s sweep), not after Prefect's default 5
+# minutes. 60 s is the shortest lease the server accepts.
+MODEL_SLOT_LEASE_S = 60.0
+# A flow waits for the slot as long as it takes (another batch may train for hours), saying
+# every few minutes what it waits for.
+MODEL_SLOT_NOTICE_S = 300.0
+
+
 @contextmanager
-def model_slot() -> Iterator[None]:
+def model_slot(notice_s: float = MODEL_SLOT_NOTICE_S) -> Iterator[None]:
     """Hold the `eul-model` slot for the whole flow run, the limit created first where it is
-    missing (`ensure_model_limit`); strict, so a slot that cannot be taken is an error."""
+    missing (`ensure_model_limit`); strict, so a slot that cannot be taken is an error. While
+    another flow holds it, a warning every `notice_s` seconds says so and how to free a slot
+    that no living flow holds (`stale_slot_advice`)."""
     ensure_model_limit()
-    with concurrency(MODEL_LIMIT, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+    waited = 0.0
+    with ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(
+                    concurrency(
+                        MODEL_LIMIT,
+                        occupy=1,
+                        timeout_seconds=notice_s,
+                        strict=True,
+                        lease_duration=MODEL_SLOT_LEASE_S,
+                        raise_on_lease_renewal_failure=False,
+                    )
+                )
+                break
+            except TimeoutError:
+                waited += notice_s
+                get_logger("eul").warning(stale_slot_advice(waited))
         yield
+
+
+def stale_slot_advice(waited_s: float) -> str:
+    return (
+        f"waiting for the {MODEL_LIMIT!r} slot for {waited_s / 60:.0f} min: another flow "
+        f"moves production. If none runs, a killed flow's slot is freed when its "
+        f"{MODEL_SLOT_LEASE_S:.0f} s lease expires on a Prefect server; a flow run without "
+        f"one (an ephemeral server) never frees it: `prefect gcl update {MODEL_LIMIT} "
+        f"--active-slots 0` does"
+    )
 
 
 def open_project(project_dir: str, params_file: str) -> Context:

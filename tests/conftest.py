@@ -15,9 +15,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The purge's leak scan reads eul's folders in the temporary folder; each test session (and
+# every process it starts) gets a temporary folder of its own, so that a benchmark or a
+# second suite on the same machine never shows up in this one's scans.
+_TEMP_ROOT = tempfile.mkdtemp(prefix="eul-tests-")
+os.environ["TMPDIR"] = _TEMP_ROOT
+tempfile.tempdir = _TEMP_ROOT
+atexit.register(shutil.rmtree, _TEMP_ROOT, True)
 # The purge sweeps the datasets library's cache for copies of purged rows; the tests' purges
 # sweep a cache of their own, not the one of whoever runs them.
-_DATASETS_CACHE = tempfile.mkdtemp(prefix="eul-test-datasets-")
+_DATASETS_CACHE = tempfile.mkdtemp(prefix="test-datasets-")
 os.environ["HF_DATASETS_CACHE"] = _DATASETS_CACHE
 atexit.register(shutil.rmtree, _DATASETS_CACHE, True)
 

@@ -6,13 +6,13 @@ import csv
 import logging
 import math
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eul.data.records import LABEL_WORDS, TASKS, DataError, Record
+from eul.runtime.scratch import scratch_folder
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _read_columns(path: Path) -> dict[str, list[Any]]:
     The datasets library writes an Arrow copy of every file it reads into its cache and never
     removes it; records are personal data that a purge must be able to remove, so each read
     gets a private temporary cache that is deleted as soon as the columns are in memory."""
-    with tempfile.TemporaryDirectory(prefix="eul-read-") as cache_dir:
+    with scratch_folder("read") as cache_dir:
         return _read_columns_cached(path, cache_dir)
 
 

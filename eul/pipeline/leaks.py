@@ -38,11 +38,11 @@ from eul.pipeline.leak_reading import (
     targets_for,
 )
 from eul.runtime.evidence import evidence_key, keyed
+from eul.runtime.scratch import scratch_entries, scratch_folder, scratch_pattern
 from eul.stores.dvc import dvcstore
 from eul.stores.dvc.purge import datasets_cache_root
 
 # Every temporary folder or file eul makes starts with this, so the scan finds leftovers.
-TEMP_PREFIX = "eul-"
 # The demo keeps Prefect's home inside its project folder.
 PROJECT_PREFECT_DIR = ".prefect"
 
@@ -153,7 +153,7 @@ def _remote_artifacts(ctx: Context, store: StoreScan) -> None:
     from eul.stores.registry.settings import tracking
 
     location = ctx.settings.artifact_location.rstrip("/")
-    with tracking(ctx.settings), tempfile.TemporaryDirectory(prefix=TEMP_PREFIX + "scan-") as tmp:
+    with tracking(ctx.settings), scratch_folder("scan") as tmp:
         repo = get_artifact_repository(location)
         folders: list[str | None] = [None]
         while folders:
@@ -311,12 +311,6 @@ def _folders(paths: Sequence[Path]) -> Any:
     return work
 
 
-def _temp_entries(temp_root: Path) -> list[Path]:
-    if not temp_root.is_dir():
-        return []
-    return sorted(p for p in temp_root.iterdir() if p.name.startswith(TEMP_PREFIX))
-
-
 def scan_leaks(
     ctx: Context,
     request_ids: Iterable[str],
@@ -354,7 +348,7 @@ def scan_leaks(
         ("datasets-cache", str(datasets_cache_root()), _folders([datasets_cache_root()])),
         ("workdir", params.pipeline.workdir, _folders([ctx.workdir])),
         ("state", "state", _folders([root / "state"])),
-        ("temp", str(temp / (TEMP_PREFIX + "*")), _folders(_temp_entries(temp))),
+        ("temp", str(temp / scratch_pattern()), _folders(scratch_entries(temp))),
     ]
     seen: set[Path] = set()
     reports = tuple(

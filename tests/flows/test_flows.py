@@ -506,13 +506,14 @@ def _every_store(root: Path) -> list[Path]:
     import tempfile
 
     from eul.pipeline.leak_reading import sqlite_path
-    from eul.pipeline.leaks import TEMP_PREFIX, prefect_locations
+    from eul.pipeline.leaks import prefect_locations
+    from eul.runtime.scratch import scratch_entries
     from eul.stores.dvc.purge import datasets_cache_root
 
     urls, folders = prefect_locations(root)
     tops = [root, datasets_cache_root(), *folders]
     tops += [p for p in map(sqlite_path, urls) if p is not None]
-    tops += sorted(Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"))
+    tops += scratch_entries(Path(tempfile.gettempdir()))
     return [p for p in tops if p.exists()]
 
 

@@ -15,8 +15,9 @@ import pytest
 
 from eul.pipeline.context import load_context
 from eul.pipeline.files import layer_key
-from eul.pipeline.leaks import TEMP_PREFIX, LeakReport, prefect_locations, scan_leaks
+from eul.pipeline.leaks import LeakReport, prefect_locations, scan_leaks
 from eul.runtime.evidence import evidence_key, keyed_row, row_sha256
+from eul.runtime.scratch import SCRATCH_KINDS, scratch_entries, scratch_folder
 from eul.stores.dvc import dvcstore
 from eul.stores.dvc.partition import forget_filename
 from eul.stores.registry.runs import log_request_run
@@ -86,8 +87,10 @@ def _build(root: Path, leak: bool) -> dict[str, Path]:
     (layer / "layer.json").write_text(json.dumps({"width": 4}))
     _jsonl(root / "state/pipeline/batches/b1/evaluation.jsonl", rows)
     _jsonl(root / "state/leftover.jsonl", rows)
-    _jsonl(places["temp"] / f"{TEMP_PREFIX}read-x" / "copy.jsonl", rows)
+    _jsonl(places["temp"] / "eul-read-x" / "copy.jsonl", rows)
     _jsonl(places["temp"] / "someone-else" / "copy.jsonl", [PURGED])  # not eul's: not read
+    # another project (a benchmark's, say) under an `eul-` name is not this project's copy
+    _jsonl(places["temp"] / "eul-reliability-x" / "project" / "data.jsonl", [PURGED])
     _jsonl(places["datasets"] / "json" / "default-abc" / "copy.jsonl", rows)
     _sqlite_with(places["prefect"] / "prefect.db", rows)
     _jsonl(places["prefect"] / "storage" / "result-1", rows)
@@ -219,7 +222,7 @@ def test_removing_the_copies_makes_the_scan_pass(projects, monkeypatch, tmp_path
     for path in (
         root / "state/pipeline/batches/b1/evaluation.jsonl",
         root / "state/leftover.jsonl",
-        places["temp"] / f"{TEMP_PREFIX}read-x" / "copy.jsonl",
+        places["temp"] / "eul-read-x" / "copy.jsonl",
         places["datasets"] / "json" / "default-abc" / "copy.jsonl",
         places["prefect"] / "storage" / "result-1",
     ):
@@ -290,17 +293,21 @@ def test_prefect_locations_follow_the_environment_and_the_profile(tmp_path, monk
     assert folders[:1] == [home / "results"]
 
 
-def test_every_temporary_folder_of_eul_carries_the_prefix():
-    # the scan finds leftovers by the prefix: every tempfile call in eul/ must give it
+def test_every_temporary_folder_of_eul_is_a_named_scratch_folder():
+    # the scan reads eul's temporary folders by their kind's prefix: every tempfile call in
+    # eul/ goes through eul.runtime.scratch, and an unknown kind is refused
     import re
 
     package = Path(__file__).resolve().parents[2] / "eul"
     calls = re.compile(r"tempfile\.(TemporaryDirectory|mkdtemp|mkstemp|NamedTemporaryFile)\(")
     for path in package.rglob("*.py"):
-        text = path.read_text()
-        for match in calls.finditer(text):
-            call = text[match.end() : text.index(")", match.end())]
-            assert f'prefix="{TEMP_PREFIX}' in call or "prefix=TEMP_PREFIX" in call, path
+        if path.name != "scratch.py":
+            assert not calls.search(path.read_text()), path
+    for kind in SCRATCH_KINDS:
+        with scratch_folder(kind) as tmp:
+            assert Path(tmp) in scratch_entries(Path(tmp).parent)
+    with pytest.raises(ValueError, match="unknown scratch kind"):
+        scratch_folder("other")
     assert row_sha256(LINE)  # the row the tests plant is a valid stored row
 
 

@@ -3,10 +3,10 @@ as the pyfunc model MLflow serves."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eul.runtime.scratch import scratch_folder
 from eul.stores.registry.settings import RegistryError, TrackingSettings, tracking
 from eul.stores.registry.versions import (
     BASE_ARTIFACT,
@@ -78,7 +78,7 @@ def load_model_folders(base_dir: str | Path, layer_dir: str | Path) -> TextModel
 
 def load_version(settings: TrackingSettings, version: int | str = PRODUCTION) -> TextModel:
     """A registered version (number or alias) as a TextModel with its fused layer active."""
-    with tempfile.TemporaryDirectory(prefix="eul-model-") as tmp:
+    with scratch_folder("model") as tmp:
         base, layer = download_version(settings, version, tmp)
         return load_model_folders(base, layer)
 

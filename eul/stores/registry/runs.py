@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import numbers
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eul.runtime.scratch import scratch_folder
 from eul.stores.registry.settings import RegistryError, TrackingSettings, tracking
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def _log_run(
                 client.log_artifacts(run_id, str(local), artifact_folder)
         for artifact_folder, local in files:
             client.log_artifact(run_id, str(local), artifact_folder)
-        with tempfile.TemporaryDirectory(prefix="eul-run-") as tmp:
+        with scratch_folder("run") as tmp:
             for name, value in documents.items():
                 path = Path(tmp) / name
                 path.write_text(json.dumps(value, indent=2, default=float) + "\n")

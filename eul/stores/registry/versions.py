@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eul.runtime.scratch import scratch_folder
 from eul.stores.registry.settings import RegistryError, TrackingSettings, tracking
 from eul.stores.registry.tags import DESCRIPTION_LIMIT
 
@@ -103,7 +103,7 @@ def register_version(
     if not (Path(model_dir) / "config.json").is_file():
         raise FileNotFoundError(f"no base model at {model_dir}: expected a folder with config.json")
     layer_file(layer_dir)
-    with tracking(settings) as client, tempfile.TemporaryDirectory(prefix="eul-stage-") as tmp:
+    with tracking(settings) as client, scratch_folder("stage") as tmp:
         staged = Path(tmp)
         shutil.copytree(model_dir, staged / BASE_ARTIFACT, copy_function=_link_or_copy)
         shutil.copytree(layer_dir, staged / LAYER_ARTIFACT, copy_function=_link_or_copy)
@@ -253,7 +253,7 @@ def version_tags(settings: TrackingSettings, version: int) -> dict[str, str]:
             if value.startswith(TAG_FILE_PREFIX):
                 location = client.get_model_version_download_uri(settings.model_name, str(version))
                 uri = f"{location.rstrip('/')}/artifacts/{value[len(TAG_FILE_PREFIX) :]}"
-                with tempfile.TemporaryDirectory(prefix="eul-tag-") as tmp:
+                with scratch_folder("tag") as tmp:
                     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
                     tags[key] = Path(local).read_text()
         return tags
