@@ -52,9 +52,6 @@ LOG_SCENARIOS: dict[str, Callable[[Path], scenarios.Row]] = {
     "killed-writer": scenarios.killed_log_writer,
 }
 NAMES = (*BATCH_SCENARIOS, *LOG_SCENARIOS, "bad-input")
-# Findings the suite reports but does not fail on (as the tests xfail them): scenario -> why.
-# They count as duplicated in the table; lost requests are never a known issue.
-KNOWN_DUPLICATES: dict[str, str] = {}
 
 
 def earlier_rows(path: Path | None) -> dict[str, dict[str, Any]]:
@@ -109,10 +106,6 @@ def run(
                 rows[-1].scenario = name
                 print(f"   {rows[-1].survived}/{rows[-1].injected} survived", flush=True)
     rows.sort(key=lambda r: NAMES.index(r.scenario))
-    for row in rows:
-        known = KNOWN_DUPLICATES.get(row.scenario)
-        if known and row.duplicated and not row.lost:
-            row.note = (row.note + f"; KNOWN ISSUE: {known}").strip("; ")
     inputs = []
     if "bad-input" in names:
         print("-- bad input", flush=True)
@@ -135,15 +128,10 @@ def totals(rows: list[scenarios.Row], inputs: list[dict[str, Any]]) -> dict[str,
 
 
 def passed(result: dict[str, Any]) -> bool:
-    """Every fault survived, no request lost or duplicated, every bad input handled; a row
-    whose only failing is a known duplicate (`KNOWN_DUPLICATES`) does not fail it."""
+    """Every fault survived, no request lost or duplicated, every bad input handled."""
     t = result["totals"]
     for row in result["rows"]:
-        known = row["scenario"] in KNOWN_DUPLICATES and row["duplicated"] and not row["lost"]
-        duplicates_only = all("registered" in p or "MLflow runs" in p for p in row["problems"])
-        if row["lost"] or (row["injected"] != row["survived"] and not (known and duplicates_only)):
-            return False
-        if row["duplicated"] and not known:
+        if row["lost"] or row["duplicated"] or row["injected"] != row["survived"]:
             return False
     return t["bad_inputs"] == t["bad_inputs_handled"]
 

@@ -40,14 +40,15 @@ def _result(rows: list[Row]) -> dict:
     return {"rows": [r.to_json() for r in rows], "inputs": [], "totals": totals(rows, [])}
 
 
-def test_a_lost_request_fails_the_table_a_known_duplicate_does_not():
+def test_a_lost_or_duplicated_request_or_an_unsurvived_fault_fails_the_table():
     fine = Row("f", "m", injected=1, survived=1, submitted=2, processed=2, scenario="nan")
-    known = Row("race", "m", injected=1, survived=0, submitted=4, processed=4, duplicated=1,
+    twice = Row("race", "m", injected=1, survived=0, submitted=4, processed=4, duplicated=1,
                 problems=["batch abc registered 2 versions [2, 1]"], scenario="race")  # fmt: skip
     lost = Row("f", "m", injected=1, survived=0, submitted=2, processed=1, lost=1,
                scenario="drill-kills")  # fmt: skip
-    assert passed(_result([fine, known]))
-    assert not passed(_result([fine, lost]))
-    unknown = Row(**{**known.to_json(), "scenario": "mlflow-outage"})
-    assert not passed(_result([unknown]))
-    assert "| race | m | 1 | 0 | 4 | 4 | 0 | 1 |" in format_table(_result([known]))
+    unsurvived = Row("f", "m", injected=2, survived=1, submitted=2, processed=2,
+                     scenario="mlflow-outage")  # fmt: skip
+    assert passed(_result([fine]))
+    for bad in (twice, lost, unsurvived):
+        assert not passed(_result([fine, bad])), bad
+    assert "| race | m | 1 | 0 | 4 | 4 | 0 | 1 |" in format_table(_result([twice]))
