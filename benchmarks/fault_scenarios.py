@@ -114,8 +114,10 @@ def _requests(root: Path, n: int, prefix: str, skip: int = 0) -> dict[str, str]:
 
 
 def kills_at_drill_points(setup: Setup) -> Row:
-    """SIGKILL at each drill point in turn, one batch after the other on the same requests:
-    each rerun gets one step further and is killed at the next point, the last one finishes."""
+    """SIGKILL at each drill point in turn, one batch after the other: each rerun gets one
+    step further and is killed at the next point, the last one finishes. A rerun that
+    finishes every request before it reaches the next point (the kill came after the step
+    that point follows) is checked, and two new requests then take a batch to that point."""
     from eul.pipeline.context import FAIL_POINTS
 
     row = Row("SIGKILL at each drill point", "EUL_DRILL_KILL=<point>: the batch kills itself")
@@ -127,6 +129,13 @@ def kills_at_drill_points(setup: Setup) -> Row:
         for point in FAIL_POINTS:
             run = h.run_batch(root, env, h.Kill(point=point))
             row.runs += 1
+            if not run.killed and run.ok:
+                survived &= _interim(row, root, env, submitted)
+                fresh = [s for s in h.train_subjects(root) if s not in submitted.subjects.values()]
+                more = {f"drill-{len(submitted.subjects) + i}": s for i, s in enumerate(fresh[:2])}
+                h.submit(root, more, submitted)
+                run = h.run_batch(root, env, h.Kill(point=point))
+                row.runs += 1
             if not run.killed:
                 row.problems.append(f"not killed at {point} (exit {run.returncode})")
                 continue
