@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from eul.bench.data_file import DataFile, is_data_file, load_data_file
 from eul.bench.envelope import UNKNOWN, run_record, write_result
 from eul.data.public import load_sst2
 from eul.data.records import LABEL_WORDS, DataError, Record, split_records
@@ -51,7 +52,9 @@ class BenchConfig:
     sst2_rows: int = 10000
     train_epochs: int = 15
     quick: bool = False
+    # None: the synthetic reviews; a folder: SST-2 (train.tsv); a file: `data_file` options
     data: str | None = None
+    data_file: DataFile | None = None
     seed: int = 0
     forget_share: float = 0.01
     flip_share: float = 0.5
@@ -87,6 +90,11 @@ def load_bench_records(config: BenchConfig) -> tuple[list[Record], str]:
     if config.data is None:
         synthetic = SyntheticConfig(n_subjects=config.n_subjects, seed=config.seed)
         return generate(synthetic)[1], f"synthetic reviews ({config.n_subjects} subjects)"
+    if is_data_file(config.data):
+        return load_data_file(
+            config.data_file or DataFile(config.data), "classification", config.seed,
+            config.sst2_rows,
+        )  # fmt: skip
     folder = Path(config.data)
     if not folder.is_dir():
         raise DataError(f"no data folder at {folder}: pass an SST-2 folder holding train.tsv")

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from eul.bench.classification import RUN, subject_groups, without_subjects
+from eul.bench.data_file import DataFile, is_data_file, load_data_file
 from eul.bench.envelope import run_record
 from eul.data.public import load_samsum
 from eul.data.records import DataError, Record
@@ -63,7 +64,9 @@ class GenerationBenchConfig:
     forget_share: float = 0.01
     secret_share: float = 0.5
     quick: bool = False
+    # None: the synthetic dialogues; a folder: SAMSum; a file: `data_file` options
     data: str | None = None
+    data_file: DataFile | None = None
     samsum_rows: int | None = None
     seed: int = 0
     spec: ModelSpec = field(default_factory=lambda: GENERATION_SPEC)
@@ -97,6 +100,11 @@ def load_dialogues(config: GenerationBenchConfig) -> tuple[list[Record], str]:
             task="generation", n_subjects=config.n_subjects, memorised_share=0.0, seed=config.seed
         )
         return generate(synthetic)[1], f"synthetic dialogues ({config.n_subjects} subjects)"
+    if is_data_file(config.data):
+        return load_data_file(
+            config.data_file or DataFile(config.data), "generation", config.seed,
+            config.samsum_rows,
+        )  # fmt: skip
     path = samsum_file(config.data)
     records = load_samsum(path, limit=config.samsum_rows)
     return records, f"SAMSum {path.name}, {len(records)} dialogues, subjects = first speakers"

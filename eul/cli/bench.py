@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eul.cli.args import CliError, non_negative_float, writable_path
-from eul.cli.common import add_device_option, torch_device
+from eul.cli.args import CliError, non_negative_float, positive_int, writable_path
+from eul.cli.common import add_column_options, add_device_option, torch_device
 
 if TYPE_CHECKING:
     import torch
@@ -41,13 +41,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.task == "generation":
         _bench_generation(args, device)
         return
+    overrides = _data_overrides(args, "flip_share")
     config = BenchConfig.preset(
-        quick=args.quick, data=args.data, seed=args.seed, variants=args.variants
+        quick=args.quick, seed=args.seed, variants=args.variants, **overrides
     )
-    if args.data and not Path(args.data).is_dir():
+    if args.data and not Path(args.data).exists():
         raise CliError(
-            f"no SST-2 folder at {args.data}: it must hold train.tsv (GLUE SST-2); "
-            "omit --data to use the embedded synthetic data set"
+            f"no data at {args.data}: give a file of records (.csv, .tsv, .jsonl, .json, "
+            ".parquet) or an SST-2 folder holding train.tsv; omit --data to use the embedded "
+            "synthetic data set"
         )
     if args.sequential:
         _bench_sequential(args, config, device)
@@ -94,20 +96,44 @@ def _bench_generation(args: argparse.Namespace, device: torch.device) -> None:
         samsum_file,
     )
 
-    if args.data:
+    if args.data and not Path(args.data).is_file():
         if not Path(args.data).is_dir():
             raise CliError(
-                f"no SAMSum folder at {args.data}: it must hold val.csv (id, summary, dialogue); "
-                "omit --data to use the embedded synthetic dialogues"
+                f"no data at {args.data}: give a file of records (--text-col, --target-col) "
+                "or a SAMSum folder holding val.csv (id, summary, dialogue); omit --data to use "
+                "the embedded synthetic dialogues"
             )
         samsum_file(args.data)
-    config = GenerationBenchConfig.preset(quick=args.quick, data=args.data, seed=args.seed)
+    overrides = _data_overrides(args, "secret_share")
+    config = GenerationBenchConfig.preset(quick=args.quick, seed=args.seed, **overrides)
     report = run_generation_bench(config, progress=not args.quiet, device=device)
     table = format_generation(report)
     print()
     print(table)
     if args.out:
         _print_written(save_report_as(report, table, args.out, draw_generation))
+
+
+def _data_overrides(args: argparse.Namespace, memorised_field: str) -> dict[str, Any]:
+    """The benchmark settings --data and its options give: the file's columns and subjects,
+    and the share of the forget set made memorised (flipped labels, planted secrets)."""
+    from eul.bench.data_file import DataFile, is_data_file
+    from eul.cli.common import column_map
+
+    overrides: dict[str, Any] = {"data": args.data}
+    if is_data_file(args.data):
+        columns = column_map(args)
+        overrides["data_file"] = DataFile(args.data, columns, args.records_per_subject)
+    elif args.records_per_subject is not None or column_map(args) is not None:
+        raise CliError(
+            "--records-per-subject and the column options read a --data file; the embedded "
+            "data and the SST-2 and SAMSum folders have fixed layouts"
+        )
+    if args.memorised_share is not None:
+        if not 0 <= args.memorised_share <= 1:
+            raise CliError(f"--memorised-share must be in 0..1, got {args.memorised_share}")
+        overrides[memorised_field] = args.memorised_share
+    return overrides
 
 
 # -- parser -------------------------------------------------------------------------------
@@ -134,9 +160,24 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--quick", action="store_true", help="smaller run (a few minutes)")
     bench.add_argument(
         "--data",
-        help="an SST-2 folder with train.tsv (classification) or a SAMSum folder with val.csv "
-        "(generation), e.g. ../shared/data/sst2 or ../shared/data/samsum (default: the "
-        "embedded synthetic data)",
+        help="a file of records (.csv, .tsv, .jsonl, .json, .parquet; columns below), an SST-2 "
+        "folder with train.tsv (classification) or a SAMSum folder with val.csv (generation), "
+        "e.g. ../shared/data/sst2 or ../shared/data/samsum (default: the embedded synthetic "
+        "data)",
+    )
+    data = bench.add_argument_group("a --data file (defaults: text, label, target, ...)")
+    add_column_options(data)
+    data.add_argument(
+        "--records-per-subject",
+        type=positive_int,
+        help="group the file's rows, shuffled, into synthetic subjects of this many rows "
+        "(default: its subject column, or 5 where it has none)",
+    )
+    data.add_argument(
+        "--memorised-share",
+        type=non_negative_float,
+        help="share of the forget set made memorised: labels flipped (classification) or "
+        "secrets planted (generation) (default: 0.5)",
     )
     bench.add_argument("--out", help="write the JSON report here (and a .md table beside it)")
     bench.add_argument(

@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eul.cli.args import CliError, existing_file
 
 if TYPE_CHECKING:
     import torch
 
+    from eul.data.readers import ColumnMap
     from eul.data.records import Record
     from eul.params import Params
 
@@ -29,21 +30,27 @@ def id_list(values: Sequence[str] | None, file: str | None) -> list[str]:
 
 def load_data(path: str, args: argparse.Namespace, option: str = "--data") -> list[Record]:
     """The records of `path`, read with the column options of `add_data_options`."""
-    from eul.data.readers import ColumnMap, load_records
+    from eul.data.readers import load_records
 
     existing_file(path, option, "give a .jsonl, .csv, .tsv or .parquet file of records")
+    return load_records(path, task=args.task, columns=column_map(args))
 
-    columns = None
-    if any(getattr(args, k, None) for k in ("text_col", "label_col", "target_col")):
-        generation = args.task == "generation"
-        columns = ColumnMap(
-            text=args.text_col or "text",
-            target=(args.target_col or "target") if generation else None,
-            label=None if generation else (args.label_col or "label"),
-            record_id=args.id_col or "record_id",
-            subject_id=args.subject_col or "subject_id",
-        )
-    return load_records(path, task=args.task, columns=columns)
+
+def column_map(args: argparse.Namespace) -> ColumnMap | None:
+    """The columns the options of `add_column_options` name (None: the default layout)."""
+    from eul.data.readers import ColumnMap
+
+    names = ("text_col", "label_col", "target_col", "id_col", "subject_col")
+    if not any(getattr(args, k, None) for k in names):
+        return None
+    generation = args.task == "generation"
+    return ColumnMap(
+        text=args.text_col or "text",
+        target=(args.target_col or "target") if generation else None,
+        label=None if generation else (args.label_col or "label"),
+        record_id=args.id_col or "record_id",
+        subject_id=args.subject_col or "subject_id",
+    )
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -54,6 +61,11 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         default="classification",
         help="classification: text -> label word; generation: text -> target text",
     )
+    add_column_options(g)
+
+
+def add_column_options(g: Any) -> None:
+    """--text-col, --label-col, --target-col, --id-col, --subject-col on a parser or group."""
     g.add_argument("--text-col", help="column with the input text (default: text)")
     g.add_argument("--label-col", help="column with the label, classification (default: label)")
     g.add_argument("--target-col", help="column with the target text, generation (default: target)")

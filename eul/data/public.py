@@ -33,9 +33,19 @@ def load_sst2(
     random.Random(seed).shuffle(records)
     if limit is not None:
         records = records[:limit]
+    return synthetic_subjects(
+        [replace(r, text=r.text.strip()) for r in records], records_per_subject
+    )
+
+
+def synthetic_subjects(records: list[Record], records_per_subject: int) -> list[Record]:
+    """Consecutive groups of `records_per_subject` records as one subject each (`s0000`,
+    `s0001`...), for data sets without authors: shuffle first for random groups."""
+    if records_per_subject < 1:
+        raise DataError("records_per_subject must be at least 1")
     width = max(4, len(str(max(len(records) - 1, 0) // records_per_subject)))
     return [
-        replace(r, text=r.text.strip(), subject_id=f"s{i // records_per_subject:0{width}d}")
+        replace(r, subject_id=f"s{i // records_per_subject:0{width}d}")
         for i, r in enumerate(records)
     ]
 

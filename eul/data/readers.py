@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import re
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from eul.data.records import LABEL_WORDS, TASKS, DataError, Record
-from eul.runtime.scratch import scratch_folder
 
 logger = logging.getLogger(__name__)
 
@@ -28,56 +28,125 @@ class ColumnMap:
     subject_id: str | None = "subject_id"
 
 
-_LOADERS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def column_names(header: Sequence[str]) -> list[str]:
+    """A header row's names as pandas gives them, so that files it exported read back: an
+    empty name (an unnamed index column) becomes ``Unnamed: <position>``, and a repeated
+    name ``name.1``, ``name.2``..."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for position, raw in enumerate(header):
+        name = raw if raw.strip() else f"Unnamed: {position}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}.{seen[name]}"
+        seen.setdefault(name, 0)
+        names.append(name)
+    return names
 
 
 def csv_header(path: Path, delimiter: str) -> list[str]:
     with path.open(encoding="utf-8-sig", newline="") as f:
-        return next(csv.reader(f, delimiter=delimiter), [])
+        return column_names(next(csv.reader(f, delimiter=delimiter), []))
 
 
 def _read_columns(path: Path) -> dict[str, list[Any]]:
-    """Read a file into plain column lists; csv cells are read as strings so codes like '0937'
-    keep their leading zeros, and empty cells come back as None.
+    """Read a file into plain column lists, in memory only: csv cells come back as strings
+    (codes like '0937' keep their leading zeros) and empty cells as None.
 
-    The datasets library writes an Arrow copy of every file it reads into its cache and never
-    removes it; records are personal data that a purge must be able to remove, so each read
-    gets a private temporary cache that is deleted as soon as the columns are in memory."""
-    with scratch_folder("read") as cache_dir:
-        return _read_columns_cached(path, cache_dir)
-
-
-def _read_columns_cached(path: Path, cache_dir: str) -> dict[str, list[Any]]:
-    import datasets
-
+    Plain readers, no library cache: the datasets library writes an Arrow copy of every file
+    it reads and never removes it, and records are personal data that a purge must be able to
+    remove."""
     suffix = path.suffix.lower()
-    builder = _LOADERS[suffix]
-    kwargs: dict[str, Any] = {}
-    if builder == "csv":
-        delimiter = "\t" if suffix == ".tsv" else ","
-        header = csv_header(path, delimiter)
-        if not header:
-            raise DataError(f"{path} is empty; add a header row and at least one record")
-        kwargs = {
-            "delimiter": delimiter,
-            "keep_default_na": False,
-            "na_values": [""],
-            "features": datasets.Features({name: datasets.Value("string") for name in header}),
-        }
     try:
-        dataset = datasets.load_dataset(
-            builder, data_files=str(path), split="train", cache_dir=cache_dir, **kwargs
-        )
+        if suffix in (".csv", ".tsv"):
+            return _read_csv(path, "\t" if suffix == ".tsv" else ",")
+        if suffix == ".parquet":
+            return _read_parquet(path)
+        return _read_json(path, lines=suffix == ".jsonl")
     except DataError:
         raise
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"could not read {path}: it is not UTF-8 text (byte {error.object[error.start]:#04x} "
+            f"at offset {error.start}); save it as UTF-8"
+        ) from error
     except Exception as error:
-        if "corresponds to no data" in str(error):
-            raise DataError(f"{path} has no records; add at least one row") from error
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise DataError(
             f"could not read {path}: {type(error).__name__}: {reason}; check the file format"
         ) from error
-    return {name: list(dataset[name]) for name in dataset.column_names}
+
+
+def _read_csv(path: Path, delimiter: str) -> dict[str, list[Any]]:
+    """A csv or tsv file: quoted cells may hold the delimiter and newlines; blank lines are
+    skipped; a short row gets empty cells; a row with more non-empty cells than the header
+    has names is an error naming its line."""
+    csv.field_size_limit(2**31 - 1)  # a long review or dialogue is one cell
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        names = column_names(next(reader, []))
+        if not names:
+            raise DataError(f"{path} is empty; add a header row and at least one record")
+        columns: dict[str, list[Any]] = {name: [] for name in names}
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) > len(names) and any(cell for cell in row[len(names) :]):
+                raise DataError(
+                    f"{path.name} line {reader.line_num}: {len(row)} cells for the header's "
+                    f"{len(names)} columns; quote cells that hold {delimiter!r}"
+                )
+            row = row[: len(names)] + [""] * (len(names) - len(row))
+            for name, cell in zip(names, row, strict=True):
+                columns[name].append(cell if cell != "" else None)
+    return columns
+
+
+def _read_json(path: Path, lines: bool) -> dict[str, list[Any]]:
+    """JSON lines (one object a line), or a .json file holding a list of objects, an object
+    of equal-length columns, or JSON lines."""
+    text = path.read_text(encoding="utf-8-sig")
+    rows: list[Any] | None = None
+    if not lines:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None  # JSON lines in a .json file
+        if isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values()):
+            if len({len(v) for v in value.values()}) > 1:
+                raise DataError(f"{path.name}: its columns have different lengths")
+            return {str(k): list(v) for k, v in value.items()}
+        if isinstance(value, list):
+            rows = value
+    if rows is None:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise DataError(
+                        f"{path.name} line {number}: not valid JSON ({error.msg}); one object a "
+                        f"line"
+                    ) from error
+    columns: dict[str, list[Any]] = {}
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{path.name}: record {index} is not an object of named fields")
+        for name in row:
+            columns.setdefault(str(name), [None] * index)
+        for name, values in columns.items():
+            values.append(row.get(name))
+    return columns
+
+
+def _read_parquet(path: Path) -> dict[str, list[Any]]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pydict()
 
 
 def _parse_label(value: Any, label_words: Sequence[str], row: int) -> int:
@@ -170,9 +239,9 @@ def _checked_file(path: Path) -> Path:
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; check the path")
     suffix = path.suffix.lower()
-    if suffix not in _LOADERS:
+    if suffix not in _SUFFIXES:
         raise DataError(
-            f"cannot read {path.name}: unknown suffix {suffix!r}; use {', '.join(_LOADERS)}"
+            f"cannot read {path.name}: unknown suffix {suffix!r}; use {', '.join(_SUFFIXES)}"
         )
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty; add at least one record")
@@ -187,8 +256,9 @@ def _check_columns(data: dict[str, list[Any]], path: Path, task: str, columns: C
     for name in required:
         if name not in data:
             raise DataError(
-                f"column {name!r} not found in {path.name}; available columns: "
-                f"{', '.join(available)}; set ColumnMap accordingly"
+                f"column {name!r} not found in {path.name}; its columns are "
+                f"{', '.join(map(repr, available))}; name the right one (--text-col, "
+                f"--label-col, --target-col)"
             )
     n_rows = len(data[columns.text])
     if n_rows == 0:
@@ -205,7 +275,9 @@ def _record_at(
 ) -> Record:
     """Row `i` as a record; a row without text (or target) is a DataError naming the row."""
     text = data[columns.text][i]
-    if not isinstance(text, str) or not text.strip():
+    if text is not None and not isinstance(text, str):
+        raise DataError(f"row {i}: column {columns.text!r} holds {type(text).__name__}, not text")
+    if text is None or not text.strip():
         raise DataError(f"row {i}: text is empty; remove the row or fill column {columns.text!r}")
     if task == "classification":
         label: int | None = _parse_label(data[columns.label][i], label_words, i)

@@ -45,7 +45,6 @@ def init_data(params: Params, root: str | Path = ".") -> dict[str, Any]:
     `dvc pull`, and synthetic rows must not take its place. Existing files are left alone.
     """
     from eul.stores.dvc import dvcstore
-    from eul.stores.dvc.partition import empty_snapshot
     from eul.stores.dvc.purge import purged_record_ids
 
     root = Path(root)
@@ -83,14 +82,24 @@ def init_data(params: Params, root: str | Path = ".") -> dict[str, Any]:
         os.replace(staging / params.data.records_file, records_path)
         shutil.rmtree(staging)
         result.update(written=True, rows=len(kept), purged_rows=len(records) - len(kept))
-    snapshot = root / params.partition.snapshot
-    result["snapshot"] = str(snapshot)
-    result["snapshot_written"] = False
-    if not snapshot.exists():
-        snapshot.parent.mkdir(parents=True, exist_ok=True)
-        snapshot.write_text(json.dumps(empty_snapshot(), indent=2) + "\n", encoding="utf-8")
-        result["snapshot_written"] = True
+    result["snapshot"] = str(root / params.partition.snapshot)
+    result["snapshot_written"] = ensure_log_snapshot(params, root)
     return result
+
+
+def ensure_log_snapshot(params: Params, root: str | Path = ".") -> bool:
+    """Write the snapshot of a log with no requests where there is no snapshot yet, so that
+    `dvc repro` runs the `partition` stage on a project that took no request so far (its own
+    data set included). The flows take the real snapshot before they partition; an existing
+    one is left alone. True when it was written."""
+    from eul.stores.dvc.partition import empty_snapshot
+
+    snapshot = Path(root) / params.partition.snapshot
+    if snapshot.exists():
+        return False
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.write_text(json.dumps(empty_snapshot(), indent=2) + "\n", encoding="utf-8")
+    return True
 
 
 def _share_point(seed: int, subject_id: str) -> float:
@@ -129,10 +138,12 @@ def _tokenizer_texts(records: list[Record]) -> list[str]:
 
 
 def prepare(params: Params, root: str | Path = ".") -> dict[str, int]:
-    """Split the raw records by subject and train the tokenizer on the train split."""
+    """Split the raw records by subject and train the tokenizer on the train split; write an
+    empty log snapshot where there is none (`ensure_log_snapshot`), for `partition`."""
     from eul.model.tokenizer import train_tokenizer
 
     root = Path(root)
+    ensure_log_snapshot(params, root)
     records = load_records(raw_records_path(params, root), task=params.data.task)
     split = split_by_subject(
         records, params.prepare.test_share, params.prepare.heldout_share, params.prepare.seed

@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 
 SCRATCH_PREFIX = "eul-"
-# read: a file's private datasets cache; run, stage, tag: MLflow uploads and downloads;
+# read: the private datasets cache an older version gave each read of a file (the readers now
+# keep records in memory only); run, stage, tag: MLflow uploads and downloads;
 # model: a registered version being loaded; scan: the leak scan's own downloads.
 SCRATCH_KINDS = ("read", "run", "stage", "tag", "model", "scan")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from conftest import TINY_SPEC
@@ -114,3 +115,71 @@ def test_sst2_folder_gives_subjects_and_says_where_it_came_from(tmp_path) -> Non
 def test_missing_sst2_folder_is_a_data_error(tmp_path) -> None:
     with pytest.raises(DataError, match="SST-2"):
         load_bench_records(BenchConfig(data=str(tmp_path / "absent")))
+
+
+def _pandas_reviews(path, n: int = 60, author: bool = False) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "review": [f"a {'fine' if i % 2 else 'poor'} film, number {i}" for i in range(n)],
+            "sentiment": ["positive" if i % 2 else "negative" for i in range(n)],
+        }
+    )
+    if author:
+        frame["author"] = [f"critic-{i % 12}" for i in range(n)]
+    frame.to_csv(path)
+
+
+def test_a_data_file_of_ones_own_is_read_with_column_options_and_subjects(tmp_path) -> None:
+    from eul.bench.data_file import DataFile
+    from eul.data.readers import ColumnMap
+
+    # given reviews as pandas exports them, with no subject column
+    path = tmp_path / "reviews.csv"
+    _pandas_reviews(path)
+    columns = ColumnMap(text="review", label="sentiment", record_id=None, subject_id=None)
+    config = BenchConfig(data=str(path), data_file=DataFile(str(path), columns), sst2_rows=50)
+    # when the benchmark reads it, then the rows come in synthetic subjects of 5
+    records, source = load_bench_records(config)
+    assert len(records) == 50 and {r.label for r in records} == {0, 1}
+    sizes = {}
+    for r in records:
+        sizes[r.subject_id] = sizes.get(r.subject_id, 0) + 1
+    assert set(sizes.values()) == {5}
+    assert "reviews.csv, 50 rows, subjects: synthetic subjects of 5 rows" == source
+    # and a subject column is used as it is, unless --records-per-subject regroups
+    _pandas_reviews(path, author=True)
+    by_author = replace(columns, subject_id="author")
+    records, source = load_bench_records(
+        replace(config, data_file=DataFile(str(path), by_author), sst2_rows=None)
+    )
+    assert {r.subject_id for r in records} == {f"critic-{i}" for i in range(12)}
+    assert source.endswith("subjects: its subject column")
+    regrouped = DataFile(str(path), by_author, records_per_subject=3)
+    records, _ = load_bench_records(replace(config, data_file=regrouped, sst2_rows=None))
+    assert len({r.subject_id for r in records}) == 20
+
+
+def test_bench_data_options_reach_the_benchmark_and_bad_ones_are_refused(tmp_path) -> None:
+    import argparse
+
+    from eul.cli.args import CliError
+    from eul.cli.bench import _data_overrides
+
+    path = tmp_path / "reviews.csv"
+    _pandas_reviews(path)
+    args = argparse.Namespace(
+        data=str(path), task="classification", text_col="review", label_col="sentiment",
+        target_col=None, id_col=None, subject_col=None, records_per_subject=4,
+        memorised_share=0.25,
+    )  # fmt: skip
+    overrides = _data_overrides(args, "flip_share")
+    assert overrides["flip_share"] == 0.25
+    assert overrides["data_file"].columns.text == "review"
+    assert overrides["data_file"].records_per_subject == 4
+    with pytest.raises(CliError, match="must be in 0..1"):
+        _data_overrides(argparse.Namespace(**{**vars(args), "memorised_share": 1.5}), "x")
+    folder = argparse.Namespace(**{**vars(args), "data": str(tmp_path)})
+    with pytest.raises(CliError, match="read a --data file"):
+        _data_overrides(folder, "flip_share")

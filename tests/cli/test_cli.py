@@ -139,7 +139,7 @@ def test_missing_model_is_one_line(capsys, workspace) -> None:
 
 def test_bench_without_the_sst2_folder_says_so(capsys) -> None:
     err = _one_line_error(capsys, ["bench", "--data", "/nonexistent/sst2"])
-    assert "SST-2" in err
+    assert "SST-2 folder" in err and "file of records" in err
 
 
 def test_unlearn_then_evaluate_with_the_layer(capsys, workspace) -> None:

@@ -226,7 +226,13 @@ def test_load_generation_with_mapped_target(tmp_path: Path) -> None:
         ("data.txt", "text,label\na,1\n", {}, "unknown suffix"),
         ("empty.jsonl", "", {}, "empty"),
         ("header.csv", "text,label\n", {}, "no records"),
-        ("cols.jsonl", '{"body": "a", "label": 1}\n', {}, "available columns: body, label"),
+        ("cols.jsonl", '{"body": "a", "label": 1}\n', {}, "its columns are 'body', 'label'"),
+        ("ragged.csv", 'text,label\n"a, b",1,extra\n', {}, "line 2: 3 cells for the header's 2"),
+        ("latin.csv", b"text,label\ncaf\xe9,1\n", {}, "not UTF-8 text .byte 0xe9"),
+        ("line.jsonl", '{"text": "a", "label": 1}\n{oops\n', {}, "line 2: not valid JSON"),
+        ("list.jsonl", "[1, 2]\n", {}, "record 0 is not an object"),
+        ("number.jsonl", '{"text": 5, "label": 1}\n', {}, "'text' holds int, not text"),
+        ("columns.json", '{"text": ["a", "b"], "label": [1]}', {}, "different lengths"),
         ("bad.jsonl", '{"text": "a", "label": 5}\n', {}, "label 5 is not valid"),
         ("word.jsonl", '{"text": "a", "label": "meh"}\n', {}, "label 'meh' is not valid"),
         ("blank.jsonl", '{"text": "  ", "label": 1}\n', {}, "text is empty"),
@@ -235,16 +241,55 @@ def test_load_generation_with_mapped_target(tmp_path: Path) -> None:
     ],
 )
 def test_load_records_errors(
-    tmp_path: Path, name: str, content: str | None, kwargs: dict, message: str
+    tmp_path: Path, name: str, content: str | bytes | None, kwargs: dict, message: str
 ) -> None:
     # given a bad input file
     path = tmp_path / name
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content, encoding="utf-8")
     # when loading it, then a one-line DataError names the problem
     with pytest.raises(DataError, match=message) as caught:
         load_records(path, **kwargs)
     assert "\n" not in str(caught.value)
+
+
+def test_a_review_file_exported_by_pandas_reads_as_it_is(tmp_path: Path) -> None:
+    import pandas as pd
+
+    # given reviews as pandas writes them: an unnamed index column first, label words, a
+    # cell holding markup, quotes, a comma and a newline, and a repeated column name
+    text = 'A film with <br /><br />markup, "quotes"\nand a second line.'
+    frame = pd.DataFrame({"review": [text, "Dull."], "sentiment": ["positive", "negative"]})
+    path = tmp_path / "reviews.csv"
+    frame.to_csv(path)
+    assert path.read_text().startswith(",review,sentiment")
+    columns = ColumnMap(text="review", label="sentiment", record_id=None, subject_id=None)
+    # when it is read with the column options, then every row comes back whole
+    records = load_records(path, columns=columns)
+    assert [(r.text, r.label) for r in records] == [(text, 1), ("Dull.", 0)]
+    # and the unnamed index column has pandas' name, usable as the record id
+    indexed = ColumnMap(text="review", label="sentiment", record_id="Unnamed: 0", subject_id=None)
+    by_index = load_records(path, columns=indexed)
+    assert [r.record_id for r in by_index] == ["0", "1"]
+    # and a repeated column is told apart as pandas does
+    (tmp_path / "twice.csv").write_text("text,label,text\nfirst,1,second\n")
+    twice = load_records(tmp_path / "twice.csv", columns=ColumnMap(text="text.1", subject_id=None))
+    assert twice[0].text == "second"
+
+
+def test_json_lists_columns_and_lines_read_alike(tmp_path: Path) -> None:
+    rows = [{"text": "a", "label": 1, "record_id": 7}, {"text": "b", "label": "negative"}]
+    (tmp_path / "list.json").write_text(json.dumps(rows))
+    (tmp_path / "columns.json").write_text(json.dumps({"text": ["a", "b"], "label": [1, 0],
+                                                       "record_id": [7, None]}))  # fmt: skip
+    (tmp_path / "lines.json").write_text("\n".join(map(json.dumps, rows)) + "\n\n")
+    for name in ("list.json", "columns.json", "lines.json"):
+        records = load_records(tmp_path / name)
+        # a field missing from a row is empty: that row gets an id of its own
+        assert [(r.record_id, r.text, r.label) for r in records] == [
+            ("7", "a", 1), ("r000001", "b", 0)], name  # fmt: skip
 
 
 # --- split_records ----------------------------------------------------------------------------
@@ -309,7 +354,7 @@ def test_reading_a_file_leaves_no_copy_in_the_datasets_cache_or_temp(tmp_path):
     data.mkdir()
     path = data / "records.jsonl"
     save_records([Record("r1", "s1", secret, "positive", 1)], path)
-    (data / "records.csv").write_text(f"record_id,subject_id,text,label\nr2,s2,{secret},1\n")
+    (data / "records.csv").write_text(f'record_id,subject_id,text,label\nr2,s2,"{secret}",1\n')
     cache, temp, home = tmp_path / "cache", tmp_path / "tmp", tmp_path / "hf"
     for folder in (cache, temp, home):
         folder.mkdir()
