@@ -29,6 +29,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     device = torch_device(args)
     if args.out:
         writable_path(args.out, "--out")
+    if args.seeds > 1 and (args.task == "generation" or args.sequential or args.fusion_scale):
+        raise CliError(
+            "--seeds runs the classification benchmark; drop --sequential, --fusion-scale "
+            "and --task generation"
+        )
     if args.fusion_scale:
         from eul.bench.fusion_scale import format_fusion_scale, run_fusion_scale, save_fusion_scale
 
@@ -54,11 +59,33 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.sequential:
         _bench_sequential(args, config, device)
         return
+    if args.seeds > 1:
+        _bench_seeds(args, config, device)
+        return
     report = run_bench(config, progress=not args.quiet, device=device)
     print()
     print(format_table(report))
     if args.out:
         _print_written(save_report(report, args.out))
+
+
+def _bench_seeds(args: argparse.Namespace, config: Any, device: torch.device) -> None:
+    """The benchmark at seeds --seed, --seed + 1, ...: each a new base model and forget set."""
+    from dataclasses import replace
+
+    from eul.bench.classification import run_bench, save_report_as
+    from eul.bench.seeds import format_seeds, run_seeds
+
+    def one(seed: int) -> dict:
+        print(f"\n== seed {seed}", flush=True)
+        return run_bench(replace(config, seed=seed), progress=not args.quiet, device=device)
+
+    result = run_seeds(one, list(range(args.seed, args.seed + args.seeds)))
+    table = format_seeds(result)
+    print()
+    print(table)
+    if args.out:
+        _print_written(save_report_as(result, table, args.out))
 
 
 def _bench_sequential(args: argparse.Namespace, bench: object, device: torch.device) -> None:
@@ -208,6 +235,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="instead: time and memory of fusing 1, 10, 100 and 1,000 requests' statistics",
     )
-    bench.add_argument("--seed", type=int, default=0, help="random seed")
+    bench.add_argument("--seed", type=int, default=0, help="random seed (the first, with --seeds)")
+    bench.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="run the classification benchmark at this many seeds (--seed, --seed + 1, ...: "
+        "each a new base model and forget set) and report every figure's mean and spread",
+    )
     add_device_option(bench)
     bench.set_defaults(func=cmd_bench)

@@ -395,3 +395,9 @@ def test_a_plain_hugging_face_checkpoint_folder_goes_through_every_step(
     # then every step worked on it
     assert (tmp_path / "tuned" / "config.json").is_file()
     assert "forget_acc" in json.loads(out.read_text())
+
+
+def test_bench_seeds_is_refused_where_it_does_not_apply(capsys) -> None:
+    for extra in (["--sequential"], ["--task", "generation"], ["--fusion-scale"]):
+        err = _one_line_error(capsys, ["bench", "--seeds", "2", *extra])
+        assert "--seeds runs the classification benchmark" in err, extra

@@ -1,0 +1,64 @@
+"""The benchmark over several seeds: each figure's mean and spread."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import TINY_SPEC
+
+from eul.bench.classification import BenchConfig, run_bench, save_report_as
+from eul.bench.seeds import format_seeds, run_seeds, spread, summarise
+from eul.methods import EULConfig
+
+
+def test_spread_is_mean_sample_deviation_and_range_of_the_numbers():
+    figure = spread([0.5, 0.7, None, float("nan"), 0.6])
+    assert figure["n"] == 3 and figure["mean"] == pytest.approx(0.6)
+    assert figure["std"] == pytest.approx(0.1) and (figure["min"], figure["max"]) == (0.5, 0.7)
+    assert spread([0.4])["std"] is None and spread([None])["mean"] is None
+
+
+def test_summarise_takes_every_method_and_figure_of_every_report():
+    reports = [
+        {"methods": {"oracle": {"forget_acc": 0.5}, "eul": {"forget_acc": 0.3, "x": 1.0}}},
+        {"methods": {"oracle": {"forget_acc": 0.7}, "eul": {"forget_acc": 0.5}}},
+    ]
+    summary = summarise(reports)
+    assert summary["oracle"]["forget_acc"]["mean"] == pytest.approx(0.6)
+    assert summary["eul"]["x"]["n"] == 1  # missing from the second report
+    table = format_seeds({"seeds": [0, 1], "methods": summary})
+    assert "| eul | - | 0.400 ± 0.141 |" in table
+    assert table.splitlines()[0] == "2 seeds (0, 1): mean ± standard deviation"
+
+
+def test_two_seeds_of_a_tiny_bench_give_two_base_models_and_their_spread(tmp_path):
+    config = BenchConfig(
+        n_subjects=60,
+        train_epochs=2,
+        forget_share=0.05,
+        spec=TINY_SPEC,
+        eul=EULConfig(epochs=1, retained_per_epoch=64),
+    )
+    seen: list[int] = []
+
+    def one(seed: int) -> dict:
+        seen.append(seed)
+        return run_bench(BenchConfig(**{**config.__dict__, "seed": seed}), progress=False,
+                         log=lambda _: None)  # fmt: skip
+
+    result = run_seeds(one, [3, 4])
+    assert seen == [3, 4] and result["seeds"] == [3, 4]
+    # each seed is its own base model and forget set: the per-seed figures differ
+    per_seed = [r["methods"]["original"]["mia_auc"] for r in result["per_seed"]]
+    assert per_seed[0] != per_seed[1]
+    test = result["methods"]["eul"]["test_acc"]
+    assert test["n"] == 2 and test["min"] <= test["mean"] <= test["max"]
+    assert math.isclose(test["mean"], sum(r["methods"]["eul"]["test_acc"]
+                                          for r in result["per_seed"]) / 2)  # fmt: skip
+    # and the result is written in the envelope, with its table
+    save_report_as(result, format_seeds(result), tmp_path / "seeds.json")
+    saved = json.loads((tmp_path / "seeds.json").read_text())
+    assert saved["figures"]["seeds"] == [3, 4] and "mia_roc" not in json.dumps(saved)
+    assert "± " in (tmp_path / "seeds.md").read_text()
