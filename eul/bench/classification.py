@@ -23,7 +23,7 @@ from eul.bench.envelope import UNKNOWN, run_record, write_result
 from eul.data.public import load_sst2
 from eul.data.records import LABEL_WORDS, DataError, Record, split_records
 from eul.data.synthetic import SyntheticConfig, generate
-from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc
+from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc, priv_leak
 from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model.memory import measure_peak_mb
 from eul.model.text_model import ModelSpec, TextModel
@@ -339,6 +339,10 @@ def _report(
 ) -> dict:
     """The JSON-ready result: methods, variants, memory, targets and the setup."""
     original = reference.original
+    oracle_auc = results["oracle"]["mia_auc"]
+    results = {
+        k: {**v, "privleak": priv_leak(v["mia_auc"], oracle_auc)} for k, v in results.items()
+    }
     methods = {k: v for k, v in results.items() if k in METHOD_ORDER}
     variants = {k: v for k, v in results.items() if k not in METHOD_ORDER}
     return {
@@ -453,6 +457,7 @@ COLUMNS = (
     ("forget_acc", "forget", "{:.3f}"),
     ("forget_memorised_acc", "memorised", "{:.3f}"),
     ("mia_auc", "MIA AUC", "{:.3f}"),
+    ("privleak", "PrivLeak", "{:+.3f}"),
     ("ks_p", "KS p", "{:.3g}"),
     ("update_s", "update s", "{:.1f}"),
     ("trainable_share", "trainable", "{:.2%}"),

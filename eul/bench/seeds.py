@@ -13,6 +13,7 @@ FIGURES = (
     ("forget_acc", "forget"),
     ("forget_memorised_acc", "memorised"),
     ("mia_auc", "MIA AUC"),
+    ("privleak", "PrivLeak"),
     ("update_s", "update s"),
 )
 

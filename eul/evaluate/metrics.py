@@ -8,6 +8,7 @@ on whole sequences by mangling the EOS prediction while the memorised content st
 from __future__ import annotations
 
 import json
+import math
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -84,6 +85,18 @@ def roc_at(fpr: Sequence[float], tpr: Sequence[float], grid: Sequence[float]) ->
             share = (x - xs[j]) / (xs[j + 1] - xs[j])
             values.append(float(ys[j] + share * (ys[j + 1] - ys[j])))
     return values
+
+
+def priv_leak(mia_auc: float | None, oracle_mia_auc: float | None) -> float | None:
+    """MUSE's PrivLeak: (AUC_model - AUC_oracle) / AUC_oracle. Zero is a model that leaks
+    what a model never trained on the rows leaks; above zero it still leaks membership,
+    below zero it over-forgets (its forget rows look less like members than unseen rows do
+    against the oracle, itself a signal that they were deleted)."""
+    if mia_auc is None or oracle_mia_auc is None or oracle_mia_auc == 0:
+        return None
+    if math.isnan(mia_auc) or math.isnan(oracle_mia_auc):
+        return None
+    return (mia_auc - oracle_mia_auc) / oracle_mia_auc
 
 
 def ks_pvalue(a: Sequence[float], b: Sequence[float]) -> float:

@@ -27,6 +27,7 @@ METRICS = {
     "forget_acc",
     "forget_memorised_acc",
     "mia_auc",
+    "privleak",
     "ks_p",
     "update_s",
     "trainable_share",
@@ -62,6 +63,12 @@ def test_a_tiny_bench_reports_every_method_and_target(tmp_path) -> None:
     for name, row in report["methods"].items():
         assert METRICS <= set(row), name
     assert report["methods"]["eul"]["trainable_share"] < 0.2
+    # PrivLeak beside the MIA AUC: zero for the oracle, the relative AUC gap for the others
+    oracle_auc = report["methods"]["oracle"]["mia_auc"]
+    assert report["methods"]["oracle"]["privleak"] == 0
+    for row in report["methods"].values():
+        assert row["privleak"] == pytest.approx((row["mia_auc"] - oracle_auc) / oracle_auc)
+    assert "PrivLeak" in format_table(report)
     assert report["memory"]["eul"] > 0
     assert len(report["targets"]) == 7
     written = save_report(report, tmp_path / "bench.json")

@@ -142,3 +142,13 @@ def test_evaluating_on_an_explicit_cpu_device_gives_the_same_metrics(
     placed_metrics, placed_losses = evaluate(placed, sets)
     assert json.dumps(placed_metrics) == json.dumps(plain_metrics)
     assert placed_losses == plain_losses
+
+
+def test_priv_leak_is_the_auc_gap_relative_to_the_oracles() -> None:
+    from eul.evaluate.metrics import priv_leak
+
+    assert priv_leak(0.6, 0.5) == pytest.approx(0.2)  # still leaks membership
+    assert priv_leak(0.25, 0.5) == pytest.approx(-0.5)  # over-forgotten
+    assert priv_leak(0.5, 0.5) == 0
+    assert priv_leak(None, 0.5) is None and priv_leak(0.5, 0.0) is None
+    assert priv_leak(float("nan"), 0.5) is None
