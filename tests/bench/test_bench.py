@@ -21,6 +21,15 @@ from eul.data.records import DataError
 from eul.data.synthetic import SyntheticConfig, generate
 from eul.methods import EULConfig
 
+# The benchmark small enough to run in seconds (tests/bench/test_seeds.py runs it too).
+TINY_BENCH = BenchConfig(
+    n_subjects=60,
+    train_epochs=2,
+    forget_share=0.05,
+    spec=TINY_SPEC,
+    eul=EULConfig(epochs=1, retained_per_epoch=64),
+)
+
 METRICS = {
     "test_acc",
     "retained_acc",
@@ -51,13 +60,7 @@ def test_forget_set_is_whole_subjects_with_half_of_the_rows_flipped() -> None:
 
 
 def test_a_tiny_bench_reports_every_method_and_target(tmp_path) -> None:
-    config = BenchConfig(
-        n_subjects=60,
-        train_epochs=2,
-        forget_share=0.05,
-        spec=TINY_SPEC,
-        eul=EULConfig(epochs=1, retained_per_epoch=64),
-    )
+    config = TINY_BENCH
     report = run_bench(config, progress=False, log=lambda _: None)
     assert set(report["methods"]) == {"original", "oracle", "finetune", "reverse_gradient", "eul"}
     for name, row in report["methods"].items():

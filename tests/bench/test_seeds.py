@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
-from conftest import TINY_SPEC
+from test_bench import TINY_BENCH
 
-from eul.bench.classification import BenchConfig, run_bench, save_report_as
+from eul.bench.classification import run_bench, save_report_as
 from eul.bench.seeds import format_seeds, run_seeds, spread, summarise
-from eul.methods import EULConfig
 
 
 def test_spread_is_mean_sample_deviation_and_range_of_the_numbers():
@@ -34,19 +34,11 @@ def test_summarise_takes_every_method_and_figure_of_every_report():
 
 
 def test_two_seeds_of_a_tiny_bench_give_two_base_models_and_their_spread(tmp_path):
-    config = BenchConfig(
-        n_subjects=60,
-        train_epochs=2,
-        forget_share=0.05,
-        spec=TINY_SPEC,
-        eul=EULConfig(epochs=1, retained_per_epoch=64),
-    )
     seen: list[int] = []
 
     def one(seed: int) -> dict:
         seen.append(seed)
-        return run_bench(BenchConfig(**{**config.__dict__, "seed": seed}), progress=False,
-                         log=lambda _: None)  # fmt: skip
+        return run_bench(replace(TINY_BENCH, seed=seed), progress=False, log=lambda _: None)
 
     result = run_seeds(one, [3, 4])
     assert seen == [3, 4] and result["seeds"] == [3, 4]
