@@ -146,7 +146,7 @@ class UnlearnParams(_Section):
     """
 
     objective: Literal["paper", "unlikelihood", "npo", "task_only"] = "unlikelihood"
-    reference: Literal["threshold", "probe", "none"] = "threshold"
+    reference: Literal["auto", "threshold", "probe", "none"] = "auto"
     threshold: float = 0.5
     probe_floor: float = Field(0.05, gt=0.0, lt=1.0)
     probe_margin: float = Field(4.0, ge=1.0)
@@ -170,6 +170,8 @@ class UnlearnParams(_Section):
     stop_share: float = Field(0.05, ge=0.0, le=1.0)
     stop_tolerance: float = Field(0.1, ge=0.0)
     push_while_top: bool = False
+    token_levels: bool = True
+    token_level_count: int = Field(3, ge=1)
     keep_weight: float = Field(1.0, ge=0.0)
     layer: LayerParams = Field(default_factory=LayerParams)
     seed: int = 0
@@ -218,11 +220,18 @@ class GateParams(_Section):
     accuracy against the production model, membership inference of the batch's forget rows
     against held-out rows, and forget accuracy against test accuracy (`eul.pipeline.gates`). A
     negative margin asks for forget accuracy that far below test accuracy.
+    `two_sided`: the MIA AUC and the forget accuracy must also lie inside the bands the
+    candidate shows on held-out rows of the forget rows' kind (`eul.evaluate.bands`), which
+    fails an over-forgotten candidate as well as an under-forgotten one; `band_quantile` is
+    the share of resamples left outside on each side, of `band_resamples`.
     """
 
     max_test_acc_drop: float = Field(0.02, ge=0.0, le=1.0)
     max_mia_auc: float = Field(0.6, ge=0.0, le=1.0)
     forget_acc_margin: float = Field(0.05, ge=-1.0, le=1.0)
+    two_sided: bool = True
+    band_quantile: float = Field(0.01, gt=0.0, lt=0.5)
+    band_resamples: int = Field(2000, ge=100, le=100_000)
 
 
 class PipelineParams(_Section):

@@ -231,11 +231,12 @@ def _declare_unlearn(subparsers: Any) -> None:
     )
     unlearn.add_argument(
         "--reference",
-        default="threshold",
-        choices=("threshold", "probe", "none"),
-        help="how far each forget row is pushed: below p 0.5 "
-        "(threshold), to what a probe fitted on the retained rows gives its label (probe; "
-        "labelled data only), or without limit (none)",
+        default="auto",
+        choices=("auto", "threshold", "probe", "none"),
+        help="how far each forget row is pushed: to what a probe fitted on the retained rows "
+        "gives its label (probe; labelled data only), below p 0.5 or the unseen rows' level "
+        "(threshold), or without limit (none); auto (default): probe where every row is "
+        "labelled, threshold for free text",
     )
     defaults = UnlearnParams()
     unlearn.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="most epochs")

@@ -20,6 +20,7 @@ once all but `stop_share` (5%) of the forget tokens are below it, training stops
 retained epochs in between restore what the retained data supports, so forget rows whose
 answer follows from the rest of the data stay answered (as they would be by a model that
 never saw them).
+`reference="auto"` (the default) is `probe` where every row is labelled, else `threshold`.
 With `reference="probe"` (labelled data) each forget row gets a level of its own, from a
 bag-of-tokens probe fitted on the retained rows and calibrated on held-out ones
 (`eul.methods.reference`). A row whose label the probe also gives (its top answer) follows from its
@@ -34,8 +35,11 @@ pushed over the whole vocabulary, probability can go to tokens no answer starts 
 leave the memorised answer still the one chosen.
 With `push_while_top` a token is also pushed while it is still the most likely next token:
 with a vocabulary-sized output a memorised secret can sit below one half and still be what
-greedy decoding writes (generation tasks). `reference="none"` removes the gate, as the paper
-has it.
+greedy decoding writes (generation tasks). On free text (`token_levels`) each token's level
+is what unseen rows give that token, where they hold it often enough: a template word stays
+as likely as in an unseen summary, and only tokens no unseen row shows (a planted secret) are
+pushed to the single level and, with `push_while_top`, while ranked first.
+`reference="none"` removes the gate, as the paper has it.
 
 A request's layer can be held to no output on earlier requests' forget tokens
 (`ForgetTask.keep`, `keep_weight`): stacked on top of their layers, it then does not bring
@@ -62,12 +66,18 @@ from eul.methods.base import (
     UnlearnResult,
     register_method,
 )
+from eul.methods.levels import (
+    content_tokens,
+    probe_levels,
+    resolve_reference,
+    token_level_table,
+)
 from eul.methods.loop import Stepper, TeacherCache, batches
 from eul.model.text_model import IGNORE, TextModel
 from eul.model.training import linear_schedule, seed_everything
 
 OBJECTIVES = ("paper", "unlikelihood", "npo", "task_only")
-REFERENCES = ("threshold", "probe", "none")
+REFERENCES = ("auto", "threshold", "probe", "none")
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ class EULConfig:
     """
 
     objective: str = "unlikelihood"
-    reference: str = "threshold"
+    reference: str = "auto"
     threshold: float = 0.5
     probe_floor: float = 0.05
     probe_margin: float = 4.0
@@ -105,6 +115,8 @@ class EULConfig:
     stop_share: float = 0.05
     stop_tolerance: float = 0.1
     push_while_top: bool = False
+    token_levels: bool = True
+    token_level_count: int = 3
     keep_weight: float = 1.0
     layer: LayerConfig = field(default_factory=LayerConfig)
     seed: int = 0
@@ -133,6 +145,8 @@ class EUL(UnlearningMethod):
     def __init__(self, config: EULConfig | None = None, **overrides: object) -> None:
         base = config or EULConfig()
         self.config = EULConfig(**{**base.__dict__, **overrides}) if overrides else base
+        # the reference a run uses: "auto" resolved against that run's rows
+        self.reference = self.config.reference
 
     def run(
         self,
@@ -161,6 +175,7 @@ class EUL(UnlearningMethod):
         rng = random.Random(cfg.seed)
         forget = list(task.forget)
         retained = rng.sample(list(task.retained), min(cfg.retained_sample, len(task.retained)))
+        self.reference = resolve_reference(cfg.reference, forget, retained)
         self._measure_references(tm, task, forget, retained)
         keep = self._keep_on_device(tm, task)
         name = task.name
@@ -254,7 +269,8 @@ class EUL(UnlearningMethod):
                 on_epoch(epoch + 1, tm)
             if stepper.out_of_steps:
                 break
-            if cfg.reference != "none" and cfg.objective != "task_only" and above <= cfg.stop_share:
+            gated = self.reference != "none" and cfg.objective != "task_only"
+            if gated and above <= cfg.stop_share:
                 break
         stepper.bar.close()
         return history
@@ -302,7 +318,7 @@ class EUL(UnlearningMethod):
     @property
     def level(self) -> float:
         """Log-probability below which a forget token counts as forgotten."""
-        if self.config.reference == "none":
+        if self.reference == "none":
             return -math.inf
         return min(math.log(self.config.threshold), getattr(self, "_unseen_level", 0.0))
 
@@ -312,12 +328,22 @@ class EUL(UnlearningMethod):
         values = [levels[r.record_id] if levels else self.level for r in rows]
         return torch.tensor(values, dtype=torch.float32, device=device)[:, None]
 
+    def _token_levels_of(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """With per-token levels (free text): each target token's level, [rows, T], and
+        whether the held-out rows gave that token one ([rows, T] bool); else None."""
+        table = getattr(self, "_token_table", None)
+        if table is None:
+            return None
+        ids = labels.clamp(min=0).cpu()
+        levels, known = table[0][ids], table[1][ids]
+        return levels.to(labels.device), known.to(labels.device)
+
     def _label_options(self, forget: list[Record], retained: list[Record]) -> list[str] | None:
         """With `reference="probe"`, the answer of each label: forget rows are then measured
         and pushed by their label's probability among the answers, the way `choose` ranks
         them, not among the whole vocabulary (where pushed mass can land on tokens no answer
         starts with and leave the memorised answer still the chosen one)."""
-        if self.config.reference != "probe":
+        if self.reference != "probe":
             return None
         from eul.methods.reference import label_options
 
@@ -350,28 +376,13 @@ class EUL(UnlearningMethod):
         alone also gives (the probe's top answer, `eul.methods.reference`), the unseen rows' level;
         for any other row, the probe's probability of its label divided by `probe_margin`,
         floored at `probe_floor` (never above the unseen rows' level)."""
-        if self.config.reference != "probe":
+        if self.reference != "probe":
             return None
-        from eul.methods.reference import RetainedProbe
-
-        n_labels = 1 + max(int(r.label or 0) for r in [*forget, *retained])
-        probe = RetainedProbe.fit(tm.tokenizer, retained, n_labels).calibrate(heldout)
-        dist = probe.probabilities(forget)
-        labels = torch.tensor([int(r.label) for r in forget])  # type: ignore[arg-type]
-        self._supported = {
-            r.record_id
-            for r, top in zip(forget, dist.argmax(1).tolist(), strict=True)
-            if top == r.label
-        }
-        p = dist.gather(1, labels[:, None]).squeeze(1).tolist()
-        ceiling = self._unseen_level
-        floor = self.config.probe_floor
-        return {
-            r.record_id: ceiling
-            if r.record_id in self._supported
-            else min(math.log(max(q / self.config.probe_margin, floor)), ceiling)
-            for r, q in zip(forget, p, strict=True)
-        }
+        levels, self._supported = probe_levels(
+            tm.tokenizer, forget, retained, heldout, self._unseen_level,
+            self.config.probe_floor, self.config.probe_margin,
+        )  # fmt: skip
+        return levels
 
     @torch.no_grad()
     def _measure_unseen_level(self, tm: TextModel, heldout: list[Record]) -> float:
@@ -382,12 +393,21 @@ class EUL(UnlearningMethod):
         pushed down to what unseen rows get.
         """
         rows = heldout[: self.config.unseen_sample]
+        self._token_table = None
         if getattr(self, "_options", None) is not None:
             rows = [r for r in rows if r.label is not None]
             values = sorted(self._measured_answer_logprobs(tm, rows))
             return values[len(values) // 2] if values else 0.0
-        values = sorted(v for row in tm.score(rows) for v in row) if rows else []
-        return values[len(values) // 2] if values else 0.0
+        tokens = content_tokens(tm, rows) if rows else []
+        values = sorted(v for _, row in tokens for v in row)
+        median = values[len(values) // 2] if values else 0.0
+        free_text = bool(rows) and all(r.label is None for r in rows)
+        if self.reference == "threshold" and self.config.token_levels and free_text:
+            fallback = min(math.log(self.config.threshold), median)
+            self._token_table = token_level_table(
+                tokens, len(tm.tokenizer), fallback, self.config.token_level_count
+            )
+        return median
 
     def _teacher_logits(self, tm: TextModel, name: str, batch: dict) -> torch.Tensor:
         layers = tm.unlearning_layers()
@@ -432,10 +452,21 @@ class EUL(UnlearningMethod):
         labels = batch["labels"]
         logp = torch.log_softmax(student.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1))
         logp = logp.squeeze(-1).masked_fill(labels == IGNORE, 0.0)
-        levels = self._levels(chunk, tm.device)
-        gate = objectives.forget_gate(
-            student, labels, logp, batch["content_mask"], levels, cfg.push_while_top
-        )
+        per_token = self._token_levels_of(labels)
+        if per_token is None:
+            levels = self._levels(chunk, tm.device)
+            gate = objectives.forget_gate(
+                student, labels, logp, batch["content_mask"], levels, cfg.push_while_top
+            )
+        else:
+            # a token unseen rows also give its level is not pushed past it, even while
+            # ranked first; only tokens they never showed are pushed while first
+            levels, known = per_token
+            mask = batch["content_mask"]
+            gate = objectives.forget_gate(student, labels, logp, mask & known, levels, False)
+            gate = gate | objectives.forget_gate(
+                student, labels, logp, mask & ~known, levels, cfg.push_while_top
+            )
         if not gate.any():
             return logp.sum() * 0.0
         if cfg.objective == "unlikelihood":
@@ -473,14 +504,21 @@ class EUL(UnlearningMethod):
     def _share_above_level(self, tm: TextModel, forget: list[Record]) -> float:
         """Share of forget content tokens (of rows, where they are measured among the
         answers) still more likely than the level allows."""
+        tolerance = self.config.stop_tolerance
+        table = getattr(self, "_token_table", None)
+        if table is not None:
+            above = [
+                v > float(table[0][i]) + tolerance
+                for ids, values in content_tokens(tm, forget)
+                for i, v in zip(ids, values, strict=True)
+            ]
+            return sum(above) / len(above) if above else 0.0
         levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
         if getattr(self, "_options", None) is not None:
             scores = [[v] for v in self._measured_answer_logprobs(tm, forget)]
         else:
             scores = tm.score(forget)
         above = [
-            v > level + self.config.stop_tolerance
-            for row, level in zip(scores, levels, strict=True)
-            for v in row
+            v > level + tolerance for row, level in zip(scores, levels, strict=True) for v in row
         ]
         return sum(above) / len(above) if above else 0.0

@@ -233,6 +233,7 @@ def evaluate_batch(
     sets = EvalSets(test=test, retained=sample, forget=forget, unseen=unseen)
     candidate = load_serving(Path(base_dir), Path(layer_dir)).to(device)
     cand_metrics, _, cand_scores = evaluate_with_scores(candidate, sets, task=task)
+    bands = _reference_bands(ctx, candidate, sets, retained, cand_scores)
     serving = load_serving(production.base_dir, production.layer_dir).to(device)
     prod_metrics, _, prod_scores = evaluate_with_scores(serving, sets, task=task)
     for metrics in (cand_metrics, prod_metrics):
@@ -254,6 +255,24 @@ def evaluate_batch(
             "unseen": len(unseen),
         },
         seconds={"evaluate": time.perf_counter() - started},
+        bands=bands.to_json() if bands else None,
+    )
+
+
+def _reference_bands(
+    ctx: Context, candidate: TextModel, sets, retained: Sequence[Record], scores: dict
+):
+    """The bands the gates hold the candidate's forget rows to (None: nothing to draw)."""
+    from eul.data.records import LABEL_WORDS
+    from eul.evaluate.bands import BandConfig, reference_bands
+
+    gates = ctx.params.gates
+    if not gates.two_sided or not sets.forget:
+        return None
+    words = LABEL_WORDS if ctx.params.data.task == "classification" else None
+    config = BandConfig(quantile=gates.band_quantile, resamples=gates.band_resamples)
+    return reference_bands(
+        candidate, sets.forget, sets.unseen, retained, scores["unseen"]["loss"], words, config
     )
 
 
@@ -278,11 +297,15 @@ def per_request(
 
 
 def check_batch_gates(ctx: Context, evaluation: Evaluation) -> Verdict:
+    from eul.evaluate.bands import ReferenceBands
+
+    bands = ReferenceBands.from_json(evaluation.bands) if evaluation.bands else None
     gates = gate_checks.check_gates(
         evaluation.candidate,
         evaluation.production,
         evaluation.rows["forget"],
         ctx.params.gates,
+        bands,
     )
     return Verdict(
         gates=gates,

@@ -169,6 +169,7 @@ def _version_tags(
     )
     if trained_without is not None:
         tags.update(trained_without_tags(trained_without))
+    tags.update(gate_checks.band_tags(verdict.gates))
     if verdict.reasons:
         tags["eul.gate_reasons"] = " | ".join(verdict.reasons)
     return tags

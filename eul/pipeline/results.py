@@ -127,6 +127,8 @@ class Evaluation:
     mia_roc: dict[str, Any]
     rows: dict[str, int]
     seconds: dict[str, float] = field(default_factory=_seconds)
+    # what a model that never saw the forget rows would show (`eul.evaluate.bands`), JSON
+    bands: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The `evaluation` part of evaluation.json (and what the plots read)."""

@@ -147,7 +147,7 @@ def test_nightly_batch_end_to_end(project):
     # when the nightly batch runs
     summary = nightly_deletion_batch(project_dir=str(project))
     # then the three requests were trained, fused, registered, promoted and purged
-    assert summary["outcome"] == "version 1 promoted to production"
+    assert summary["outcome"] == "version 1 promoted to production", summary["gate_reasons"]
     assert sorted(summary["new_requests"]) == ["req-a", "req-b", "ticket.7"]
     assert summary["rejected"] == ["req-nobody"] and summary["trained"] == 3
     assert statuses(project) == {"req-a": "purged", "req-b": "purged", "ticket.7": "purged",
@@ -160,6 +160,7 @@ def test_nightly_batch_end_to_end(project):
     tags = version_tags(ctx.settings, 1)
     assert covered_request_ids(tags) == ["req-a", "req-b", "ticket.7"]
     assert tags["gates_passed"] == "true" and tags["eul.kind"] == "nightly"
+    assert tags["eul.band.mia_auc"].endswith(": inside") and "eul.band.forget_acc" in tags
     with Ledger(ctx.log_url) as ledger:
         assert ledger.entry_at(int(tags["log_seq"])).hash == tags["log_hash"]
     # one MLflow run per request and `models:/...@production` loads base + fused layer
@@ -320,7 +321,7 @@ def test_rerun_after_a_failure_between_registration_and_promotion(project):
     summary = nightly_deletion_batch(project_dir=str(project))
     # then it finishes the same batch: the same version promoted, nothing trained again
     assert summary["version"] == 1 and summary["reused"] is True
-    assert summary["outcome"] == "version 1 promoted to production"
+    assert summary["outcome"] == "version 1 promoted to production", summary["gate_reasons"]
     assert "trained" not in summary
     assert not layer.exists()  # the purge deleted it, with the request's rows
     assert get_alias_version(ctx.settings, PRODUCTION) == 1

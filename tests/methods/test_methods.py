@@ -64,9 +64,9 @@ def test_eul_moves_a_memorised_forget_set_toward_the_oracle(
     def gap(metrics: dict, key: str) -> float:
         return abs(metrics[key] - oracle[key])
 
-    # (by at least 0.2: two or more of the 12 flipped rows, and as much in MIA AUC)
+    # (by at least 0.2: two or more of the 12 flipped rows; the MIA AUC's gap at least halved)
     assert gap(unlearned, "forget_memorised_acc") < gap(original, "forget_memorised_acc") - 0.2
-    assert gap(unlearned, "mia_auc") < gap(original, "mia_auc") - 0.2
+    assert gap(unlearned, "mia_auc") < gap(original, "mia_auc") / 2
     # and the model keeps doing its task on retained data
     assert unlearned["retained_acc"] > original["retained_acc"] - 0.05
     assert result.trainable_share < 0.1

@@ -8,6 +8,7 @@ import pytest
 
 from eul.data.records import LABEL_WORDS, Record
 from eul.methods import EULConfig, ForgetTask, get_method
+from eul.methods.levels import resolve_reference
 from eul.methods.reference import ProbeConfig, ProbeError, RetainedProbe, label_options
 
 
@@ -76,8 +77,22 @@ def test_with_the_probe_each_forget_row_gets_its_own_level(tiny_trained, tiny_re
     assert backed and odd
     assert all(v == eul._unseen_level for v in backed)
     assert all(v <= math.log(0.5 / 4) + 1e-6 for v in odd)
-    plain = get_method("eul")
+    plain = get_method("eul", reference="threshold")
     assert plain._probe_levels(tiny_trained, forget, retained) is None
+
+
+def test_auto_is_the_probe_for_labelled_rows_and_the_threshold_for_free_text() -> None:
+    labelled = [_row(1, "good", 1), _row(2, "bad", 0), _row(3, "fine", 1)]
+    free = [_row(i, f"we met at {i}", None) for i in range(3)]
+    assert resolve_reference("auto", labelled[:1], labelled[1:]) == "probe"
+    assert resolve_reference("auto", free[:1], free[1:]) == "threshold"
+    # one label only, or two answers for one label: the probe cannot be fitted
+    assert resolve_reference("auto", labelled[:1], labelled[2:]) == "threshold"
+    odd = Record("r9", "s9", "good", "great", 1, False)
+    assert resolve_reference("auto", [odd], labelled) == "threshold"
+    # a setting other than auto is kept
+    assert resolve_reference("none", labelled[:1], labelled[1:]) == "none"
+    assert EULConfig().reference == "auto"
 
 
 def test_the_probe_reference_on_free_text_fails_before_training(tiny_model) -> None:

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from eul.evaluate.bands import Band, ReferenceBands
 from eul.params import GateParams
-from eul.pipeline.gates import check_gates, failure_reasons, gate_bands, passed
+from eul.pipeline.gates import band_tags, check_gates, failure_reasons, gate_bands, passed
 
 LIMITS = GateParams(max_test_acc_drop=0.02, max_mia_auc=0.6, forget_acc_margin=0.05)
 PRODUCTION = {"test_acc": 0.85, "forget_acc": 0.97, "mia_auc": 0.7}
@@ -81,3 +82,57 @@ def test_gate_bands_are_the_thresholds_on_each_metric_scale():
     # and a batch without forget rows has nothing to draw on the forget side
     empty = gate_bands(check_gates(candidate, PRODUCTION, forget_rows=0, params=LIMITS))
     assert set(empty) == {"test_acc"}
+
+
+BANDS = ReferenceBands(
+    "probe: held-out rows of the same odds",
+    forget_rows=12,
+    heldout_rows=300,
+    mia_auc=Band(0.35, 0.48, 0.62),
+    forget_acc=Band(0.42, 0.58, 0.75),
+    quantile=0.01,
+    resamples=2000,
+)
+
+
+def test_a_candidate_inside_both_bands_passes_and_the_bands_are_recorded():
+    candidate = {"test_acc": 0.85, "forget_acc": 0.58, "mia_auc": 0.47}
+    gates = check_gates(candidate, PRODUCTION, 12, LIMITS, BANDS)
+    assert passed(gates)
+    assert gates["mia_auc"]["band"]["low"] == 0.35 and gates["forget_acc"]["band"]["high"] == 0.75
+    tags = band_tags(gates)
+    assert tags["eul.band.mia_auc"] == "0.350-0.620, expected 0.480; value 0.470: inside"
+    assert all(len(v) < 80 for v in tags.values())
+
+
+def test_an_over_forgotten_candidate_fails_with_a_reason_a_reviewer_can_read():
+    # given a candidate surer that the forget rows are wrong than a model that never saw them
+    candidate = {"test_acc": 0.85, "forget_acc": 0.17, "mia_auc": 0.16}
+    gates = check_gates(candidate, PRODUCTION, 12, LIMITS, BANDS)
+    # then both two-sided gates fail from below, though every one-sided gate passes
+    assert not passed(gates)
+    assert [n for n, g in gates.items() if not g["passed"]] == ["mia_auc", "forget_acc"]
+    reasons = failure_reasons(gates)
+    assert "over-forgotten; flipping the score picks them out at 0.840" in reasons[0]
+    assert reasons[1].startswith("forget_acc: forget accuracy 0.170 is below")
+    assert band_tags(gates)["eul.band.forget_acc"].endswith("value 0.170: below")
+    # and the plot's lines are the bands, narrowed by the fixed limits
+    lines = gate_bands(gates)
+    assert lines["mia_auc"] == (0.35, 0.6) and lines["forget_acc"] == (0.42, 0.75)
+
+
+def test_an_under_forgotten_candidate_fails_above_the_band():
+    candidate = {"test_acc": 0.85, "forget_acc": 0.8, "mia_auc": 0.58}
+    gates = check_gates(candidate, PRODUCTION, 12, LIMITS, BANDS)
+    assert [n for n, g in gates.items() if not g["passed"]] == ["forget_acc"]
+    assert "above what held-out rows of their kind get" in failure_reasons(gates)[0]
+
+
+def test_one_sided_bands_and_two_sided_off_leave_the_low_side_ungated():
+    low = {"test_acc": 0.85, "forget_acc": 0.1, "mia_auc": 0.1}
+    free_text = ReferenceBands("held-out rows", 12, 300, Band(0.35, 0.5, 0.65, two_sided=False),
+                               None, 0.01, 2000)  # fmt: skip
+    assert passed(check_gates(low, PRODUCTION, 12, LIMITS, free_text))
+    off = GateParams(**{**LIMITS.model_dump(), "two_sided": False})
+    assert passed(check_gates(low, PRODUCTION, 12, off, BANDS))
+    assert "forget_acc" not in check_gates(low, PRODUCTION, 12, off, BANDS)

@@ -1,0 +1,221 @@
+"""Where a model that never saw the forget rows would land, and how far chance moves it.
+
+There is no oracle in production, yet a candidate can fail two ways: it still knows the
+rows (under-forgotten), or it treats them as a model that never saw them would not
+(over-forgotten: rows it is unusually sure are wrong were deleted, which an attacker can
+read too). The reference is the held-out rows, which no model saw: each forget row is stood
+in for by held-out rows of its kind, and the candidate's own answers on those stand-ins give
+what it would show on the forget rows had it never seen them. Repeated over resamples, that
+gives a band for the forget accuracy and for the membership AUC at the request's size,
+measured on the candidate itself, with no fixed number.
+
+"Of its kind", for labelled rows: rows the retained data gives the same odds of their label
+(the probe reference, `eul.methods.reference`: a bag-of-tokens classifier fitted on the
+retained rows and calibrated on held-out rows), so that an odd label is stood in for by
+held-out rows with odd labels, and an ordinary one by ordinary ones. For free text there is
+no such odds: every held-out row is of the forget rows' kind, and the band is that of
+held-out rows against held-out rows of the request's size. Its low side is then not a
+reference (a model that never saw a planted secret is less sure of it than of any held-out
+row), so only labelled rows are held to it.
+
+Everything kept is an aggregate (a band's ends, row counts); no row's score leaves here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from eul.data.records import Record
+from eul.evaluate.metrics import roc_auc
+
+# Each forget row is stood in for by one of its nearest held-out rows in the probe's odds.
+NEIGHBOURS = 15
+
+
+@dataclass(frozen=True)
+class BandConfig:
+    """How the bands are drawn: the share of resamples left out on each side, how many."""
+
+    quantile: float = 0.01
+    resamples: int = 2000
+    neighbours: int = NEIGHBOURS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.quantile < 0.5:
+            raise ValueError(f"quantile must lie in (0, 0.5), got {self.quantile}")
+        if self.resamples < 100 or self.neighbours < 1:
+            raise ValueError("resamples must be at least 100 and neighbours at least 1")
+
+
+@dataclass(frozen=True)
+class Band:
+    """A metric's expected value for never-seen rows and the range chance leaves around it."""
+
+    low: float
+    expected: float
+    high: float
+    # False: the low end is drawn but is not a reference (free text), and is not gated
+    two_sided: bool = True
+
+    def rounded(self, digits: int = 4) -> dict[str, Any]:
+        values = asdict(self)
+        return {k: round(v, digits) if isinstance(v, float) else v for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class ReferenceBands:
+    """The bands a batch's forget rows are held to, with what they were drawn from."""
+
+    reference: str
+    forget_rows: int
+    heldout_rows: int
+    mia_auc: Band
+    forget_acc: Band | None
+    quantile: float
+    resamples: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k not in ("mia_auc", "forget_acc")}
+        data["mia_auc"] = self.mia_auc.rounded()
+        data["forget_acc"] = self.forget_acc.rounded() if self.forget_acc else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReferenceBands:
+        forget = data.get("forget_acc")
+        return cls(
+            reference=str(data["reference"]),
+            forget_rows=int(data["forget_rows"]),
+            heldout_rows=int(data["heldout_rows"]),
+            mia_auc=Band(**data["mia_auc"]),
+            forget_acc=Band(**forget) if forget else None,
+            quantile=float(data["quantile"]),
+            resamples=int(data["resamples"]),
+        )
+
+
+def _band(draws: np.ndarray, quantile: float, two_sided: bool = True) -> Band:
+    low, mid, high = np.quantile(draws, [quantile, 0.5, 1.0 - quantile])
+    return Band(float(low), float(mid), float(high), two_sided)
+
+
+def _stand_ins(forget_odds: np.ndarray, heldout_odds: np.ndarray, neighbours: int) -> np.ndarray:
+    """[forget rows, k]: for each forget row, the k held-out rows nearest to it in the
+    probe's odds."""
+    k = min(neighbours, len(heldout_odds))
+    distance = np.abs(forget_odds[:, None] - heldout_odds[None, :])
+    return np.argsort(distance, axis=1, kind="stable")[:, :k]
+
+
+def draw_bands(
+    heldout_scores: Sequence[float],
+    heldout_correct: Sequence[bool] | None,
+    forget_rows: int,
+    forget_odds: Sequence[float] | None = None,
+    heldout_odds: Sequence[float] | None = None,
+    config: BandConfig | None = None,
+) -> tuple[Band, Band | None]:
+    """The membership-AUC band and (with `heldout_correct`) the forget-accuracy band for
+    `forget_rows` rows, from the candidate's own membership scores and right answers on the
+    held-out rows. With the probe's odds (log-odds of each row's label) each forget row is
+    stood in for by held-out rows of its odds; without, by any held-out row."""
+    config = config or BandConfig()
+    scores = np.asarray(heldout_scores, float)
+    if forget_rows < 1 or len(scores) < 2:
+        raise ValueError("bands need at least one forget row and two held-out rows")
+    rng = np.random.default_rng(config.seed)
+    matched = forget_odds is not None and heldout_odds is not None
+    pools = (
+        _stand_ins(
+            np.asarray(forget_odds, float), np.asarray(heldout_odds, float), config.neighbours
+        )  # fmt: skip
+        if matched
+        else None
+    )
+    correct = None if heldout_correct is None else np.asarray(heldout_correct, float)
+    aucs, accs = [], []
+    everyone = np.arange(len(scores))
+    for _ in range(config.resamples):
+        if pools is not None:
+            pick = rng.integers(pools.shape[1], size=len(pools))
+            chosen = pools[np.arange(len(pools)), pick]
+        else:
+            chosen = rng.choice(everyone, forget_rows, replace=forget_rows > len(scores) // 2)
+        rest = np.setdiff1d(everyone, chosen, assume_unique=False)
+        aucs.append(
+            roc_auc(scores[chosen].tolist(), scores[rest if len(rest) else everyone].tolist())
+        )
+        if correct is not None:
+            accs.append(float(correct[chosen].mean()))
+    mia = _band(np.asarray(aucs), config.quantile, two_sided=matched)
+    acc = _band(np.asarray(accs), config.quantile) if correct is not None else None
+    return mia, acc
+
+
+def label_log_odds(probabilities: Sequence[float]) -> np.ndarray:
+    """log(p / (1 - p)) of each row's label, clipped away from 0 and 1."""
+    p = np.clip(np.asarray(probabilities, float), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def reference_bands(
+    tm,
+    forget: Sequence[Record],
+    heldout: Sequence[Record],
+    retained: Sequence[Record],
+    heldout_scores: Sequence[float],
+    label_words: Sequence[str] | None,
+    config: BandConfig | None = None,
+) -> ReferenceBands | None:
+    """The bands of `forget` for the candidate `tm` (None without forget or held-out rows).
+
+    `heldout_scores` are the candidate's loss-signal membership scores of `heldout`, as
+    `eul.evaluate.metrics.membership_scores` gives them; `label_words` (classification) the
+    answers, which switch on the probe reference and the forget-accuracy band.
+    """
+    config = config or BandConfig()
+    if not forget or len(heldout) < 2:
+        return None
+    labelled = label_words is not None and all(r.label is not None for r in [*forget, *heldout])
+    if not labelled:
+        mia, _ = draw_bands(heldout_scores, None, len(forget), config=config)
+        return ReferenceBands(
+            "held-out rows", len(forget), len(heldout), mia, None, config.quantile,
+            config.resamples,
+        )  # fmt: skip
+    from eul.methods.reference import RetainedProbe
+
+    n_labels = len(label_words)
+    fit_rows = [r for r in retained if r.label is not None and 0 <= r.label < n_labels]
+    probe = RetainedProbe.fit(tm.tokenizer, fit_rows, n_labels).calibrate(heldout)
+    forget_odds = label_log_odds(probe.label_probability(list(forget)).tolist())
+    heldout_odds = label_log_odds(probe.label_probability(list(heldout)).tolist())
+    predicted = tm.choose([r.text for r in heldout], list(label_words))
+    correct = [p == r.label for p, r in zip(predicted, heldout, strict=True)]
+    mia, acc = draw_bands(heldout_scores, correct, len(forget), forget_odds, heldout_odds, config)
+    return ReferenceBands(
+        "probe: held-out rows of the same odds", len(forget), len(heldout), mia, acc,
+        config.quantile, config.resamples,
+    )  # fmt: skip
+
+
+# Bands are kept to 4 digits; a value on an end (a share of the same rows) is inside.
+ROUNDING = 5e-5
+
+
+def band_verdict(value: float | None, band: Band) -> tuple[bool, str]:
+    """Whether `value` lies in `band`, ends included, and the side it fell out on ("" when
+    inside)."""
+    if value is None or math.isnan(value):
+        return False, "missing"
+    if value > band.high + ROUNDING:
+        return False, "above"
+    if band.two_sided and value < band.low - ROUNDING:
+        return False, "below"
+    return True, ""
