@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from test_bench import TINY_BENCH
 
 import eul.bench.small_requests as small
 from eul.bench.classification import save_report_as
+from eul.bench.envelope import run_record
 from eul.bench.small_requests import (
     FIGURES,
     MODELS,
@@ -19,6 +21,7 @@ from eul.bench.small_requests import (
     prepare_small_requests,
     run_small_requests,
 )
+from eul.cli.main import main
 from eul.data.records import DataError
 from eul.data.synthetic import SyntheticConfig, generate
 
@@ -159,3 +162,60 @@ def test_each_request_is_unlearned_alone_and_the_one_oracle_saw_none(monkeypatch
     saved = json.loads((tmp_path / "small.json").read_text())
     assert saved["benchmark"] == "small_requests" and set(saved["figures"]) == {"sizes", "setup"}
     assert saved["settings"]["rows"] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sequential"], "drop --sequential"),
+        (["--fusion-scale"], "drop --fusion-scale"),
+        (["--task", "generation"], "drop --task generation"),
+        (["--seeds", "2"], "drop --seeds"),
+        (["--variants"], "drop --variants"),
+    ],
+)
+def test_bench_cli_refuses_small_requests_with_what_makes_no_sense(argv, message, capsys):
+    assert main(["bench", "--small-requests", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sizes", ["0,5", "5,5", "5,x"])
+def test_bench_cli_refuses_request_sizes_that_are_not_distinct_counts(sizes, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--small-requests", "--request-rows", sizes])
+    assert exit_.value.code == 2
+    assert "--request-rows" in capsys.readouterr().err
+
+
+def test_bench_cli_refuses_the_request_options_without_small_requests(capsys):
+    assert main(["bench", "--requests", "3"]) == 2
+    assert "go with --small-requests" in capsys.readouterr().err
+
+
+def test_bench_cli_passes_the_small_requests_options_through(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def record(config, progress, device):
+        seen["config"], seen["device"] = config, device
+        setup = {"requests_per_size": config.requests, "oracle_retrain_s": 1.0}
+        return {"sizes": {}, "setup": setup, "run": run_record("small_requests", {}, "cpu")}
+
+    monkeypatch.setattr(small, "run_small_requests", record)
+    out = tmp_path / "small.json"
+    argv = ["--quiet", "bench", "--small-requests", "--quick", "--request-rows", "1,5,20"]
+    argv += ["--requests", "4", "--memorised-share", "0", "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    config = seen["config"]
+    assert config.rows == (1, 5, 20) and config.requests == 4
+    assert config.bench.quick and config.flip_share == 0.0
+    assert seen["device"] == torch.device("cpu")
+    assert json.loads(out.read_text())["benchmark"] == "small_requests"
+    assert "4 requests per size" in capsys.readouterr().out
+    # the defaults: requests of 5 and 20 rows, 10 of each; and a --data file reaches it
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("review,label\n" + "".join(f"a film {i},{i % 2}\n" for i in range(9)))
+    argv = ["--quiet", "bench", "--small-requests", "--data", str(reviews), "--device", "cpu"]
+    assert main([*argv, "--text-col", "review"]) == 0
+    config = seen["config"]
+    assert config.rows == (5, 20) and config.requests == 10 and config.flip_share == 0.5
+    assert config.bench.data == str(reviews) and config.bench.data_file.columns.text == "review"
