@@ -320,9 +320,9 @@ def _setup(
         "request_rows": list(config.rows),
         "requests_per_size": config.requests,
         "memorised_share": config.flip_share,
-        "oracle": f"one oracle retrained without the rows of all {len(data.request_rows)} "
-        "requests together (not one per request, to save retraining); each request is "
-        "unlearned alone from the original",
+        "oracle": f"one oracle retrained without the {len(data.request_rows)} rows of all "
+        f"{len(config.rows) * config.requests} requests together (not one per request, to save "
+        "retraining); each request is unlearned alone from the original",
         "base_train_s": base_s,
         "oracle_retrain_s": retrain_s,
         "eul": asdict(bench.eul),
@@ -336,7 +336,7 @@ def _setup(
 def _cell(figure: dict, fmt: str = "{:.3f}") -> str:
     if figure["mean"] is None:
         return "-"
-    if not figure["std"]:  # one request, or the same figure for every request
+    if figure["min"] == figure["max"]:  # one request, or the same figure for every request
         return fmt.format(figure["mean"])
     return f"{fmt.format(figure['mean'])} ± {fmt.format(figure['std'])}"
 
@@ -376,5 +376,5 @@ def format_small_requests(report: dict) -> str:
                 mark = "met" if target["met"] else "MISSED"
                 marks.append(f"{target['target']}: {target['value']:+.4f} ({mark})")
         flipped = size["memorised_rows"]
-        lines.append(f"- requests of {k} rows, {flipped} flipped: " + "; ".join(marks))
+        lines.append(f"- {k}-row requests, {flipped} flipped: " + "; ".join(marks))
     return "\n".join(lines)
