@@ -124,19 +124,24 @@ def choose_requests(
     Returns the new training list (with the flipped rows in it) and the forget sets.
     """
     rng = random.Random(seed)
-    n_labels = len(LABEL_WORDS)
-    requests: list[list[Record]] = []
-    for chosen in subject_groups(train, n, share, rng):
-        flipped = set(rng.sample([r.record_id for r in chosen], round(flip_share * len(chosen))))
-        forget = []
-        for r in chosen:
-            if r.record_id in flipped:
-                label = (r.label + 1) % n_labels
-                r = replace(r, label=label, target=LABEL_WORDS[label], memorised=True)
-            forget.append(r)
-        requests.append(forget)
+    groups = subject_groups(train, n, share, rng)
+    requests = [flip_labels(chosen, flip_share, rng) for chosen in groups]
     new_train = without_subjects(train, [r for forget in requests for r in forget])
     return new_train, requests
+
+
+def flip_labels(chosen: list[Record], flip_share: float, rng: random.Random) -> list[Record]:
+    """`chosen` with the labels of round(flip_share * len(chosen)) of its rows, drawn by `rng`,
+    flipped and marked memorised: answers that only memorising reproduces."""
+    n_labels = len(LABEL_WORDS)
+    flipped = set(rng.sample([r.record_id for r in chosen], round(flip_share * len(chosen))))
+    forget = []
+    for r in chosen:
+        if r.record_id in flipped:
+            label = (r.label + 1) % n_labels
+            r = replace(r, label=label, target=LABEL_WORDS[label], memorised=True)
+        forget.append(r)
+    return forget
 
 
 def subject_groups(

@@ -34,6 +34,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             "--seeds runs the classification benchmark; drop --sequential, --fusion-scale "
             "and --task generation"
         )
+    _check_small_requests(args)
     if args.fusion_scale:
         from eul.bench.fusion_scale import format_fusion_scale, run_fusion_scale, save_fusion_scale
 
@@ -62,6 +63,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.seeds > 1:
         _bench_seeds(args, config, device)
         return
+    if args.small_requests:
+        _bench_small_requests(args, config, device)
+        return
     report = run_bench(config, progress=not args.quiet, device=device)
     print()
     print(format_table(report))
@@ -86,6 +90,60 @@ def _bench_seeds(args: argparse.Namespace, config: Any, device: torch.device) ->
     print(table)
     if args.out:
         _print_written(save_report_as(result, table, args.out))
+
+
+def _check_small_requests(args: argparse.Namespace) -> None:
+    """--small-requests is its own classification protocol: refuse what it cannot combine
+    with, and its options without it."""
+    if not args.small_requests:
+        if args.request_rows is not None or args.requests is not None:
+            raise CliError("--request-rows and --requests go with --small-requests")
+        return
+    others = {
+        "--sequential": args.sequential,
+        "--fusion-scale": args.fusion_scale,
+        "--task generation": args.task == "generation",
+        "--seeds": args.seeds > 1,
+        "--variants": args.variants,
+    }
+    given = [name for name, on in others.items() if on]
+    if given:
+        raise CliError(
+            "--small-requests runs its own classification protocol (EUL, the original and one "
+            f"oracle on small requests); drop {', '.join(given)}"
+        )
+
+
+def _request_sizes(text: str) -> tuple[int, ...]:
+    """--request-rows: distinct sizes of at least 1, comma-separated ("1,5,20")."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"takes whole numbers separated by commas, e.g. 5,20; got {text!r}"
+        ) from None
+    if min(sizes) < 1 or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"takes distinct sizes of at least 1, got {text!r}")
+    return sizes
+
+
+def _bench_small_requests(args: argparse.Namespace, bench: Any, device: torch.device) -> None:
+    """Requests of --request-rows rows, --requests of each size, each unlearned alone."""
+    from eul.bench.classification import save_report_as
+    from eul.bench.small_requests import (
+        SmallRequestsConfig,
+        format_small_requests,
+        run_small_requests,
+    )
+
+    given = {"rows": args.request_rows, "requests": args.requests}
+    config = SmallRequestsConfig(bench=bench, **{k: v for k, v in given.items() if v is not None})
+    report = run_small_requests(config, progress=not args.quiet, device=device)
+    table = format_small_requests(report)
+    print()
+    print(table)
+    if args.out:
+        _print_written(save_report_as(report, table, args.out))
 
 
 def _bench_sequential(args: argparse.Namespace, bench: object, device: torch.device) -> None:
@@ -176,7 +234,7 @@ def register(subparsers: Any) -> None:
         "--sequential: three requests in turn, served by one retrained layer, stacked layers, "
         "fused layers and the oracle. --task generation: summarisation with planted secrets "
         "(synthetic dialogues, or SAMSum with --data). --fusion-scale: cost of fusing many "
-        "requests.",
+        "requests. --small-requests: many requests of a few rows, each unlearned alone.",
     )
     bench.add_argument(
         "--task",
@@ -235,6 +293,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="instead: time and memory of fusing 1, 10, 100 and 1,000 requests' statistics",
     )
+    _add_small_requests_options(bench)
     bench.add_argument("--seed", type=int, default=0, help="random seed (the first, with --seeds)")
     bench.add_argument(
         "--seeds",
@@ -245,3 +304,30 @@ def register(subparsers: Any) -> None:
     )
     add_device_option(bench)
     bench.set_defaults(func=cmd_bench)
+
+
+def _add_small_requests_options(bench: argparse.ArgumentParser) -> None:
+    small = bench.add_argument_group("small requests (classification)")
+    small.add_argument(
+        "--small-requests",
+        action="store_true",
+        help="instead: many small deletion requests (one person's few rows), each unlearned "
+        "alone by EUL from the original and measured on its own rows against the original and "
+        "one oracle retrained without all requests' rows; each figure's mean and spread per "
+        "size. Works with --data and --quick; --memorised-share sets each request's share of "
+        "flipped labels",
+    )
+    small.add_argument(
+        "--request-rows",
+        type=_request_sizes,
+        metavar="K,K,...",
+        help="with --small-requests: the request sizes in rows, comma-separated (default: "
+        "5,20); a request is rows of one subject that has that many, else whole subjects cut "
+        "at the size",
+    )
+    small.add_argument(
+        "--requests",
+        type=positive_int,
+        metavar="N",
+        help="with --small-requests: how many requests of each size, all disjoint (default: 10)",
+    )
