@@ -223,3 +223,18 @@ def test_attack_targets_hold_eul_to_the_oracle_under_each_attack_but_layer_remov
     assert "| relearn_similar | oracle | 0.900 | 0.500 | - |" in table
     assert "- layer_removal: oracle hosts no unlearning layer" in table
     assert "after int4: memorised acc within 5 pts of oracle's: 0.1 (MISSED)" in table
+
+
+def test_no_attacks_option_reaches_the_benchmark(monkeypatch) -> None:
+    import eul.bench.classification as classification
+    from eul.cli.main import build_parser
+
+    configs = []
+    monkeypatch.setattr(
+        classification, "run_bench", lambda config, **_: configs.append(config) or {}
+    )
+    monkeypatch.setattr(classification, "format_table", lambda report: "")
+    for argv, attacks in ((["bench", "--quick"], True), (["bench", "--no-attacks"], False)):
+        args = build_parser().parse_args(argv)
+        args.func(args)
+        assert configs[-1].attacks is attacks
