@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -23,6 +24,7 @@ from eul.bench.attacks import (
     served_parameters,
     similar_rows,
 )
+from eul.bench.seeds import format_seeds, run_seeds
 from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model.text_model import TextModel
 
@@ -223,6 +225,21 @@ def test_attack_targets_hold_eul_to_the_oracle_under_each_attack_but_layer_remov
     assert "| relearn_similar | oracle | 0.900 | 0.500 | - |" in table
     assert "- layer_removal: oracle hosts no unlearning layer" in table
     assert "after int4: memorised acc within 5 pts of oracle's: 0.1 (MISSED)" in table
+
+
+def test_seeds_sum_up_each_attack_per_model() -> None:
+    reports = {
+        0: {"methods": {"eul": {"forget_acc": 0.5}},
+            "attacks": {"int4": {"oracle": _row(0.2, 0.5), "eul": _row(0.3, 0.6)}}},
+        1: {"methods": {"eul": {"forget_acc": 0.7}},
+            "attacks": {"int4": {"oracle": _row(0.4, 0.5), "eul": _row(0.5, 0.8)}}},
+    }  # fmt: skip
+    result = run_seeds(lambda seed: reports[seed], [0, 1])
+    eul = result["attacks"]["int4"]["eul"]
+    assert eul["forget_memorised_acc"]["mean"] == pytest.approx(0.4)
+    assert eul["mia_auc"]["std"] == pytest.approx(math.sqrt(0.02))
+    assert result["per_seed"][1]["attacks"]["int4"]["eul"]["mia_auc"] == 0.8
+    assert "| int4 | eul | 0.900 ± 0.000 | 0.500 ± 0.000 | 0.400 ± 0.141 |" in format_seeds(result)
 
 
 def test_no_attacks_option_reaches_the_benchmark(monkeypatch) -> None:
