@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from eul.bench.attacks import AttackConfig, attack_targets, format_attacks, run_attacks
 from eul.bench.data_file import DataFile, is_data_file, load_data_file
 from eul.bench.envelope import UNKNOWN, run_record, write_result
 from eul.data.public import load_sst2
@@ -59,6 +60,8 @@ class BenchConfig:
     forget_share: float = 0.01
     flip_share: float = 0.5
     variants: bool = False
+    # original, oracle and EUL attacked (layer removal, int8, 4-bit, relearning): attacks.py
+    attacks: bool = True
     spec: ModelSpec = field(default_factory=ModelSpec)
     eul: EULConfig = field(default_factory=EULConfig)
 
@@ -198,6 +201,7 @@ class Reference:
     """The original model and the oracle, measured: what every method is compared with."""
 
     original: TextModel
+    oracle: TextModel
     base_s: float
     oracle_losses: list[float]
     rows: dict[str, dict[str, float | None]]
@@ -226,9 +230,10 @@ def run_bench(
     results = dict(reference.rows)
     mia_roc = dict(reference.mia_roc)
     for name, method in method_runs(config):
-        results[name], scores = _method_row(method, reference, task, sets, progress)
+        results[name], scores, model = _method_row(method, reference, task, sets, progress)
         if name == "eul":
             mia_roc["eul"] = membership_roc(**scores)
+            eul_model = model
         log(f"{name} done in {results[name]['update_s']:.1f} s")
 
     task_only = get_method("eul", config=replace(config.eul, objective="task_only"))
@@ -237,7 +242,12 @@ def run_bench(
         "layers_task_only": _peak(task_only, reference.original, task),
         "eul": results["eul"]["peak_mem_mb"],
     }
-    return _report(config, data, reference, results, mia_roc, memory)
+    report = _report(config, data, reference, results, mia_roc, memory)
+    if config.attacks:
+        models = {"original": reference.original, "oracle": reference.oracle, "eul": eul_model}
+        report["attacks"] = run_attacks(models, sets, AttackConfig(seed=config.seed), log)
+        report["attack_targets"] = attack_targets(report["attacks"])
+    return report
 
 
 def _reference(
@@ -284,7 +294,7 @@ def _reference(
             "peak_mem_mb": oracle_peak,
         },
     }
-    return Reference(original, base_s, oracle_losses, rows, mia_roc, oracle_peak)
+    return Reference(original, oracle.model, base_s, oracle_losses, rows, mia_roc, oracle_peak)
 
 
 def method_runs(config: BenchConfig) -> list[tuple[str, object]]:
@@ -316,9 +326,9 @@ def method_runs(config: BenchConfig) -> list[tuple[str, object]]:
 
 def _method_row(
     method: object, reference: Reference, task: ForgetTask, sets: EvalSets, progress: bool
-) -> tuple[dict[str, float | None], dict]:
-    """One method run on a copy of the original: its metrics and costs, and the membership
-    scores its MIA ROC is drawn from."""
+) -> tuple[dict[str, float | None], dict, TextModel]:
+    """One method run on a copy of the original: its metrics and costs, the membership
+    scores its MIA ROC is drawn from, and the model (which the attacks work on)."""
     original = reference.original
     result = method.run(original.copy(), task, progress)
     metrics, _, scores = evaluate_with_scores(
@@ -331,7 +341,7 @@ def _method_row(
         "peak_mem_mb": _peak(method, original, task),
         "epochs_run": len(result.history) or None,
     }
-    return row, scores
+    return row, scores, result.model
 
 
 def _report(
@@ -488,6 +498,8 @@ def format_table(report: dict) -> str:
     for target in report["targets"]:
         mark = "met" if target["met"] else "MISSED"
         lines.append(f"- {target['target']}: {target['value']} ({mark})")
+    if "attacks" in report:
+        lines += ["", format_attacks(report)]
     return "\n".join(lines)
 
 

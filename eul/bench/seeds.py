@@ -16,6 +16,8 @@ FIGURES = (
     ("privleak", "PrivLeak"),
     ("update_s", "update s"),
 )
+# The figures of the attacks table (`eul.bench.attacks`), summed up the same way.
+ATTACK_FIGURES = FIGURES[:-1]
 
 
 def spread(values: Sequence[float]) -> dict[str, float | int | None]:
@@ -41,6 +43,16 @@ def summarise(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict]]:
     return summary
 
 
+def summarise_attacks(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict]]:
+    """attack -> model -> figure -> spread over the reports that hold attacks."""
+    attacked = [r["attacks"] for r in reports if "attacks" in r]
+    names = list(dict.fromkeys(name for attacks in attacked for name in attacks))
+    return {
+        name: summarise([{"methods": attacks.get(name, {})} for attacks in attacked])
+        for name in names
+    }
+
+
 def run_seeds(run: Callable[[int], dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
     """`run(seed)` for each seed; the summary, and each seed's report less what it keeps in
     memory only (`mia_roc`, `run`), under `per_seed`."""
@@ -49,6 +61,8 @@ def run_seeds(run: Callable[[int], dict[str, Any]], seeds: Sequence[int]) -> dic
     reports = [run(seed) for seed in seeds]
     per_seed = [{k: v for k, v in r.items() if k not in ("mia_roc", "run")} for r in reports]
     result: dict[str, Any] = {"seeds": list(seeds), "methods": summarise(reports)}
+    if any("attacks" in r for r in reports):
+        result["attacks"] = summarise_attacks(reports)
     result["per_seed"] = per_seed
     if "run" in reports[0]:
         result["run"] = {**reports[0]["run"], "seeds": list(seeds)}
@@ -82,4 +96,20 @@ def format_seeds(result: dict[str, Any]) -> str:
             mine, theirs = figures.get(key, {}).get("mean"), oracle.get(key, {}).get("mean")
             cells.append("-" if mine is None or theirs is None else f"{abs(mine - theirs):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if result.get("attacks"):
+        lines += ["", *_attack_lines(result["attacks"])]
     return "\n".join(lines)
+
+
+def _attack_lines(attacks: dict[str, dict[str, dict]]) -> list[str]:
+    """The attacks, mean ± standard deviation over the seeds (PrivLeak against the oracle
+    under the same attack)."""
+    header = ["attack", "model", *(title for _, title in ATTACK_FIGURES)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for attack, models in attacks.items():
+        for name, figures in models.items():
+            cells = [attack, name] + [
+                _cell(figures.get(key, spread([]))) for key, _ in ATTACK_FIGURES
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines

@@ -49,7 +49,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     overrides = _data_overrides(args, "flip_share")
     config = BenchConfig.preset(
-        quick=args.quick, seed=args.seed, variants=args.variants, **overrides
+        quick=args.quick,
+        seed=args.seed,
+        variants=args.variants,
+        attacks=not args.no_attacks,
+        **overrides,
     )
     if args.data and not Path(args.data).exists():
         raise CliError(
@@ -234,7 +238,13 @@ def register(subparsers: Any) -> None:
         "--sequential: three requests in turn, served by one retrained layer, stacked layers, "
         "fused layers and the oracle. --task generation: summarisation with planted secrets "
         "(synthetic dialogues, or SAMSum with --data). --fusion-scale: cost of fusing many "
-        "requests. --small-requests: many requests of a few rows, each unlearned alone.",
+        "requests. --small-requests: many requests of a few rows, each unlearned alone. "
+        "Unless --no-attacks, the one-request classification benchmark also "
+        "attacks the original, the oracle and EUL: layer removal (the base alone, as anyone "
+        "holding the base weights can serve it), int8 and 4-bit weight quantisation (a "
+        "compressed served model) and 20 fine-tuning steps on retained rows or on unseen "
+        "rows like the forgotten ones (relearning by whoever holds the weights), each held "
+        "to the oracle under the same attack.",
     )
     bench.add_argument(
         "--task",
@@ -270,6 +280,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="also run EUL objective variants (with --sequential: other fusion forms, and the "
         "paper's trained-basis layers with the linear closed form)",
+    )
+    bench.add_argument(
+        "--no-attacks",
+        action="store_true",
+        help="classification: skip the attacks on the original, the oracle and EUL (layer "
+        "removal, int8 and 4-bit quantisation, relearning on retained or similar unseen rows)",
     )
     bench.add_argument(
         "--sequential",

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 from conftest import TINY_SPEC
 
+from eul.bench.attacks import ATTACKS, TARGETED
 from eul.bench.classification import (
     BenchConfig,
     choose_forget,
@@ -42,6 +43,9 @@ METRICS = {
     "trainable_share",
     "peak_mem_mb",
 }
+
+
+ATTACKED_METRICS = {"test_acc", "forget_acc", "forget_memorised_acc", "mia_auc", "privleak"}
 
 
 def test_forget_set_is_whole_subjects_with_half_of_the_rows_flipped() -> None:
@@ -92,6 +96,31 @@ def test_a_tiny_bench_reports_every_method_and_target(tmp_path) -> None:
     for name, curve in report["mia_roc"].items():
         assert curve["auc"]["loss"] == report["methods"][name]["mia_auc"]
     assert "mia_roc" not in saved
+    # the attacks: every attack on the original, the oracle and EUL, each held to the oracle
+    # under the same attack, and saved with the rest
+    attacks = report["attacks"]
+    assert list(attacks) == list(ATTACKS) and saved["attacks"].keys() == attacks.keys()
+    for attack, rows in attacks.items():
+        assert list(rows) == ["original", "oracle", "eul"], attack
+        for name, row in rows.items():
+            assert ATTACKED_METRICS <= set(row), (attack, name)
+        assert rows["oracle"]["privleak"] == 0
+        assert rows["eul"]["privleak"] == pytest.approx(
+            (rows["eul"]["mia_auc"] - rows["oracle"]["mia_auc"]) / rows["oracle"]["mia_auc"]
+        )
+    # unattacked, they are the models measured above; without its layer, EUL is the original
+    for key in ("test_acc", "forget_acc", "forget_memorised_acc", "mia_auc"):
+        for name in ("original", "oracle", "eul"):
+            assert attacks["none"][name][key] == report["methods"][name][key]
+        assert attacks["layer_removal"]["eul"][key] == report["methods"]["original"][key]
+    removal = attacks["layer_removal"]
+    assert [removal[n]["applies"] for n in ("original", "oracle", "eul")] == [False, False, True]
+    assert [t["target"].split(":")[0] for t in report["attack_targets"]] == [
+        f"after {attack}" for attack in TARGETED
+    ]
+    table = format_table(report)
+    assert "| int4 | eul |" in table and "| relearn_similar | oracle |" in table
+    assert "layer_removal: original hosts no unlearning layer" in table
 
 
 def test_target_bands_are_the_targets_on_each_metric_scale() -> None:
