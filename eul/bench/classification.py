@@ -243,11 +243,23 @@ def run_bench(
         "eul": results["eul"]["peak_mem_mb"],
     }
     report = _report(config, data, reference, results, mia_roc, memory)
+    report["gate_check"] = _gate_check(config, data, reference, eul_model, sets)
     if config.attacks:
         models = {"original": reference.original, "oracle": reference.oracle, "eul": eul_model}
         report["attacks"] = run_attacks(models, sets, AttackConfig(seed=config.seed), log)
         report["attack_targets"] = attack_targets(report["attacks"])
     return report
+
+
+def _gate_check(
+    config: BenchConfig, data: Prepared, reference: Reference, eul: TextModel, sets: EvalSets
+) -> dict[str, dict]:
+    """The nightly gates on the original, the oracle, EUL and an over-forgotten model."""
+    from eul.bench.gate_check import gate_models, over_forgotten
+
+    over = over_forgotten(reference.original, data.forget, data.retained, config.seed)
+    models = {"original": reference.original, "oracle": reference.oracle, "eul": eul}
+    return gate_models({**models, "over_forgotten": over}, sets, data.retained)
 
 
 def _reference(
@@ -498,6 +510,11 @@ def format_table(report: dict) -> str:
     for target in report["targets"]:
         mark = "met" if target["met"] else "MISSED"
         lines.append(f"- {target['target']}: {target['value']} ({mark})")
+    if "gate_check" in report:
+        from eul.bench.gate_check import format_gate_check
+
+        lines += ["", "The nightly gates, each model against the original as production:", ""]
+        lines.append(format_gate_check(report["gate_check"]))
     if "attacks" in report:
         lines += ["", format_attacks(report)]
     return "\n".join(lines)

@@ -96,9 +96,24 @@ def format_seeds(result: dict[str, Any]) -> str:
             mine, theirs = figures.get(key, {}).get("mean"), oracle.get(key, {}).get("mean")
             cells.append("-" if mine is None or theirs is None else f"{abs(mine - theirs):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
+    gates = gate_counts(result.get("per_seed", []))
+    if gates:
+        lines += ["", "Nightly gates passed, per model: " + ", ".join(
+            f"{name} {passed}/{total}" for name, (passed, total) in gates.items()
+        )]  # fmt: skip
     if result.get("attacks"):
         lines += ["", *_attack_lines(result["attacks"])]
     return "\n".join(lines)
+
+
+def gate_counts(per_seed: Sequence[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """model -> (seeds whose nightly gates it passed, seeds it was gated at)."""
+    counts: dict[str, tuple[int, int]] = {}
+    for report in per_seed:
+        for name, row in report.get("gate_check", {}).items():
+            passed, total = counts.get(name, (0, 0))
+            counts[name] = (passed + bool(row["passed"]), total + 1)
+    return counts
 
 
 def _attack_lines(attacks: dict[str, dict[str, dict]]) -> list[str]:

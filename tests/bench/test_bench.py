@@ -96,6 +96,15 @@ def test_a_tiny_bench_reports_every_method_and_target(tmp_path) -> None:
     for name, curve in report["mia_roc"].items():
         assert curve["auc"]["loss"] == report["methods"][name]["mia_auc"]
     assert "mia_roc" not in saved
+    # the nightly gates on each model, with the bands it was held to, saved and tabled
+    gated = report["gate_check"]
+    assert list(gated) == ["original", "oracle", "eul", "over_forgotten"]
+    for name, row in gated.items():
+        assert row["bands"]["forget_rows"] == report["setup"]["forget_rows"] > 0, name
+        assert row["passed"] == (not row["reasons"]), name
+        assert row["mia_auc"] == report["methods"].get(name, row)["mia_auc"]
+    assert saved["gate_check"].keys() == gated.keys()
+    assert "The nightly gates" in format_table(report)
     # the attacks: every attack on the original, the oracle and EUL, each held to the oracle
     # under the same attack, and saved with the rest
     attacks = report["attacks"]
