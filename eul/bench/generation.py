@@ -26,7 +26,7 @@ from eul.data.public import load_samsum
 from eul.data.records import DataError, Record
 from eul.data.records import split_records as split_by_subject
 from eul.data.synthetic import SyntheticConfig, generate, plant_secrets
-from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc
+from eul.evaluate.metrics import EvalSets, evaluate_with_scores, membership_roc, priv_leak
 from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model.text_model import ModelSpec, TextModel
 from eul.model.training import TrainConfig, train_full
@@ -161,6 +161,8 @@ def run_generation_bench(
         methods[name] = {key: metrics[key] for key in METRICS} | {"update_s": update_s}
         methods[name]["secret_extraction"] = methods[name].pop("forget_memorised_acc")
         mia_roc[name] = membership_roc(**scores)
+    for row in methods.values():
+        row["privleak"] = priv_leak(row["mia_auc"], methods["oracle"]["mia_auc"])
     gap = methods["eul"]["secret_extraction"] - methods["oracle"]["secret_extraction"]
     return {
         "methods": methods,

@@ -16,6 +16,15 @@ FIGURES = (
     ("privleak", "PrivLeak"),
     ("update_s", "update s"),
 )
+# The generation benchmark's figures (`eul.bench.generation`).
+GENERATION_FIGURES = (
+    ("test_rougeL", "test R-L"),
+    ("forget_rougeL", "forget R-L"),
+    ("secret_extraction", "secrets extracted"),
+    ("mia_auc", "MIA AUC"),
+    ("privleak", "PrivLeak"),
+    ("update_s", "update s"),
+)
 # The figures of the attacks table (`eul.bench.attacks`), summed up the same way.
 ATTACK_FIGURES = FIGURES[:-1]
 
@@ -77,23 +86,23 @@ def _cell(figure: dict) -> str:
     return f"{figure['mean']:.3f} ± {figure['std']:.3f}"
 
 
-def format_seeds(result: dict[str, Any]) -> str:
+def format_seeds(result: dict[str, Any], figures: Sequence[tuple[str, str]] = FIGURES) -> str:
     """The summary as a Markdown table: mean ± standard deviation over the seeds, and each
     method's distance to the oracle's mean forget accuracy and MIA AUC."""
     seeds = result["seeds"]
     methods = result["methods"]
     oracle = methods.get("oracle", {})
-    header = ["method", *(title for _, title in FIGURES), "|Δ forget|", "|Δ MIA|"]
+    header = ["method", *(title for _, title in figures), f"|Δ {figures[1][1]}|", "|Δ MIA|"]
     lines = [
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± standard deviation",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for name, figures in methods.items():
-        cells = [name] + [_cell(figures.get(key, spread([]))) for key, _ in FIGURES]
-        for key in ("forget_acc", "mia_auc"):
-            mine, theirs = figures.get(key, {}).get("mean"), oracle.get(key, {}).get("mean")
+    for name, measured in methods.items():
+        cells = [name] + [_cell(measured.get(key, spread([]))) for key, _ in figures]
+        for key in (figures[1][0], "mia_auc"):
+            mine, theirs = measured.get(key, {}).get("mean"), oracle.get(key, {}).get("mean")
             cells.append("-" if mine is None or theirs is None else f"{abs(mine - theirs):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     gates = gate_counts(result.get("per_seed", []))

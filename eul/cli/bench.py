@@ -29,10 +29,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     device = torch_device(args)
     if args.out:
         writable_path(args.out, "--out")
-    if args.seeds > 1 and (args.task == "generation" or args.sequential or args.fusion_scale):
+    if args.seeds > 1 and (args.sequential or args.fusion_scale):
         raise CliError(
-            "--seeds runs the classification benchmark; drop --sequential, --fusion-scale "
-            "and --task generation"
+            "--seeds runs the one-request benchmark (classification or generation); drop "
+            "--sequential and --fusion-scale"
         )
     _check_small_requests(args)
     if args.fusion_scale:
@@ -77,19 +77,24 @@ def cmd_bench(args: argparse.Namespace) -> None:
         _print_written(save_report(report, args.out))
 
 
-def _bench_seeds(args: argparse.Namespace, config: Any, device: torch.device) -> None:
+def _bench_seeds(
+    args: argparse.Namespace, config: Any, device: torch.device, generation: bool = False
+) -> None:
     """The benchmark at seeds --seed, --seed + 1, ...: each a new base model and forget set."""
     from dataclasses import replace
 
     from eul.bench.classification import run_bench, save_report_as
-    from eul.bench.seeds import format_seeds, run_seeds
+    from eul.bench.generation import run_generation_bench
+    from eul.bench.seeds import FIGURES, GENERATION_FIGURES, format_seeds, run_seeds
+
+    run = run_generation_bench if generation else run_bench
 
     def one(seed: int) -> dict:
         print(f"\n== seed {seed}", flush=True)
-        return run_bench(replace(config, seed=seed), progress=not args.quiet, device=device)
+        return run(replace(config, seed=seed), progress=not args.quiet, device=device)
 
     result = run_seeds(one, list(range(args.seed, args.seed + args.seeds)))
-    table = format_seeds(result)
+    table = format_seeds(result, GENERATION_FIGURES if generation else FIGURES)
     print()
     print(table)
     if args.out:
@@ -195,6 +200,9 @@ def _bench_generation(args: argparse.Namespace, device: torch.device) -> None:
         samsum_file(args.data)
     overrides = _data_overrides(args, "secret_share")
     config = GenerationBenchConfig.preset(quick=args.quick, seed=args.seed, **overrides)
+    if args.seeds > 1:
+        _bench_seeds(args, config, device, generation=True)
+        return
     report = run_generation_bench(config, progress=not args.quiet, device=device)
     table = format_generation(report)
     print()
@@ -315,8 +323,9 @@ def register(subparsers: Any) -> None:
         "--seeds",
         type=positive_int,
         default=1,
-        help="run the classification benchmark at this many seeds (--seed, --seed + 1, ...: "
-        "each a new base model and forget set) and report every figure's mean and spread",
+        help="run the one-request benchmark (classification or generation) at this many "
+        "seeds (--seed, --seed + 1, ...: each a new base model and forget set) and report "
+        "every figure's mean and spread",
     )
     add_device_option(bench)
     bench.set_defaults(func=cmd_bench)

@@ -54,3 +54,32 @@ def test_two_seeds_of_a_tiny_bench_give_two_base_models_and_their_spread(tmp_pat
     saved = json.loads((tmp_path / "seeds.json").read_text())
     assert saved["figures"]["seeds"] == [3, 4] and "mia_roc" not in json.dumps(saved)
     assert "± " in (tmp_path / "seeds.md").read_text()
+
+
+def test_generation_over_two_seeds_sums_up_rouge_secrets_and_privleak():
+    from conftest import TINY_SPEC
+
+    from eul.bench.generation import GenerationBenchConfig, run_generation_bench
+    from eul.bench.seeds import GENERATION_FIGURES
+    from eul.methods import EULConfig
+    from eul.model.text_model import ModelSpec
+
+    config = GenerationBenchConfig(
+        n_subjects=40,
+        train_epochs=1,
+        forget_share=0.05,
+        spec=ModelSpec(**{**TINY_SPEC.__dict__, "max_input_len": 96, "max_target_len": 24}),
+        eul=EULConfig(epochs=1, retained_per_epoch=32, retained_sample=64),
+    )
+    result = run_seeds(
+        lambda seed: run_generation_bench(replace(config, seed=seed), False, lambda _: None),
+        [0, 1],
+    )
+    # each seed a new base model: the two reports differ, and every figure has two values
+    assert [r["setup"]["seed"] for r in result["per_seed"]] == [0, 1]
+    for key, _ in GENERATION_FIGURES[:-1]:
+        assert result["methods"]["eul"][key]["n"] == 2, key
+    assert result["methods"]["oracle"]["privleak"]["mean"] == 0
+    table = format_seeds(result, GENERATION_FIGURES)
+    assert "| method | test R-L | forget R-L | secrets extracted |" in table
+    assert "|Δ forget R-L|" in table
