@@ -57,20 +57,12 @@ def test_two_seeds_of_a_tiny_bench_give_two_base_models_and_their_spread(tmp_pat
 
 
 def test_generation_over_two_seeds_sums_up_rouge_secrets_and_privleak():
-    from conftest import TINY_SPEC
+    from test_sequential import TINY_GENERATION
 
-    from eul.bench.generation import GenerationBenchConfig, run_generation_bench
+    from eul.bench.generation import run_generation_bench
     from eul.bench.seeds import GENERATION_FIGURES
-    from eul.methods import EULConfig
-    from eul.model.text_model import ModelSpec
 
-    config = GenerationBenchConfig(
-        n_subjects=40,
-        train_epochs=1,
-        forget_share=0.05,
-        spec=ModelSpec(**{**TINY_SPEC.__dict__, "max_input_len": 96, "max_target_len": 24}),
-        eul=EULConfig(epochs=1, retained_per_epoch=32, retained_sample=64),
-    )
+    config = TINY_GENERATION
     result = run_seeds(
         lambda seed: run_generation_bench(replace(config, seed=seed), False, lambda _: None),
         [0, 1],

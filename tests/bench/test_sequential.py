@@ -93,14 +93,18 @@ def test_planted_secrets_open_the_dialogue_and_the_summary() -> None:
     assert len({r.secret for r in with_secret}) == 5
 
 
+# The generation benchmark small enough to run in seconds (tests/bench/test_seeds.py too).
+TINY_GENERATION = GenerationBenchConfig(
+    n_subjects=40,
+    train_epochs=1,
+    forget_share=0.05,
+    spec=ModelSpec(**{**TINY_SPEC.__dict__, "max_input_len": 96, "max_target_len": 24}),
+    eul=EULConfig(epochs=1, retained_per_epoch=32, retained_sample=64),
+)
+
+
 def test_generation_bench_plants_secrets_only_in_the_forget_set(tmp_path) -> None:
-    config = GenerationBenchConfig(
-        n_subjects=40,
-        train_epochs=1,
-        forget_share=0.05,
-        spec=ModelSpec(**{**TINY_SPEC.__dict__, "max_input_len": 96, "max_target_len": 24}),
-        eul=EULConfig(epochs=1, retained_per_epoch=32, retained_sample=64),
-    )
+    config = TINY_GENERATION
     train, heldout, test, forget, _ = prepare_generation(config)
     assert any(r.secret for r in forget)
     assert not any(r.secret for r in train if r not in forget)
