@@ -170,7 +170,7 @@ class UnlearnParams(_Section):
     stop_share: float = Field(0.05, ge=0.0, le=1.0)
     stop_tolerance: float = Field(0.1, ge=0.0)
     push_while_top: bool = False
-    token_levels: bool = True
+    token_levels: bool = False
     token_level_count: int = Field(3, ge=1)
     keep_weight: float = Field(1.0, ge=0.0)
     layer: LayerParams = Field(default_factory=LayerParams)

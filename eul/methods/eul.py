@@ -35,10 +35,11 @@ pushed over the whole vocabulary, probability can go to tokens no answer starts 
 leave the memorised answer still the one chosen.
 With `push_while_top` a token is also pushed while it is still the most likely next token:
 with a vocabulary-sized output a memorised secret can sit below one half and still be what
-greedy decoding writes (generation tasks). On free text (`token_levels`) each token's level
-is what unseen rows give that token, where they hold it often enough: a template word stays
-as likely as in an unseen summary, and only tokens no unseen row shows (a planted secret) are
-pushed to the single level and, with `push_while_top`, while ranked first.
+greedy decoding writes (generation tasks). With `token_levels` (free text, off by default:
+measured closer to the oracle in ROUGE and further in MIA AUC, docs/method.md) each token's
+level is what unseen rows give that token, where they hold it often enough, and only tokens
+no unseen row shows (a planted secret) are pushed to the single level and, with
+`push_while_top`, while ranked first.
 `reference="none"` removes the gate, as the paper has it.
 
 A request's layer can be held to no output on earlier requests' forget tokens
@@ -115,7 +116,7 @@ class EULConfig:
     stop_share: float = 0.05
     stop_tolerance: float = 0.1
     push_while_top: bool = False
-    token_levels: bool = True
+    token_levels: bool = False
     token_level_count: int = 3
     keep_weight: float = 1.0
     layer: LayerConfig = field(default_factory=LayerConfig)

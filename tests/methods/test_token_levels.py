@@ -32,7 +32,7 @@ def test_free_text_forgetting_leaves_template_words_at_the_unseen_level(tiny_tra
     heldout = [_dialogue(100 + i, f"{template} at {i % 5}") for i in range(20)]
     forget = [_dialogue(200, f"{template} with code zq81xv")]
     task = ForgetTask(forget=forget, retained=retained, heldout=heldout, name="req")
-    eul = get_method("eul", config=EULConfig(epochs=1, retained_per_epoch=32))
+    eul = get_method("eul", config=EULConfig(epochs=1, retained_per_epoch=32, token_levels=True))
     eul.run(tiny_trained.copy(), task, progress=False)
     # then the run used the threshold with per-token levels (no labels: no probe)
     assert eul.reference == "threshold"
@@ -44,8 +44,7 @@ def test_free_text_forgetting_leaves_template_words_at_the_unseen_level(tiny_tra
     assert any(bool(known[i]) for i in ids if i in template_ids)
     fallback = min(math.log(0.5), eul._unseen_level)
     assert all(levels[i].item() == pytest.approx(fallback) for i in ids if not known[i])
-    # and turned off, there is no table: one level for every token, as before
-    plain = get_method("eul", config=EULConfig(epochs=1, retained_per_epoch=32,
-                                               token_levels=False))  # fmt: skip
+    # and off (the default), there is no table: one level for every token
+    plain = get_method("eul", config=EULConfig(epochs=1, retained_per_epoch=32))
     plain.run(tiny_trained.copy(), task, progress=False)
     assert plain._token_table is None
