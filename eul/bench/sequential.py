@@ -361,6 +361,14 @@ def _trained_basis_step(
     return stack, stats
 
 
+def after_last_step(result: dict) -> dict:
+    """A protocol result as a benchmark report: each way of serving after the last request
+    under `methods` (what `eul.bench.seeds` sums up over seeds), the steps kept beside it."""
+    if not result["steps"]:
+        raise ValueError("the protocol ran no step")
+    return {"methods": dict(result["steps"][-1]), **result}
+
+
 def format_sequential(result: dict) -> str:
     """One Markdown table: a row per step and way of serving."""
     lines = [

@@ -29,10 +29,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     device = torch_device(args)
     if args.out:
         writable_path(args.out, "--out")
-    if args.seeds > 1 and (args.sequential or args.fusion_scale):
+    if args.seeds > 1 and args.fusion_scale:
         raise CliError(
-            "--seeds runs the one-request benchmark (classification or generation); drop "
-            "--sequential and --fusion-scale"
+            "--seeds runs the benchmarks that train models (one request, --sequential, "
+            "--task generation); drop --fusion-scale"
         )
     _check_small_requests(args)
     if args.fusion_scale:
@@ -171,6 +171,9 @@ def _bench_sequential(args: argparse.Namespace, bench: object, device: torch.dev
         anchor_weight=args.anchor_weight,
         variants=args.variants,
     )
+    if args.seeds > 1:
+        _sequential_seeds(args, config, device)
+        return
     result = run_sequential(config, progress=not args.quiet, device=device)
     table = format_sequential(result)
     print()
@@ -178,6 +181,28 @@ def _bench_sequential(args: argparse.Namespace, bench: object, device: torch.dev
     if args.out:
         report = {"sequential": result["steps"], "setup": result["setup"], "run": result["run"]}
         _print_written(save_report_as(report, table, args.out, draw_sequential))
+
+
+def _sequential_seeds(args: argparse.Namespace, config: Any, device: torch.device) -> None:
+    """The sequential protocol at seeds --seed, --seed + 1, ...: each way of serving after
+    the last request, as mean and spread."""
+    from dataclasses import replace
+
+    from eul.bench.classification import save_report_as
+    from eul.bench.seeds import format_seeds, run_seeds
+    from eul.bench.sequential import after_last_step, run_sequential
+
+    def one(seed: int) -> dict:
+        print(f"\n== seed {seed}", flush=True)
+        seeded = replace(config, bench=replace(config.bench, seed=seed))
+        return after_last_step(run_sequential(seeded, progress=not args.quiet, device=device))
+
+    result = run_seeds(one, list(range(args.seed, args.seed + args.seeds)))
+    table = format_seeds(result)
+    print()
+    print(table)
+    if args.out:
+        _print_written(save_report_as(result, table, args.out))
 
 
 def _bench_generation(args: argparse.Namespace, device: torch.device) -> None:
@@ -323,9 +348,9 @@ def register(subparsers: Any) -> None:
         "--seeds",
         type=positive_int,
         default=1,
-        help="run the one-request benchmark (classification or generation) at this many "
-        "seeds (--seed, --seed + 1, ...: each a new base model and forget set) and report "
-        "every figure's mean and spread",
+        help="run the benchmark (one request, --sequential or --task generation) at this "
+        "many seeds (--seed, --seed + 1, ...: each a new base model and forget set) and report "
+        "every figure's mean and spread (--sequential: after the last request)",
     )
     add_device_option(bench)
     bench.set_defaults(func=cmd_bench)

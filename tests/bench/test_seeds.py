@@ -75,3 +75,21 @@ def test_generation_over_two_seeds_sums_up_rouge_secrets_and_privleak():
     table = format_seeds(result, GENERATION_FIGURES)
     assert "| method | test R-L | forget R-L | secrets extracted |" in table
     assert "|Δ forget R-L|" in table
+
+
+def test_the_sequential_protocol_is_summed_up_after_its_last_request():
+    from eul.bench.sequential import after_last_step
+
+    def step(forget: float) -> dict:
+        row = {"test_acc": 0.8, "forget_acc": forget, "forget_memorised_acc": 0.2,
+               "mia_auc": 0.3, "update_s": 1.0}  # fmt: skip
+        return {"fused": row, "oracle": {**row, "forget_acc": 0.5}}
+
+    runs = {0: {"steps": [step(0.9), step(0.6)], "setup": {}}, 1: {"steps": [step(0.4)]}}
+    result = run_seeds(lambda seed: after_last_step(runs[seed]), [0, 1])
+    # each seed's last step is what is summed up: 0.6 at seed 0, 0.4 at seed 1
+    assert result["methods"]["fused"]["forget_acc"]["mean"] == pytest.approx(0.5)
+    assert result["per_seed"][0]["steps"][0]["fused"]["forget_acc"] == 0.9
+    assert "| fused |" in format_seeds(result)
+    with pytest.raises(ValueError, match="no step"):
+        after_last_step({"steps": []})
