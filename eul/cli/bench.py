@@ -267,7 +267,7 @@ def register(subparsers: Any) -> None:
         "bench",
         help="benchmark EUL against the oracle (retraining) and baselines",
         description="Original, oracle (retrain), fine-tune, reverse gradient and EUL on the "
-        "embedded synthetic data (or SST-2 with --data), forget set 1%% of rows. "
+        "embedded synthetic data (or SST-2 with --data), forget set 1% of rows. "
         "--sequential: three requests in turn, served by one retrained layer, stacked layers, "
         "fused layers and the oracle. --task generation: summarisation with planted secrets "
         "(synthetic dialogues, or SAMSum with --data). --fusion-scale: cost of fusing many "
