@@ -67,12 +67,7 @@ from eul.methods.base import (
     UnlearnResult,
     register_method,
 )
-from eul.methods.levels import (
-    content_tokens,
-    probe_levels,
-    resolve_reference,
-    token_level_table,
-)
+from eul.methods.levels import probe_levels, resolve_reference, token_level_table
 from eul.methods.loop import Stepper, TeacherCache, batches
 from eul.model.text_model import IGNORE, TextModel
 from eul.model.training import linear_schedule, seed_everything
@@ -399,7 +394,7 @@ class EUL(UnlearningMethod):
             rows = [r for r in rows if r.label is not None]
             values = sorted(self._measured_answer_logprobs(tm, rows))
             return values[len(values) // 2] if values else 0.0
-        tokens = content_tokens(tm, rows) if rows else []
+        tokens = tm.content_tokens(rows) if rows else []
         values = sorted(v for _, row in tokens for v in row)
         median = values[len(values) // 2] if values else 0.0
         free_text = bool(rows) and all(r.label is None for r in rows)
@@ -510,7 +505,7 @@ class EUL(UnlearningMethod):
         if table is not None:
             above = [
                 v > float(table[0][i]) + tolerance
-                for ids, values in content_tokens(tm, forget)
+                for ids, values in tm.content_tokens(forget)
                 for i, v in zip(ids, values, strict=True)
             ]
             return sum(above) / len(above) if above else 0.0

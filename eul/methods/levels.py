@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import torch
 
 from eul.data.records import Record
-from eul.model.text_model import TextModel
 
 
 def resolve_reference(reference: str, forget: Sequence[Record], retained: Sequence[Record]) -> str:
@@ -28,19 +27,6 @@ def resolve_reference(reference: str, forget: Sequence[Record], retained: Sequen
     except ProbeError:
         return "threshold"
     return "probe"
-
-
-@torch.no_grad()
-def content_tokens(tm: TextModel, rows: Sequence[Record]) -> list[tuple[list[int], list[float]]]:
-    """Per row, its target's content token ids and their log-probabilities (teacher forced)."""
-    tm.model.eval()
-    found: list[tuple[list[int], list[float]]] = []
-    for batch in tm.record_batches(list(rows), 128):
-        logp = tm.token_logprobs(batch).cpu()
-        labels, mask = batch["labels"].cpu(), batch["content_mask"].cpu()
-        for ids, values, keep in zip(labels, logp, mask, strict=True):
-            found.append((ids[keep].tolist(), values[keep].tolist()))
-    return found
 
 
 def token_level_table(

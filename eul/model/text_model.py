@@ -326,17 +326,24 @@ class TextModel:
             logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1), ignore_index=IGNORE
         )
 
-    @torch.no_grad()
     def score(self, records: Sequence[Record], batch_size: int = 128) -> list[list[float]]:
         """Per record, the log-probabilities of its content tokens (teacher forced)."""
+        return [values for _, values in self.content_tokens(records, batch_size)]
+
+    @torch.no_grad()
+    def content_tokens(
+        self, records: Sequence[Record], batch_size: int = 128
+    ) -> list[tuple[list[int], list[float]]]:
+        """Per record, its target's content token ids and their log-probabilities."""
         self.model.eval()
-        scores: list[list[float]] = []
+        found: list[tuple[list[int], list[float]]] = []
         for batch in self.record_batches(records, batch_size):
             # one copy to the CPU per batch, not one per row
             logp = self.token_logprobs(batch).cpu()
-            for row, mask in zip(logp, batch["content_mask"].cpu(), strict=True):
-                scores.append(row[mask].tolist())
-        return scores
+            labels, mask = batch["labels"].cpu(), batch["content_mask"].cpu()
+            for ids, row, keep in zip(labels, logp, mask, strict=True):
+                found.append((ids[keep].tolist(), row[keep].tolist()))
+        return found
 
     @torch.no_grad()
     def choose(

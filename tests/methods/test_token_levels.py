@@ -8,7 +8,7 @@ import pytest
 
 from eul.data.records import Record
 from eul.methods import EULConfig, ForgetTask, get_method
-from eul.methods.levels import content_tokens, token_level_table
+from eul.methods.levels import token_level_table
 
 
 def test_tokens_unseen_rows_show_often_get_their_median_and_others_the_fallback():
@@ -37,8 +37,8 @@ def test_free_text_forgetting_leaves_template_words_at_the_unseen_level(tiny_tra
     # then the run used the threshold with per-token levels (no labels: no probe)
     assert eul.reference == "threshold"
     levels, known = eul._token_table
-    ids, _ = content_tokens(tiny_trained, forget)[0]
-    template_ids = set(content_tokens(tiny_trained, heldout[:1])[0][0])
+    ids, _ = tiny_trained.content_tokens(forget)[0]
+    template_ids = set(tiny_trained.content_tokens(heldout[:1])[0][0])
     # the template's tokens have levels of their own; the code's tokens (never in an unseen
     # row) fall back to the single level of the threshold
     assert any(bool(known[i]) for i in ids if i in template_ids)
