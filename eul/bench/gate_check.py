@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
+from eul.bench.forget_sets import flip_labels
 from eul.data.records import LABEL_WORDS, Record
-from eul.evaluate.bands import BandConfig, reference_bands
+from eul.evaluate.bands import BandConfig, reference_bands, reference_probe
 from eul.evaluate.metrics import EvalSets, evaluate_with_scores
 from eul.model.text_model import TextModel
 from eul.model.training import TrainConfig, train_full
@@ -33,11 +33,7 @@ def over_forgotten(
 ) -> TextModel:
     """A copy of `original` fine-tuned to give every forget row the other answer (with a
     sample of retained rows, so that it keeps its task)."""
-    flipped = [
-        replace(r, label=1 - int(r.label), target=LABEL_WORDS[1 - int(r.label)])
-        for r in forget
-        if r.label is not None
-    ]
+    flipped = flip_labels([r for r in forget if r.label is not None], 1.0, random.Random(seed))
     sample = random.Random(seed).sample(list(retained), min(OVER_FORGOTTEN_RETAINED, len(retained)))
     model = original.copy()
     rows = flipped * OVER_FORGOTTEN_REPEATS + sample
@@ -56,12 +52,15 @@ def gate_models(
     params = GateParams(max_test_acc_drop=1.0)
     measured = {name: evaluate_with_scores(tm, sets) for name, tm in models.items()}
     production = measured["original"][0]
+    # one probe for every candidate: it reads the retained and held-out rows, not the model
+    probe = reference_probe(models["original"].tokenizer, retained, sets.unseen, len(LABEL_WORDS))
     found: dict[str, dict] = {}
     for name, tm in models.items():
         metrics, _, scores = measured[name]
         bands = reference_bands(
-            tm, sets.forget, sets.unseen, retained, scores["unseen"]["loss"], LABEL_WORDS, config
-        )
+            tm, sets.forget, sets.unseen, retained, scores["unseen"]["loss"], LABEL_WORDS,
+            config, probe,
+        )  # fmt: skip
         gates = check_gates(metrics, production, len(sets.forget), params, bands)
         found[name] = {
             "passed": passed(gates),

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from eul.bench.classification import RUN, subject_groups, without_subjects
+from eul.bench.classification import RUN
 from eul.bench.data_file import DataFile, is_data_file, load_data_file
 from eul.bench.envelope import run_record
+from eul.bench.forget_sets import subject_groups, without_subjects
 from eul.data.public import load_samsum
 from eul.data.records import DataError, Record
 from eul.data.records import split_records as split_by_subject

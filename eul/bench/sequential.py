@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from eul.bench.classification import BenchConfig, choose_requests, load_bench_records
+from eul.bench.classification import BenchConfig, load_bench_records
 from eul.bench.envelope import run_record
+from eul.bench.forget_sets import choose_requests
 from eul.data.records import LABEL_WORDS, Record, split_records
 from eul.evaluate.metrics import EvalSets, accuracy, evaluate
 from eul.fusion.fuse import FusionState, add_fused_layer, add_shared_fused_layer, fuse, fuse_shared

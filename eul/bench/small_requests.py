@@ -27,10 +27,10 @@ from eul.bench.classification import (
     ORACLE_GAP,
     UTILITY_DROP,
     BenchConfig,
-    flip_labels,
     load_bench_records,
 )
 from eul.bench.envelope import run_record
+from eul.bench.forget_sets import flip_labels
 from eul.bench.seeds import spread
 from eul.data.records import LABEL_WORDS, DataError, Record, split_records
 from eul.evaluate.metrics import accuracy, forget_metrics, membership_scores, roc_auc

@@ -35,6 +35,8 @@ from eul.evaluate.metrics import roc_auc
 
 # Each forget row is stood in for by one of its nearest held-out rows in the probe's odds.
 NEIGHBOURS = 15
+# Bands are kept to 4 digits; a value on an end (a share of the same rows) is inside.
+ROUNDING = 5e-5
 
 
 @dataclass(frozen=True)
@@ -172,12 +174,14 @@ def reference_bands(
     heldout_scores: Sequence[float],
     label_words: Sequence[str] | None,
     config: BandConfig | None = None,
+    probe=None,
 ) -> ReferenceBands | None:
     """The bands of `forget` for the candidate `tm` (None without forget or held-out rows).
 
     `heldout_scores` are the candidate's loss-signal membership scores of `heldout`, as
     `eul.evaluate.metrics.membership_scores` gives them; `label_words` (classification) the
-    answers, which switch on the probe reference and the forget-accuracy band.
+    answers, which switch on the probe reference and the forget-accuracy band. `probe`: a
+    `reference_probe` of the same rows, to gate several candidates with one fit.
     """
     config = config or BandConfig()
     if not forget or len(heldout) < 2:
@@ -189,11 +193,7 @@ def reference_bands(
             "held-out rows", len(forget), len(heldout), mia, None, config.quantile,
             config.resamples,
         )  # fmt: skip
-    from eul.methods.reference import RetainedProbe
-
-    n_labels = len(label_words)
-    fit_rows = [r for r in retained if r.label is not None and 0 <= r.label < n_labels]
-    probe = RetainedProbe.fit(tm.tokenizer, fit_rows, n_labels).calibrate(heldout)
+    probe = probe or reference_probe(tm.tokenizer, retained, heldout, len(label_words))
     forget_p = probe.label_probability(list(forget)).tolist()
     forget_odds = label_log_odds(forget_p)
     heldout_odds = label_log_odds(probe.label_probability(list(heldout)).tolist())
@@ -209,8 +209,15 @@ def reference_bands(
     )  # fmt: skip
 
 
-# Bands are kept to 4 digits; a value on an end (a share of the same rows) is inside.
-ROUNDING = 5e-5
+def reference_probe(
+    tokenizer, retained: Sequence[Record], heldout: Sequence[Record], n_labels: int
+):
+    """The retained-data probe the labelled bands draw their odds from: fitted on the retained
+    rows with a label among the `n_labels` answers, calibrated on the held-out rows."""
+    from eul.methods.reference import RetainedProbe
+
+    fit_rows = [r for r in retained if r.label is not None and 0 <= r.label < n_labels]
+    return RetainedProbe.fit(tokenizer, fit_rows, n_labels).calibrate(heldout)
 
 
 def probe_accuracy_band(label_p: Sequence[float], config: BandConfig) -> Band:

@@ -11,13 +11,13 @@ from conftest import TINY_SPEC
 from eul.bench.attacks import ATTACKS, TARGETED
 from eul.bench.classification import (
     BenchConfig,
-    choose_forget,
     format_table,
     load_bench_records,
     run_bench,
     save_report,
     target_bands,
 )
+from eul.bench.forget_sets import choose_forget
 from eul.data.records import DataError
 from eul.data.synthetic import SyntheticConfig, generate
 from eul.methods import EULConfig

@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import TINY_SPEC
 
-from eul.bench.classification import BenchConfig, choose_requests, save_report_as
+from eul.bench.classification import BenchConfig, save_report_as
 from eul.bench.envelope import run_record
+from eul.bench.forget_sets import choose_requests
 from eul.bench.generation import (
     GenerationBenchConfig,
     draw_generation,
