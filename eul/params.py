@@ -170,8 +170,10 @@ class UnlearnParams(_Section):
     stop_share: float = Field(0.05, ge=0.0, le=1.0)
     stop_tolerance: float = Field(0.1, ge=0.0)
     push_while_top: bool = False
-    token_levels: bool = False
+    token_levels: bool = True
     token_level_count: int = Field(3, ge=1)
+    row_levels: bool = True
+    forget_step_share: float = Field(0.25, ge=0.0, le=1.0)
     keep_weight: float = Field(1.0, ge=0.0)
     layer: LayerParams = Field(default_factory=LayerParams)
     seed: int = 0

@@ -7,7 +7,8 @@ sample of retained batches. The teacher is the same model with the new layer swi
 Objectives (`EULConfig.objective`):
 - `paper`: alpha KL on retained + task loss on retained - bounded KL on forget
   - gamma bounded masked-LM loss on forget, as the paper states it.
-- `unlikelihood`: the retained terms of `paper`, and -log(1 - p) on forget content tokens.
+- `unlikelihood`: the retained terms of `paper`, and on forget content tokens -log(1 - q) of
+  the answer's share (labelled rows) or, per token, the log-odds log p - log(1 - p).
 - `npo`: the retained terms of `paper`, and negative preference optimisation on forget.
 - `task_only`: the task loss on retained data alone (a reference for cost, forgets nothing).
 
@@ -35,11 +36,16 @@ pushed over the whole vocabulary, probability can go to tokens no answer starts 
 leave the memorised answer still the one chosen.
 With `push_while_top` a token is also pushed while it is still the most likely next token:
 with a vocabulary-sized output a memorised secret can sit below one half and still be what
-greedy decoding writes (generation tasks). With `token_levels` (free text, off by default:
-measured closer to the oracle in ROUGE and further in MIA AUC, docs/method.md) each token's
-level is what unseen rows give that token, where they hold it often enough, and only tokens
-no unseen row shows (a planted secret) are pushed to the single level and, with
-`push_while_top`, while ranked first.
+greedy decoding writes (generation tasks).
+Free text (threshold reference) has three more rules, measured together (docs/method.md): with
+`token_levels` each token's level is what unseen rows give that token, where they hold it
+often enough, and only tokens no unseen row shows (a planted secret) are pushed to the single
+level and, with `push_while_top`, while ranked first; with `row_levels` a row whose mean
+content log-probability is still above the median unseen row's has all its content tokens
+pushed (tokens each at their level can still, together, make a member); and the forget rows
+get enough passes per epoch for `forget_step_share` of the retained steps. The forget term on
+tokens is the log-odds, whose gradient does not fade where a weak model's memorised token
+sits at p = 0.003.
 `reference="none"` removes the gate, as the paper has it.
 
 A request's layer can be held to no output on earlier requests' forget tokens
@@ -111,8 +117,10 @@ class EULConfig:
     stop_share: float = 0.05
     stop_tolerance: float = 0.1
     push_while_top: bool = False
-    token_levels: bool = False
+    token_levels: bool = True
     token_level_count: int = 3
+    row_levels: bool = True
+    forget_step_share: float = 0.25
     keep_weight: float = 1.0
     layer: LayerConfig = field(default_factory=LayerConfig)
     seed: int = 0
@@ -126,6 +134,8 @@ class EULConfig:
             raise ValueError(f"probe_margin must be at least 1, got {self.probe_margin}")
         if not 0.0 <= self.probe_hold < 1.0:
             raise ValueError(f"probe_hold must lie in [0, 1), got {self.probe_hold}")
+        if not 0.0 <= self.forget_step_share <= 1.0:
+            raise ValueError(f"forget_step_share must lie in [0, 1], got {self.forget_step_share}")
         if self.epochs < 1 or self.retained_sample < 1:
             raise ValueError("epochs and retained_sample must be at least 1")
 
@@ -200,6 +210,7 @@ class EUL(UnlearningMethod):
         cache_k = 0 if cfg.objective == "task_only" else cfg.teacher_top_k
         self._cache = TeacherCache(tm, retained, cache_k, cfg.batch_size)
         self._options = self._label_options(forget, retained)
+        self._free_text = bool(forget) and all(r.label is None for r in forget)
         self._unseen_level = self._measure_unseen_level(tm, list(task.heldout))
         self._row_levels = self._probe_levels(tm, forget, list(task.retained), task.heldout)
 
@@ -227,9 +238,10 @@ class EUL(UnlearningMethod):
         cfg = self.config
         params = layers.layer_parameters(name)
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        steps_per_epoch = math.ceil(n_forget / cfg.forget_batch_size) + math.ceil(
-            per_epoch / cfg.batch_size
+        forget_steps = self._forget_passes(n_forget, per_epoch) * math.ceil(
+            n_forget / cfg.forget_batch_size
         )
+        steps_per_epoch = forget_steps + math.ceil(per_epoch / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         scheduler = linear_schedule(optimizer, total, cfg.warmup_share)
         bar = tqdm(total=total, desc=f"unlearn {name}", disable=not progress, leave=False)
@@ -286,8 +298,10 @@ class EUL(UnlearningMethod):
         cfg = self.config
         tm.model.train()
         forget_losses, retained_losses = [], []
+        passes = self._forget_passes(len(forget), per_epoch)
         if cfg.objective != "task_only":
-            for chunk in batches(forget, cfg.forget_batch_size, rng):
+            chunks = [c for _ in range(passes) for c in batches(forget, cfg.forget_batch_size, rng)]
+            for chunk in chunks:
                 loss = self._forget_loss(tm, name, chunk, rng)
                 if loss.requires_grad:
                     stepper.step(loss)
@@ -310,6 +324,22 @@ class EUL(UnlearningMethod):
         }
 
     # -- pieces -------------------------------------------------------------------------
+
+    def _forget_passes(self, n_forget: int, per_epoch: int) -> int:
+        """Passes over the forget rows per epoch (free text): enough that their steps are at
+        least `forget_step_share` of the retained steps after them; labelled rows take one.
+
+        AdamW moves the layer about one learning rate per step whatever the loss's scale, so
+        13 summaries (2 forget steps against 24 retained ones) were pulled back by the
+        retained epoch faster than they were pushed, and a weighted loss changed nothing.
+        Labelled rows, measured among the answers, reached their levels in one pass.
+        """
+        cfg = self.config
+        if not getattr(self, "_free_text", False):
+            return 1
+        forget_steps = max(1, math.ceil(n_forget / cfg.forget_batch_size))
+        retained_steps = math.ceil(per_epoch / cfg.batch_size)
+        return max(1, math.ceil(cfg.forget_step_share * retained_steps / forget_steps))
 
     @property
     def level(self) -> float:
@@ -390,6 +420,7 @@ class EUL(UnlearningMethod):
         """
         rows = heldout[: self.config.unseen_sample]
         self._token_table = None
+        self._row_level = None
         if getattr(self, "_options", None) is not None:
             rows = [r for r in rows if r.label is not None]
             values = sorted(self._measured_answer_logprobs(tm, rows))
@@ -398,6 +429,9 @@ class EUL(UnlearningMethod):
         values = sorted(v for _, row in tokens for v in row)
         median = values[len(values) // 2] if values else 0.0
         free_text = bool(rows) and all(r.label is None for r in rows)
+        if self.reference == "threshold" and self.config.row_levels and free_text:
+            means = sorted(sum(row) / len(row) for _, row in tokens if row)
+            self._row_level = means[len(means) // 2] if means else None
         if self.reference == "threshold" and self.config.token_levels and free_text:
             fallback = min(math.log(self.config.threshold), median)
             self._token_table = token_level_table(
@@ -463,6 +497,7 @@ class EUL(UnlearningMethod):
             gate = gate | objectives.forget_gate(
                 student, labels, logp, mask & ~known, levels, cfg.push_while_top
             )
+        gate = gate | self._rows_above(logp, batch["content_mask"])
         if not gate.any():
             return logp.sum() * 0.0
         if cfg.objective == "unlikelihood":
@@ -496,25 +531,41 @@ class EUL(UnlearningMethod):
             total = total + (up * (gram.to(up) @ up)).sum() / up.shape[1]
         return total
 
+    def _rows_above(self, logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """With row levels (free text): every content token of a row whose mean content
+        log-probability is still above what the median unseen row gets ([rows, T] bools).
+
+        The tokens of a memorised summary can each sit below their level and still be,
+        together, likelier than an unseen row's: the row then still looks like a member.
+        """
+        level = getattr(self, "_row_level", None)
+        if level is None:
+            return torch.zeros_like(mask)
+        weight = mask.to(logp.dtype)
+        mean = (logp.detach() * weight).sum(-1) / weight.sum(-1).clamp(min=1.0)
+        return mask & (mean > level)[:, None]
+
     @torch.no_grad()
     def _share_above_level(self, tm: TextModel, forget: list[Record]) -> float:
         """Share of forget content tokens (of rows, where they are measured among the
-        answers) still more likely than the level allows."""
+        answers) still more likely than the level allows; with row levels, every token of a
+        row still likelier than the median unseen row counts as above."""
         tolerance = self.config.stop_tolerance
-        table = getattr(self, "_token_table", None)
-        if table is not None:
-            above = [
-                v > float(table[0][i]) + tolerance
-                for ids, values in tm.content_tokens(forget)
-                for i, v in zip(ids, values, strict=True)
-            ]
-            return sum(above) / len(above) if above else 0.0
-        levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
         if getattr(self, "_options", None) is not None:
-            scores = [[v] for v in self._measured_answer_logprobs(tm, forget)]
-        else:
-            scores = tm.score(forget)
-        above = [
-            v > level + tolerance for row, level in zip(scores, levels, strict=True) for v in row
-        ]
+            levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
+            scores = self._measured_answer_logprobs(tm, forget)
+            above = [v > lv + tolerance for v, lv in zip(scores, levels, strict=True)]
+            return sum(above) / len(above) if above else 0.0
+        table = getattr(self, "_token_table", None)
+        row_level = getattr(self, "_row_level", None)
+        levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
+        above = []
+        for (ids, values), level in zip(tm.content_tokens(forget), levels, strict=True):
+            row_above = (
+                row_level is not None and bool(values)
+                and sum(values) / len(values) > row_level + tolerance
+            )  # fmt: skip
+            for i, v in zip(ids, values, strict=True):
+                own = float(table[0][i]) if table is not None else level
+                above.append(row_above or v > own + tolerance)
         return sum(above) / len(above) if above else 0.0

@@ -29,6 +29,16 @@ def test_unlikelihood_keeps_its_gradient_when_the_label_is_memorised() -> None:
     assert negated_ce < 0.01
 
 
+def test_unlikelihood_keeps_its_gradient_on_an_unlikely_token() -> None:
+    # given a memorised free-text token a weak model gives p = 0.003 (unseen rows: 0.0005)
+    gate = torch.ones(1, 1, dtype=torch.bool)
+    pushed = _logit_grad(lambda lp: objectives.unlikelihood(lp.view(1, 1), gate), 0.003)
+    plain = _logit_grad(lambda lp: -torch.log1p(-lp.exp()), 0.003)  # -log(1 - p) alone
+    # then the log-odds push is as strong as at p near 1; -log(1 - p) alone all but stops
+    assert pushed > 0.99
+    assert plain < 0.01
+
+
 def test_gate_switches_the_forget_term_off() -> None:
     logp = torch.log(torch.tensor([[0.9, 0.1]]))
     closed = torch.zeros(1, 2, dtype=torch.bool)
