@@ -107,11 +107,35 @@ def _band(draws: np.ndarray, quantile: float, two_sided: bool = True) -> Band:
     return Band(float(low), float(mid), float(high), two_sided)
 
 
-def _stand_ins(forget_odds: np.ndarray, heldout_odds: np.ndarray, neighbours: int) -> np.ndarray:
-    """[forget rows, k]: for each forget row, the k held-out rows nearest to it in the
-    probe's odds."""
-    k = min(neighbours, len(heldout_odds))
-    distance = np.abs(forget_odds[:, None] - heldout_odds[None, :])
+@dataclass(frozen=True)
+class StandIns:
+    """The rows that may stand in for a forget row, and what the candidate shows on each: its
+    membership score, whether it answers it right, the probe's odds of its label, and the
+    held-out row it is (a relabelled copy of a held-out row is that row, for the AUC's rest)."""
+
+    scores: np.ndarray
+    correct: np.ndarray | None
+    odds: np.ndarray
+    source: np.ndarray
+
+    @classmethod
+    def heldout(
+        cls, scores: Sequence[float], correct: Sequence[bool] | None, odds: Sequence[float]
+    ) -> StandIns:
+        """The held-out rows as they are."""
+        return cls(
+            np.asarray(scores, float),
+            None if correct is None else np.asarray(correct, float),
+            np.asarray(odds, float),
+            np.arange(len(scores)),
+        )
+
+
+def _nearest(forget_odds: np.ndarray, stand_in_odds: np.ndarray, neighbours: int) -> np.ndarray:
+    """[forget rows, k]: for each forget row, the k stand-ins nearest to it in the probe's
+    odds."""
+    k = min(neighbours, len(stand_in_odds))
+    distance = np.abs(forget_odds[:, None] - stand_in_odds[None, :])
     return np.argsort(distance, axis=1, kind="stable")[:, :k]
 
 
@@ -120,23 +144,22 @@ def draw_bands(
     heldout_correct: Sequence[bool] | None,
     forget_rows: int,
     forget_odds: Sequence[float] | None = None,
-    heldout_odds: Sequence[float] | None = None,
+    stand_ins: StandIns | None = None,
     config: BandConfig | None = None,
 ) -> tuple[Band, Band | None]:
     """The membership-AUC band and (with `heldout_correct`) the forget-accuracy band for
     `forget_rows` rows, from the candidate's own membership scores and right answers on the
-    held-out rows. With the probe's odds (log-odds of each row's label) each forget row is
-    stood in for by held-out rows of its odds; without, by any held-out row."""
+    held-out rows. With the probe's odds of each forget row's label and `stand_ins`, each
+    forget row is stood in for by stand-ins of its odds, against the held-out rows they are
+    not; without, by any held-out row against the rest."""
     config = config or BandConfig()
     scores = np.asarray(heldout_scores, float)
     if forget_rows < 1 or len(scores) < 2:
         raise ValueError("bands need at least one forget row and two held-out rows")
     rng = np.random.default_rng(config.seed)
-    matched = forget_odds is not None and heldout_odds is not None
+    matched = forget_odds is not None and stand_ins is not None
     pools = (
-        _stand_ins(
-            np.asarray(forget_odds, float), np.asarray(heldout_odds, float), config.neighbours
-        )  # fmt: skip
+        _nearest(np.asarray(forget_odds, float), stand_ins.odds, config.neighbours)
         if matched
         else None
     )
@@ -147,16 +170,19 @@ def draw_bands(
         if pools is not None:
             pick = rng.integers(pools.shape[1], size=len(pools))
             chosen = pools[np.arange(len(pools)), pick]
+            chosen_scores, rows = stand_ins.scores[chosen], stand_ins.source[chosen]
+            chosen_correct = None if stand_ins.correct is None else stand_ins.correct[chosen]
         else:
-            chosen = rng.choice(everyone, forget_rows, replace=forget_rows > len(scores) // 2)
-        rest = np.setdiff1d(everyone, chosen, assume_unique=False)
-        aucs.append(
-            roc_auc(scores[chosen].tolist(), scores[rest if len(rest) else everyone].tolist())
-        )
-        if correct is not None:
-            accs.append(float(correct[chosen].mean()))
+            rows = rng.choice(everyone, forget_rows, replace=forget_rows > len(scores) // 2)
+            chosen_scores = scores[rows]
+            chosen_correct = None if correct is None else correct[rows]
+        rest = np.setdiff1d(everyone, rows, assume_unique=False)
+        negatives = scores[rest if len(rest) else everyone]
+        aucs.append(roc_auc(chosen_scores.tolist(), negatives.tolist()))
+        if correct is not None and chosen_correct is not None:
+            accs.append(float(chosen_correct.mean()))
     mia = _band(np.asarray(aucs), config.quantile, two_sided=matched)
-    acc = _band(np.asarray(accs), config.quantile) if correct is not None else None
+    acc = _band(np.asarray(accs), config.quantile) if accs else None
     return mia, acc
 
 
@@ -196,17 +222,59 @@ def reference_bands(
     probe = probe or reference_probe(tm.tokenizer, retained, heldout, len(label_words))
     forget_p = probe.label_probability(list(forget)).tolist()
     forget_odds = label_log_odds(forget_p)
-    heldout_odds = label_log_odds(probe.label_probability(list(heldout)).tolist())
+    heldout = list(heldout)
     predicted = tm.choose([r.text for r in heldout], list(label_words))
     correct = [p == r.label for p, r in zip(predicted, heldout, strict=True)]
-    matched = draw_bands(heldout_scores, correct, len(forget), forget_odds, heldout_odds, config)
+    pools = _labelled_stand_ins(tm, probe, heldout, heldout_scores, predicted, label_words)
+    matched = [draw_bands(heldout_scores, correct, len(forget), forget_odds, pool, config)
+               for pool in pools]  # fmt: skip
     plain = draw_bands(heldout_scores, correct, len(forget), config=config)
-    mia, acc = (_union(a, b) for a, b in zip(matched, plain, strict=True))
-    acc = _union(acc, probe_accuracy_band(forget_p, config))
+    mia = _either([m for m, _ in matched], low_too=[plain[0]])
+    acc = _either([a for _, a in matched] + [probe_accuracy_band(forget_p, config)], [plain[1]])
     return ReferenceBands(
-        "probe: held-out rows of the same odds, or any", len(forget), len(heldout), mia, acc,
-        config.quantile, config.resamples,
+        "probe: held-out rows of the same odds, as labelled or relabelled",
+        len(forget), len(heldout), mia, acc, config.quantile, config.resamples,
     )  # fmt: skip
+
+
+def _labelled_stand_ins(
+    tm,
+    probe,
+    heldout: list[Record],
+    heldout_scores: Sequence[float],
+    predicted: Sequence[int],
+    label_words: Sequence[str],
+) -> tuple[StandIns, StandIns]:
+    """The held-out rows, and again with the label the probe backs most after its own; and
+    the held-out rows as labelled alone.
+
+    A forget row whose label the retained data does not back (a flipped or mislabelled one)
+    is then stood in for by a row the model never saw, given a label its words go against;
+    held-out rows as labelled are mostly right, and stand in for it with a hard row only.
+    """
+    from dataclasses import replace
+
+    from eul.evaluate.metrics import membership_scores
+
+    correct = [p == r.label for p, r in zip(predicted, heldout, strict=True)]
+    as_labelled = StandIns.heldout(
+        heldout_scores, correct, label_log_odds(probe.label_probability(heldout).tolist())
+    )
+    probabilities = probe.probabilities(heldout).clone()
+    probabilities[range(len(heldout)), [int(r.label) for r in heldout]] = -1.0
+    others = probabilities.argmax(1).tolist()
+    relabelled = [
+        replace(r, label=other, target=label_words[other])
+        for r, other in zip(heldout, others, strict=True)
+    ]
+    relabelled_correct = [p == r.label for p, r in zip(predicted, relabelled, strict=True)]
+    both = StandIns(
+        np.r_[as_labelled.scores, membership_scores(tm, relabelled)["loss"]],
+        np.r_[as_labelled.correct, np.asarray(relabelled_correct, float)],
+        np.r_[as_labelled.odds, label_log_odds(probe.label_probability(relabelled).tolist())],
+        np.r_[as_labelled.source, as_labelled.source],
+    )
+    return both, as_labelled
 
 
 def reference_probe(
@@ -230,16 +298,20 @@ def probe_accuracy_band(label_p: Sequence[float], config: BandConfig) -> Band:
     return _band(draws, config.quantile)
 
 
-def _union(matched: Band | None, plain: Band | None) -> Band | None:
-    """The range both references allow: rows of the same odds, and any held-out rows.
+def _either(bands: list[Band | None], low_too: list[Band | None]) -> Band | None:
+    """The range any of `bands` allows, its low end widened to the lows of `low_too`.
 
-    The odds come from a bag-of-tokens probe, which can miss what makes a row odd (measured
-    on SST-2 with a small model: the oracle fell under the matched band alone); any held-out
-    row is the plainest reference. A value outside both is outside what either explains.
+    The odds come from a bag-of-tokens probe, which can miss what makes a row odd; each
+    reference is one reading, and a value outside all of them is outside what any explains.
+    Any held-out row (`low_too`, the plainest reference) only widens the low end: against a
+    request with flipped rows it expects them ranked like ordinary rows, which is what a
+    model that still knows them shows.
     """
-    if matched is None or plain is None:
-        return matched or plain
-    return Band(min(matched.low, plain.low), matched.expected, max(matched.high, plain.high))
+    drawn = [b for b in bands if b is not None]
+    if not drawn:
+        return None
+    lows = [b.low for b in [*drawn, *low_too] if b is not None]
+    return Band(min(lows), drawn[0].expected, max(b.high for b in drawn))
 
 
 def band_verdict(value: float | None, band: Band) -> tuple[bool, str]:

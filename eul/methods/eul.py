@@ -428,7 +428,7 @@ class EUL(UnlearningMethod):
         tokens = tm.content_tokens(rows) if rows else []
         values = sorted(v for _, row in tokens for v in row)
         median = values[len(values) // 2] if values else 0.0
-        free_text = bool(rows) and all(r.label is None for r in rows)
+        free_text = getattr(self, "_free_text", False) and bool(rows)
         if self.reference == "threshold" and self.config.row_levels and free_text:
             means = sorted(sum(row) / len(row) for _, row in tokens if row)
             self._row_level = means[len(means) // 2] if means else None
@@ -551,14 +551,13 @@ class EUL(UnlearningMethod):
         answers) still more likely than the level allows; with row levels, every token of a
         row still likelier than the median unseen row counts as above."""
         tolerance = self.config.stop_tolerance
+        levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
         if getattr(self, "_options", None) is not None:
-            levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
             scores = self._measured_answer_logprobs(tm, forget)
             above = [v > lv + tolerance for v, lv in zip(scores, levels, strict=True)]
             return sum(above) / len(above) if above else 0.0
         table = getattr(self, "_token_table", None)
         row_level = getattr(self, "_row_level", None)
-        levels = self._levels(forget, torch.device("cpu"))[:, 0].tolist()
         above = []
         for (ids, values), level in zip(tm.content_tokens(forget), levels, strict=True):
             row_above = (

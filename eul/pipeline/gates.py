@@ -158,12 +158,14 @@ def failure_reasons(gates: Mapping[str, Mapping[str, Any]]) -> list[str]:
         elif name == "mia_auc":
             reasons.append(
                 f"mia_auc: forget rows are told from held-out rows with AUC "
-                f"{_f(gate.get('value'))}, above the {_f(gate.get('max'))} allowed"
+                f"{_f(gate.get('value'))}, above the {_f(gate.get('max'))} allowed: the rows "
+                "are not forgotten"
             )
         elif name == "forget_vs_test":
             reasons.append(
                 f"forget_vs_test: forget accuracy {_f(gate.get('forget_acc'))} is above test "
-                f"accuracy {_f(gate.get('test_acc'))} + margin {_f(gate.get('margin'))}"
+                f"accuracy {_f(gate.get('test_acc'))} + margin {_f(gate.get('margin'))}: the "
+                "rows are not forgotten"
             )
         else:
             reasons.append(f"{name}: failed")

@@ -9,6 +9,7 @@ from eul.evaluate.bands import (
     Band,
     BandConfig,
     ReferenceBands,
+    StandIns,
     band_verdict,
     draw_bands,
     label_log_odds,
@@ -21,6 +22,7 @@ ODD = RNG.random(1000) < 0.1
 HELDOUT_ODDS = np.where(ODD, RNG.normal(-2.5, 0.5, 1000), RNG.normal(2.5, 0.5, 1000))
 HELDOUT_SCORES = np.where(ODD, RNG.normal(-3.0, 0.5, 1000), RNG.normal(-0.2, 0.1, 1000))
 HELDOUT_CORRECT = ~ODD
+STAND_INS = StandIns.heldout(HELDOUT_SCORES, HELDOUT_CORRECT, HELDOUT_ODDS)
 
 
 def test_without_odds_the_band_is_held_out_rows_against_held_out_rows():
@@ -40,16 +42,39 @@ def test_odd_forget_rows_are_stood_in_for_by_odd_held_out_rows():
     # given a request of 10 ordinary rows and 10 rows whose label the retained data doubts
     forget_odds = np.r_[np.full(10, 2.5), np.full(10, -2.5)]
     mia, acc = draw_bands(
-        HELDOUT_SCORES, HELDOUT_CORRECT, 20, forget_odds, HELDOUT_ODDS, BandConfig(seed=1)
+        HELDOUT_SCORES, HELDOUT_CORRECT, 20, forget_odds, STAND_INS, BandConfig(seed=1)
     )
     # then a model that never saw them gets about half right and ranks the odd half lowest
     assert acc.expected == pytest.approx(0.5, abs=0.05)
     assert mia.expected < 0.4 and mia.two_sided
     # and a request of ordinary rows only is expected where ordinary held-out rows are
     ordinary, ordinary_acc = draw_bands(
-        HELDOUT_SCORES, HELDOUT_CORRECT, 20, np.full(20, 2.5), HELDOUT_ODDS
+        HELDOUT_SCORES, HELDOUT_CORRECT, 20, np.full(20, 2.5), STAND_INS
     )
     assert ordinary_acc.low > 0.9 and ordinary.expected > mia.expected + 0.1
+
+
+def test_flipped_forget_rows_are_stood_in_for_by_relabelled_held_out_rows():
+    # given held-out rows that are all ordinary, and each again with the other label: the
+    # retained data goes against that label, and the model gives it a low score
+    n = 400
+    ordinary = RNG.normal(-0.2, 0.1, n)
+    relabelled = RNG.normal(-3.0, 0.5, n)
+    stand_ins = StandIns(
+        np.r_[ordinary, relabelled],
+        np.r_[np.ones(n), np.zeros(n)],
+        np.r_[np.full(n, 2.5), np.full(n, -2.5)],
+        np.r_[np.arange(n), np.arange(n)],
+    )
+    flipped = np.full(10, -2.5)
+    mia, acc = draw_bands(ordinary, np.ones(n), 10, flipped, stand_ins)
+    # then a model that never saw 10 flipped rows ranks them under every held-out row and
+    # gets them wrong, where the held-out rows as labelled would say chance and right
+    assert mia.high < 0.05 and acc.high == 0.0
+    as_labelled, _ = draw_bands(ordinary, np.ones(n), 10, flipped, StandIns.heldout(
+        ordinary, np.ones(n), np.full(n, 2.5)
+    ))  # fmt: skip
+    assert as_labelled.low > 0.2
 
 
 def test_verdicts_name_the_side_a_value_falls_out_on():
