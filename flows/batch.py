@@ -9,6 +9,7 @@ batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -39,7 +40,7 @@ from tasks.pipeline import (
     train_layer,
     train_stack,
 )
-from tasks.report import report
+from tasks.report import publish_report, report
 
 
 def ensure_model_limit() -> None:
@@ -115,6 +116,31 @@ def stale_slot_advice(waited_s: float) -> str:
     )
 
 
+def _version_tag(version: int | None) -> str:
+    return "base" if version is None else f"v{version}"
+
+
+def label_flow_run(name: str | None = None, tags: list[str] | None = None) -> None:
+    """Name the running flow run after its batch (`nightly-<batch id>`) and add tags (batch
+    id, production version before and after), so that the Prefect UI lists runs by batch;
+    outside a flow run, nothing. A label is a convenience: a failure to set it is logged."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            current = client.read_flow_run(flow_run.id)
+            client.update_flow_run(
+                flow_run.id,
+                name=name or current.name,
+                tags=sorted(set(current.tags) | set(tags or [])),
+            )
+    except Exception as err:  # noqa: BLE001 - the batch must not fail over a label
+        get_logger("eul").warning(f"could not label the flow run: {type(err).__name__}")
+
+
 def open_project(project_dir: str, params_file: str) -> Context:
     """The project a flow run works on, its parameters checked before any work (one-line
     errors: `eul.pipeline.checks`), with the libraries' progress bars off."""
@@ -180,8 +206,10 @@ def finish(
             erased = erase_trained_on(ctx)
         run.erased(erased)
     with run.clock("report"):
-        found = report(ctx, run.for_report(), key)
-    return run.closed(found)
+        written = report(ctx, run.for_report(), key)
+    publish_report(written, key)
+    label_flow_run(tags=[f"production-after:{_version_tag(run.summary.get('production_after'))}"])
+    return run.closed(written.audit)
 
 
 def run_batch(
@@ -194,6 +222,7 @@ def run_batch(
     """Every pending request (or only those in `only`): train, fuse, evaluate, gate,
     register, then `finish`."""
     run = RunSummary(flow_name, kind)
+    started_at = time.time()
     with run.clock("production"):
         production = production_model(ctx)
     with run.clock("snapshot"):
@@ -207,6 +236,10 @@ def run_batch(
             split = partition(ctx, snapshot)
         plan = plan_batch(ctx, production, request_ids, snapshot, kind)
         run.planned(plan)
+        label_flow_run(
+            f"{plan.folder_name}",
+            [f"batch:{plan.batch_id}", f"production-before:{_version_tag(production.version)}"],
+        )
         registered = find_registered(ctx, plan)
         if registered is None:
             with run.clock("train"):
@@ -220,7 +253,9 @@ def run_batch(
                 )
             verdict = check_gates(ctx, evaluation)
             with run.clock("register"):
-                registered = register_candidate(ctx, production, plan, fused, evaluation, verdict)
+                registered = register_candidate(
+                    ctx, production, plan, fused, evaluation, verdict, started_at
+                )
             run.built(fused, evaluation, registered, evaluation=evaluation)
         mark_fused(ctx, request_ids, registered.version, plan.folder_name)
     return finish(

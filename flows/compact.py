@@ -8,6 +8,7 @@ without and marks those requests `erased` (also on a run with no compaction due)
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow
@@ -41,6 +42,7 @@ def compact(
     ctx = open_project(project_dir, params_file)
     with model_slot():
         run = RunSummary(NAME, "compaction")
+        started_at = time.time()
         with run.clock("production"):
             production = production_model(ctx)
         with run.clock("snapshot"):
@@ -66,7 +68,7 @@ def compact(
                 verdict = check_gates(ctx, evaluation)
                 with run.clock("register"):
                     registered = register_candidate(
-                        ctx, production, plan, model, evaluation, verdict
+                        ctx, production, plan, model, evaluation, verdict, started_at
                     )
                 run.built(model, evaluation, registered, evaluation=evaluation)
         else:

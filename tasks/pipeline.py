@@ -147,8 +147,10 @@ def register_candidate(
     fused: FusedBatch | Retrained,
     evaluation: Evaluation,
     verdict: Verdict,
+    started_at: float | None = None,
 ) -> Registered:
-    """Batch run, registered version tagged with the log, alias `candidate`."""
+    """Batch run, registered version tagged with the log, alias `candidate`; the version
+    page links the flow run that built it."""
     found = batch.find_registered(ctx, plan)  # a retry after a half-finished attempt
     if found is not None:
         return found
@@ -162,7 +164,22 @@ def register_candidate(
         evaluation=evaluation,
         verdict=verdict,
         trained_without=fused.trained_without if isinstance(fused, Retrained) else None,
+        links=flow_run_links(),
+        started_at=started_at,
     )
+
+
+def flow_run_links() -> dict[str, str]:
+    """The Prefect flow run this task runs in: its UI page where the API is a server, else
+    its name and id (an ephemeral API serves no page); {} outside a flow run."""
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return {}
+    url = flow_run.ui_url
+    if url and url.startswith(("http://", "https://")) and "ephemeral" not in url:
+        return {"Prefect flow run": url}
+    return {"Prefect flow run": f"{flow_run.name} (id {flow_run.id})"}
 
 
 @task(name="mark-fused", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -19,7 +19,7 @@ import torch
 
 from eul.bench.attacks import AttackConfig, attack_targets, format_attacks, run_attacks
 from eul.bench.data_file import DataFile, is_data_file, load_data_file
-from eul.bench.envelope import UNKNOWN, run_record, write_result
+from eul.bench.envelope import run_record, write_result
 from eul.bench.forget_sets import choose_forget
 from eul.data.public import load_sst2
 from eul.data.records import LABEL_WORDS, DataError, Record, split_records
@@ -29,6 +29,7 @@ from eul.methods import EULConfig, ForgetTask, get_method
 from eul.model.memory import measure_peak_mb
 from eul.model.text_model import ModelSpec, TextModel
 from eul.model.training import TrainConfig, train_full
+from eul.runtime.source import UNKNOWN
 
 METHOD_ORDER = ("original", "oracle", "finetune", "reverse_gradient", "eul")
 MEMORY_PROBE_STEPS = 30

@@ -11,32 +11,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 from eul.runtime.jsonsafe import clean_json
+from eul.runtime.source import git_commit
 
-# The checkout this module sits in: its commit is the one a result was measured at.
-REPO = Path(__file__).resolve().parents[2]
-UNKNOWN = "unknown"
 KEYS = ("benchmark", "commit", "machine", "settings", "figures")
-
-
-def git_commit(repo: str | Path = REPO) -> str:
-    """The commit checked out at `repo`, or "unknown" (no git, or not a checkout)."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return UNKNOWN
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and commit else UNKNOWN
 
 
 def machine(device: str = "cpu") -> dict[str, object]:

@@ -16,6 +16,7 @@ from eul.cli.demo_prefect import prefect_database_url
 from eul.cli.demo_project import PREFECT_DIR, REQUESTS_FILE, shown
 from eul.pipeline.context import Context, load_context
 from eul.pipeline.gates import gate_details
+from eul.stores.registry.tags import gates_from_tags
 
 PENDING = ("received", "validated", "unlearned", "fused")
 SHOWN_METRICS = ("test_acc", "retained_acc", "forget_acc", "forget_memorised_acc", "mia_auc")
@@ -84,7 +85,7 @@ class Summary:
         self.show_where(ctx)
 
     def show_gates(self, tags: dict[str, str]) -> None:
-        gates = json.loads(tags.get("gates", "{}"))
+        gates = gates_from_tags(tags)
         self.echo("gates:")
         for name, gate in gates.items():
             verdict = "passed" if gate.get("passed") else "FAILED"

@@ -117,6 +117,9 @@ class StandIns:
     correct: np.ndarray | None
     odds: np.ndarray
     source: np.ndarray
+    # True for a held-out row given another label: it stands in only for a forget row whose
+    # label the probe does not back (odds below 0); None: no such rows
+    relabelled: np.ndarray | None = None
 
     @classmethod
     def heldout(
@@ -131,11 +134,15 @@ class StandIns:
         )
 
 
-def _nearest(forget_odds: np.ndarray, stand_in_odds: np.ndarray, neighbours: int) -> np.ndarray:
+def _nearest(forget_odds: np.ndarray, stand_ins: StandIns, neighbours: int) -> np.ndarray:
     """[forget rows, k]: for each forget row, the k stand-ins nearest to it in the probe's
-    odds."""
-    k = min(neighbours, len(stand_in_odds))
-    distance = np.abs(forget_odds[:, None] - stand_in_odds[None, :])
+    odds; a relabelled row stands in only for a forget row the probe does not back (a
+    weak probe gives every row odds near 0, and a row it backs is then not a flipped one)."""
+    distance = np.abs(forget_odds[:, None] - stand_ins.odds[None, :])
+    if stand_ins.relabelled is not None:
+        backed = forget_odds >= 0
+        distance[np.ix_(backed, stand_ins.relabelled.astype(bool))] = np.inf
+    k = min(neighbours, int(np.isfinite(distance).sum(axis=1).min()))
     return np.argsort(distance, axis=1, kind="stable")[:, :k]
 
 
@@ -159,9 +166,7 @@ def draw_bands(
     rng = np.random.default_rng(config.seed)
     matched = forget_odds is not None and stand_ins is not None
     pools = (
-        _nearest(np.asarray(forget_odds, float), stand_ins.odds, config.neighbours)
-        if matched
-        else None
+        _nearest(np.asarray(forget_odds, float), stand_ins, config.neighbours) if matched else None
     )
     correct = None if heldout_correct is None else np.asarray(heldout_correct, float)
     aucs, accs = [], []
@@ -229,8 +234,11 @@ def reference_bands(
     matched = [draw_bands(heldout_scores, correct, len(forget), forget_odds, pool, config)
                for pool in pools]  # fmt: skip
     plain = draw_bands(heldout_scores, correct, len(forget), config=config)
-    mia = _either([m for m, _ in matched], low_too=[plain[0]])
-    acc = _either([a for _, a in matched] + [probe_accuracy_band(forget_p, config)], [plain[1]])
+    (both_mia, both_acc), (labelled_mia, labelled_acc) = matched
+    mia = _either([both_mia, labelled_mia], low_too=[plain[0]])
+    # the held-out rows as labelled give a flipped row a hard row that is mostly answered
+    # right: what a model that still knows the row shows, so they widen the low end only
+    acc = _either([both_acc, probe_accuracy_band(forget_p, config)], [labelled_acc, plain[1]])
     return ReferenceBands(
         "probe: held-out rows of the same odds, as labelled or relabelled",
         len(forget), len(heldout), mia, acc, config.quantile, config.resamples,
@@ -273,6 +281,7 @@ def _labelled_stand_ins(
         np.r_[as_labelled.correct, np.asarray(relabelled_correct, float)],
         np.r_[as_labelled.odds, label_log_odds(probe.label_probability(relabelled).tolist())],
         np.r_[as_labelled.source, as_labelled.source],
+        np.r_[np.zeros(len(heldout), bool), np.ones(len(heldout), bool)],
     )
     return both, as_labelled
 

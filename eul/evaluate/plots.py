@@ -13,6 +13,7 @@ pyplot: `import eul` stays light, and pipeline tasks in threads may draw at the 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,20 +87,25 @@ def sibling(json_path: str | Path, name: str) -> Path:
 
 
 def _bars(ax: Axes, series: Mapping[str, Metrics], xs: Sequence[str]) -> float:
-    """One bar per (x, series), grouped by x; returns the tallest value drawn."""
+    """One bar per (x, series), grouped by x, each labelled with its value (a bar at 0 is
+    then still seen); returns the tallest value drawn."""
     width = 0.8 / max(len(series), 1)
     colors = _palette(list(series))
     tallest = 0.0
+    small = len(xs) * len(series) > 24
     for i, (name, values) in enumerate(series.items()):
         offset = (i - (len(series) - 1) / 2) * width
         heights = [_number(values.get(x)) for x in xs]
         positions = [k + offset for k in range(len(xs))]
-        # a missing value is a flat bar marked n/a (NaN bars would break the layout)
+        # a missing value is a flat bar marked "not measured" (NaN bars break the layout)
         flat = [0.0 if math.isnan(h) else h for h in heights]
-        ax.bar(positions, flat, width, label=name, color=colors[name])
+        bars = ax.bar(positions, flat, width, label=name, color=colors[name])
+        labels = ["" if math.isnan(h) else f"{h:.2f}" for h in heights]
+        ax.bar_label(bars, labels=labels, fontsize=5 if small else 6, rotation=90, padding=2)
         for position, height in zip(positions, heights, strict=True):
             if math.isnan(height):
-                ax.text(position, 0.02, "n/a", rotation=90, ha="center", fontsize=6)
+                ax.text(position, 0.02, "not measured", rotation=90, ha="center",
+                        va="bottom", fontsize=7, color="dimgray")  # fmt: skip
             else:
                 tallest = max(tallest, height)
     ax.set_xticks(range(len(xs)), list(xs), rotation=30, ha="right", fontsize=8)
@@ -168,7 +174,7 @@ def metrics_figure(
         more = f" (first {len(requests)} of {shown})" if shown > len(requests) else ""
         ax.set_title(f"{metric} per request{more}", fontsize=9)
     for ax in axes:
-        ax.set_ylim(0, max(1.05, 1.05 * tallest))
+        ax.set_ylim(0, max(1.15, 1.15 * tallest))  # room for the value labels
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     if title:
@@ -186,17 +192,32 @@ def plot_metrics(
 # -- membership inference ----------------------------------------------------------------
 
 
+def _coinciding(present: Mapping[str, Mapping[str, Any]], signals: list[str]) -> bool:
+    """Whether every signal gives every model the same curve (one-token answers: a row's
+    loss, its zlib-normalised loss and its min-k% probability rank rows alike)."""
+    return all(c["tpr"][s] == c["tpr"][signals[0]] for c in present.values() for s in signals[1:])
+
+
+BELOW_CHANCE_NOTE = (
+    "A curve below the chance line: the forget rows look less like training rows than unseen "
+    "rows do (over-forgotten); an attacker who flips the score picks them out at 1 - AUC."
+)
+
+
 def roc_figure(curves: Mapping[str, Mapping[str, Any] | None], title: str = "") -> Figure:
     """One panel per membership signal, one ROC curve per model ({model: the output of
     `eul.evaluate.metrics.membership_roc`}, None for a model without one), the AUC in the
-    legend, and the diagonal of a model that cannot tell forget rows from held-out rows."""
+    legend, the chance line and what a curve below it means. Where the signals coincide
+    (one-token answers), one panel says so instead of three identical ones."""
     present = {name: curve for name, curve in curves.items() if curve}
     if not present:
         raise ValueError("no ROC curve to draw: every model lacks forget or held-out rows")
     signals = [s for s in SIGNAL_TITLES if all(s in c["tpr"] for c in present.values())]
+    one_panel = len(signals) > 1 and _coinciding(present, signals)
+    shown = signals[:1] if one_panel else signals
     colors = _palette(list(present))
-    fig, axes = _figure(len(signals), 1.0 + 3.4 * len(signals), height=3.9)
-    for ax, signal in zip(axes, signals, strict=True):
+    fig, axes = _figure(len(shown), 1.0 + 3.8 * len(shown), height=4.4)
+    for ax, signal in zip(axes, shown, strict=True):
         for name, curve in present.items():
             auc = _number(curve["auc"].get(signal))
             ax.plot(
@@ -212,8 +233,13 @@ def roc_figure(curves: Mapping[str, Mapping[str, Any] | None], title: str = "") 
         ax.set_aspect("equal")
         ax.set_xlabel("false positive rate (held-out rows)", fontsize=8)
         ax.set_ylabel("true positive rate (forget rows)", fontsize=8)
-        ax.set_title(f"MIA by {SIGNAL_TITLES[signal]}", fontsize=9)
+        name = SIGNAL_TITLES[signal]
+        if one_panel:
+            name += "\n(zlib and min-k coincide: one-token answers)"
+        ax.set_title(f"MIA by {name}", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
+    # a figure-level label, so that the constrained layout leaves it room under the axes
+    fig.supxlabel(textwrap.fill(BELOW_CHANCE_NOTE, 24 * (1 + len(shown))), fontsize=6.5)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -395,11 +421,17 @@ def batch_plots(
 
 
 def plots_markdown(links: Sequence[Mapping[str, str]]) -> str:
-    """The figures of a run as Markdown links (where the artifact store keeps each, and its
-    `runs:/` URI for `mlflow artifacts download`); empty when there is none."""
+    """The figures of a run, each with its `runs:/` URI (what `mlflow artifacts download -u`
+    takes) and where the artifact store keeps it, as a plain path where it is a local file
+    (a file: link is dead in a browser); empty when there is none."""
+    from urllib.parse import unquote, urlsplit
+
     if not links:
         return ""
     lines = ["", "## Plots", ""]
     for link in links:
-        lines.append(f"- [{link['name']}]({link['location']}) (`{link['uri']}`)")
+        where = link["location"]
+        if where.startswith("file:"):
+            where = unquote(urlsplit(where).path)
+        lines.append(f"- {link['name']}: `{link['uri']}`, stored at `{where}`")
     return "\n".join(lines) + "\n"

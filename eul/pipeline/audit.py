@@ -23,11 +23,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from eul.pipeline.gates import gate_details
 from eul.pipeline.integrity import integrity_check
 from eul.stores.log.config import DEFAULT_ERASURE_DAYS
 from eul.stores.log.schema import DONE_STATUSES, SUPPRESSED_STATUSES, Entry, RequestState, utcnow
 from eul.stores.log.store import Ledger
+from eul.stores.registry.review import gate_row
 
 if TYPE_CHECKING:
     from eul.pipeline.context import Context
@@ -332,12 +332,17 @@ def anchor_markdown(anchor: Mapping[str, Any]) -> str:
     )
 
 
-def batch_markdown(summary: Mapping[str, Any]) -> str:
-    """What one flow run did, for its Prefect artifact: requests, version, gates, purge."""
+def _version_words(version: Any) -> str:
+    return "the base model (no version yet)" if version is None else f"version {version}"
+
+
+def batch_markdown(summary: Mapping[str, Any], links: Mapping[str, str] | None = None) -> str:
+    """What one flow run did, for its Prefect artifact: requests, version, gates, purge, and
+    where to look (`links`: the MLflow version and run pages, or plain paths)."""
     lines = [f"# {summary.get('flow', 'batch')}: {summary.get('outcome', '')}", ""]
     new = summary.get("new_requests") or []
     lines.append(
-        f"Production before: version {summary.get('production_before')}; "
+        f"Production before: {_version_words(summary.get('production_before'))}; "
         f"requests in this batch: {len(new)}"
         + (f" ({', '.join(new[:20])}{' ...' if len(new) > 20 else ''})" if new else "")
         + "."
@@ -347,23 +352,34 @@ def batch_markdown(summary: Mapping[str, Any]) -> str:
             f"Validated now: {len(summary.get('validated') or [])}, rejected now: "
             f"{len(summary.get('rejected') or [])}."
         )
+    reasons = summary.get("rejected_reasons") or {}
+    for request_id in summary.get("rejected") or []:
+        lines.append(f"- rejected {request_id}: {reasons.get(request_id) or 'no reason given'}")
     if summary.get("reconciled"):
-        lines.append(f"Already honoured by production, marked deployed: {summary['reconciled']}.")
+        done = ", ".join(summary["reconciled"])
+        lines.append(f"Already honoured by production, marked deployed: {done}.")
     if summary.get("version") is not None:
         reused = " (registered by an earlier run of this batch)" if summary.get("reused") else ""
         lines.append(f"Registered version {summary['version']}{reused}.")
         gates = summary.get("gates") or {}
         if gates:
-            lines += ["", "| gate | passed | details |", "|---|---|---|"]
+            lines += ["", "| gate | value | held to | verdict |", "|---|---|---|---|"]
             for name, gate in gates.items():
-                lines.append(f"| {name} | {gate.get('passed')} | {gate_details(gate)} |")
+                value, held_to, verdict = gate_row(name, gate)
+                lines.append(f"| {name} | {value} | {held_to} | {verdict} |")
             lines.append("")
         for reason in summary.get("gate_reasons") or []:
             lines.append(f"- not promoted: {reason}")
     lines.append(
-        f"Production after: version {summary.get('production_after')}"
+        f"Production after: {_version_words(summary.get('production_after'))}"
         + ("; promoted by this run." if summary.get("promoted") else ".")
     )
+    if links:
+        lines += ["", "## Where to look", ""]
+        for what, where in links.items():
+            shown = f"[{where}]({where})" if where.startswith(("http://", "https://")) else where
+            lines.append(f"- {what}: {shown}")
+        lines.append("")
     purged = summary.get("purged") or []
     lines.append(f"Purged from data, DVC cache and remotes: {len(purged)} request(s).")
     if "erased" in summary:

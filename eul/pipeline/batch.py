@@ -9,7 +9,6 @@ twice.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import shutil
 import time
@@ -32,6 +31,7 @@ from eul.pipeline.results import (
     Verdict,
 )
 from eul.pipeline.train import load_rows
+from eul.stores.registry.tags import gates_from_tags
 from eul.stores.registry.versions import CANDIDATE, find_versions, set_alias, version_tags
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def find_registered(ctx: Context, plan: Plan) -> Registered | None:
     tags = version_tags(ctx.settings, version)
     if f"{CANDIDATE}_since" not in tags:
         set_alias(ctx.settings, CANDIDATE, version)
-    gates = json.loads(tags.get("gates", "{}"))
+    gates = gates_from_tags(tags)
     return Registered(version=version, gates=gates, passed=gate_checks.passed(gates), reused=True)
 
 

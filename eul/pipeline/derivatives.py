@@ -94,7 +94,10 @@ def _kept_batches(ctx: Context, version: int) -> tuple[str, set[str], list[Any]]
     from eul.stores.registry.versions import version_run_id
 
     run_id = version_run_id(ctx.settings, version)
-    runs = find_runs(ctx.settings, {"eul.kind": "batch"})
+    # batch runs say so in `eul.run`; those logged before it existed, in `eul.kind`
+    found = [*find_runs(ctx.settings, {"eul.run": "batch"}),
+             *find_runs(ctx.settings, {"eul.kind": "batch"})]  # fmt: skip
+    runs = list({r.info.run_id: r for r in found}.values())
     kept = {
         r.data.tags.get("eul.batch_id", "")
         for r in runs

@@ -229,21 +229,3 @@ def _narrowed(
     low = float(band["low"]) if band.get("two_sided", True) else limits[0]
     high = float(band["high"]) if limits[1] is None else min(limits[1], float(band["high"]))
     return low, high
-
-
-def band_tags(gates: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """One short tag per gate held to a reference band, for the version page:
-    {"eul.band.mia_auc": "0.381-0.617, expected 0.500; value 0.423: inside"}."""
-    tags = {}
-    for name, gate in gates.items():
-        band = gate.get("band")
-        if not band:
-            continue
-        low = f"{band['low']:.3f}" if band.get("two_sided", True) else "-"
-        where = gate.get("outside") or "inside"
-        value = _number(gate.get("value"))
-        shown = "missing" if value is None else f"{value:.3f}"
-        tags[f"eul.band.{name}"] = (
-            f"{low}-{band['high']:.3f}, expected {band['expected']:.3f}; value {shown}: {where}"
-        )
-    return tags

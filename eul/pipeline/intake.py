@@ -23,6 +23,7 @@ def snapshot_log(ctx: Context, production: Production) -> Snapshot:
     with ctx.ledger() as ledger:
         validated: list[str] = []
         rejected: list[str] = []
+        reasons: dict[str, str] = {}
         if ledger.counts().get("received"):
             from eul.data.readers import load_records
 
@@ -31,6 +32,7 @@ def snapshot_log(ctx: Context, production: Production) -> Snapshot:
             records = load_records(raw, task=params.data.task)
             report = ledger.validate(records, data_version=f"sha256:{file_sha256(raw)}")
             validated, rejected = report.validated, sorted(report.rejected)
+            reasons = dict(report.rejected)
         reconciled = reconcile(ledger, production)
         snap = ledger.write_snapshot(ctx.root / params.partition.snapshot, statuses=PENDING)
         # in the snapshot (the partition keeps their rows out of the retained set), not in
@@ -45,6 +47,7 @@ def snapshot_log(ctx: Context, production: Production) -> Snapshot:
         pending=[r["request_id"] for r in snap["requests"] if r["request_id"] not in to_compaction],
         statuses={r["request_id"]: r["status"] for r in snap["requests"]},
         to_compaction=to_compaction,
+        rejected_reasons=reasons,
     )
 
 

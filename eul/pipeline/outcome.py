@@ -70,6 +70,7 @@ class RunSummary:
             log_seq=snapshot.log_seq,
             validated=snapshot.validated,
             rejected=snapshot.rejected,
+            rejected_reasons=snapshot.rejected_reasons,
             reconciled=snapshot.reconciled,
             new_requests=list(request_ids),
         )

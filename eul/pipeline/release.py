@@ -24,13 +24,9 @@ from eul.pipeline.results import Evaluation, Promoted, Registered, Verdict
 from eul.runtime.jsonsafe import clean_json
 from eul.stores.log.store import Ledger
 from eul.stores.registry.erasure import is_erased
-from eul.stores.registry.runs import log_batch_run
-from eul.stores.registry.tags import (
-    compliance_tags,
-    covered_request_ids,
-    trained_without_tags,
-    version_description,
-)
+from eul.stores.registry.review import ReviewFacts, gate_tags, metric_tags, review_description
+from eul.stores.registry.runs import DataVersion, RunStory, log_batch_run, run_links
+from eul.stores.registry.tags import compliance_tags, covered_request_ids, trained_without_tags
 from eul.stores.registry.versions import (
     CANDIDATE,
     PRODUCTION,
@@ -63,18 +59,24 @@ def register_candidate(
     verdict: Verdict,
     extra_params: dict[str, Any] | None = None,
     trained_without: Sequence[str] | None = None,
+    links: dict[str, str] | None = None,
+    started_at: float | None = None,
 ) -> Registered:
     """Log the batch run, register base + fused layer as a new version tagged with the log,
     and point `candidate` at it; a version failing its gates is registered all the same,
     with the reasons, for a reviewer. `trained_without`: a compaction's requests whose rows
-    its weights never saw (tags `eul.trained_without*`)."""
+    its weights never saw (tags `eul.trained_without*`). `links`: where else to look (the
+    Prefect flow run), added to the batch run's own on the version page. `started_at`: when
+    the batch's work began (Unix seconds), the batch run's start."""
     started = time.perf_counter()
     document = _evaluation_document(ctx, plan, evaluation, verdict)
+    story = _batch_story(ctx, plan, verdict, started_at)
     run_id = _log_batch(
-        ctx, plan, layer_dir, state_dir, document, evaluation, verdict, extra_params
+        ctx, plan, layer_dir, state_dir, document, evaluation, verdict, extra_params, story
     )
-    tags = _version_tags(ctx, plan, verdict, trained_without)
-    description = _description(plan, evaluation, verdict)
+    tags = _version_tags(ctx, plan, evaluation, verdict, trained_without)
+    all_links = {**run_links(ctx.settings, run_id), **(links or {})}
+    description = _description(plan, production, evaluation, verdict, all_links, tags)
     fail_point(ctx, "before-register")
     version = register_version(ctx.settings, run_id, base_dir, layer_dir, tags, description)
     fail_point(ctx, "after-register-before-alias")
@@ -115,6 +117,7 @@ def _log_batch(
     evaluation: Evaluation,
     verdict: Verdict,
     extra_params: dict[str, Any] | None,
+    story: RunStory,
 ) -> str:
     """The batch's MLflow run: metrics of both models, settings, layer, state and plots;
     found by the batch key where an interrupted try of the same batch logged it already."""
@@ -145,18 +148,60 @@ def _log_batch(
             evaluation.to_json(), gate_checks.gate_bands(verdict.gates), batch_folder(ctx, plan)
         ),
         key=plan.key,
+        kind=plan.kind,
+        story=story,
     )
 
 
-def _version_tags(
-    ctx: Context, plan: Plan, verdict: Verdict, trained_without: Sequence[str] | None = None
-) -> dict[str, str]:
-    """The compliance tags that tie the version to the log and the data, and the batch's;
-    a compaction's also name the requests its weights were trained without."""
+def _batch_story(ctx: Context, plan: Plan, verdict: Verdict, started_at: float | None) -> RunStory:
+    """The batch run's description, commit, data input and times."""
+    from eul.runtime.source import UNKNOWN, git_commit
+
+    on = (
+        f"production version {plan.production_version}"
+        if plan.production_version is not None
+        else "the base model (no version in production yet)"
+    )
+    description = (
+        f"{_KIND_LINES.get(plan.kind, plan.kind)} {len(plan.new_ids)} new request(s), "
+        f"{len(plan.covered)} covered in all, built on {on}; deletion log cut at sequence "
+        f"{plan.log_seq}. Gates: {'passed' if verdict.passed else 'failed'}"
+        + (f" ({'; '.join(verdict.reasons)})." if verdict.reasons else ".")
+    )
+    md5 = _data_md5(ctx)
+    data = (
+        None
+        if md5 is None
+        else DataVersion(ctx.params.data.dvc_file, md5, ctx.params.data.dvc_file)
+    )
+    commit = git_commit()
+    return RunStory(
+        description=description,
+        started=started_at,
+        ended=time.time(),
+        commit=None if commit == UNKNOWN else commit,
+        data=data,
+    )
+
+
+def _data_md5(ctx: Context) -> str | None:
     from eul.stores.dvc import dvcstore
 
     dvc_file = ctx.root / ctx.params.data.dvc_file
-    data_md5 = dvcstore.tracked_md5(dvc_file) if dvc_file.is_file() else None
+    return dvcstore.tracked_md5(dvc_file) if dvc_file.is_file() else None
+
+
+def _version_tags(
+    ctx: Context,
+    plan: Plan,
+    evaluation: Evaluation,
+    verdict: Verdict,
+    trained_without: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """The compliance tags that tie the version to the log and the data, and the batch's;
+    one short tag per gate and per headline metric; a compaction's also name the requests
+    its weights were trained without."""
+    data_md5 = _data_md5(ctx)
     tags = compliance_tags(plan.covered, plan.log_seq, plan.log_hash, verdict.gates, data_md5)
     tags.update(
         {
@@ -169,34 +214,38 @@ def _version_tags(
     )
     if trained_without is not None:
         tags.update(trained_without_tags(trained_without))
-    tags.update(gate_checks.band_tags(verdict.gates))
+    tags.update(gate_tags(verdict.gates))
+    tags.update(metric_tags(evaluation.candidate))
     if verdict.reasons:
         tags["eul.gate_reasons"] = " | ".join(verdict.reasons)
     return tags
 
 
-def _description(plan: Plan, evaluation: Evaluation, verdict: Verdict) -> str:
-    """The version's description: what kind of batch, its metrics, and why not promoted."""
-    description = "\n\n".join(
-        [
-            _KIND_LINES.get(plan.kind, plan.kind),
-            version_description(
-                list(plan.new_ids),
-                numeric_metrics(evaluation.candidate),
-                covered_count=len(plan.covered),
-                production_metrics=numeric_metrics(evaluation.production),
-                production_version=plan.production_version,
-                gates=verdict.gates,
-                log_seq=plan.log_seq,
-            ),
-        ]
+def _description(
+    plan: Plan,
+    production: Production,
+    evaluation: Evaluation,
+    verdict: Verdict,
+    links: dict[str, str],
+    tags: dict[str, str],
+) -> str:
+    """The version page a reviewer decides from (`eul.stores.registry.review`)."""
+    facts = ReviewFacts(
+        kind_line=_KIND_LINES.get(plan.kind, plan.kind),
+        new_ids=list(plan.new_ids),
+        covered=list(plan.covered),
+        log_seq=plan.log_seq,
+        candidate=evaluation.candidate,
+        production=evaluation.production,
+        production_version=plan.production_version,
+        gates=verdict.gates,
+        reasons=verdict.reasons,
+        per_request=evaluation.per_request,
+        data_before=production.tags.get("data_dvc_md5"),
+        data_after=tags.get("data_dvc_md5"),
+        links=links,
     )
-    if verdict.reasons:
-        description = (
-            "NOT PROMOTED: " + "; ".join(verdict.reasons) + " (a reviewer may promote it "
-            "with the `promote` flow and a reason).\n\n" + description
-        )
-    return description
+    return review_description(facts)
 
 
 # -- promotion -------------------------------------------------------------------------------

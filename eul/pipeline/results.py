@@ -29,6 +29,8 @@ class Snapshot:
     # validated requests too large for a layer ({id: share of the training rows}), left out
     # of `pending` for the `compact` flow (`eul.pipeline.compaction.oversized_requests`)
     to_compaction: dict[str, float] = field(default_factory=dict)
+    # why each request rejected now was rejected (generic reasons: no subject, unknown ids)
+    rejected_reasons: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

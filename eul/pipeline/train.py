@@ -35,7 +35,7 @@ from eul.pipeline.marks import mark_unlearned
 from eul.pipeline.production import Production, load_serving
 from eul.pipeline.results import LayerResult, Partition
 from eul.runtime.jsonsafe import clean_json
-from eul.stores.registry.runs import log_request_run
+from eul.stores.registry.runs import RunStory, log_request_run
 
 if TYPE_CHECKING:
     from eul.data.records import Record
@@ -125,6 +125,7 @@ def _train_layer(
     from eul.model.device import resolve_device
 
     started = time.perf_counter()
+    started_at = time.time()
     params = ctx.params
     task = params.data.task
     clock = Clock()
@@ -155,7 +156,8 @@ def _train_layer(
         "history": outcome.history,
     }
     write_json(tmp / "training.json", training)
-    write_json(tmp / RUN_FILE, _run_inputs(production, rows.forget, metrics, training))
+    inputs = _run_inputs(production, rows.forget, metrics, training)
+    write_json(tmp / RUN_FILE, {**inputs, "times": {"started": started_at, "ended": time.time()}})
     result = LayerResult(
         request_id=request_id,
         rows=partition.requests[request_id].rows,
@@ -263,9 +265,31 @@ def _with_run(ctx: Context, folder: Path, result: LayerResult) -> LayerResult:
         params=inputs["params"],
         evaluation=inputs["evaluation"],
         key=request_key(result),
+        story=_request_story(result, inputs),
     )
     fail_point(ctx, "after-run-logged")
     return replace(result, mlflow_run_id=run_id)
+
+
+def _request_story(result: LayerResult, inputs: dict[str, Any]) -> RunStory:
+    """The request run's description, commit and the times its layer really trained."""
+    from eul.runtime.source import UNKNOWN, git_commit
+
+    times = inputs.get("times") or {}
+    params = inputs["params"]
+    version = params.get("production_version", "none")
+    on = "the base model" if version == "none" else f"production version {version}"
+    commit = git_commit()
+    return RunStory(
+        description=(
+            f"Unlearning layer of deletion request {result.request_id}: {params['rows']} "
+            f"row(s) forgotten, {params.get('memorised_rows', 0)} of them memorised, trained "
+            f"on {on}. Layer and statistics are purged with the request."
+        ),
+        started=times.get("started"),
+        ended=times.get("ended"),
+        commit=None if commit == UNKNOWN else commit,
+    )
 
 
 def train_stack(

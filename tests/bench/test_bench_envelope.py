@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from eul.bench.envelope import KEYS, envelope, git_commit, machine, run_record, write_result
+from eul.bench.envelope import KEYS, envelope, machine, run_record, write_result
+from eul.runtime.source import git_commit
 
 
 def test_a_result_is_enveloped_with_commit_machine_and_settings(tmp_path) -> None:

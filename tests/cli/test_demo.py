@@ -129,7 +129,7 @@ def test_first_run_forgets_three_requests_and_rejects_the_bad_one(demo):
     assert "production model: eul-model version 1" in out
     assert f"  covered_request_ids: {','.join(valid)}" in out
     assert "  eul.promoted_by: reviewer demo" in out
-    gates = json.loads(tags["gates"])
+    gates = json.loads(tags["gates_json"])
     for name, gate in gates.items():
         assert f"  {name}: {'passed' if gate['passed'] else 'FAILED'} (" in out
     # the metrics it prints are those of the batch's evaluation

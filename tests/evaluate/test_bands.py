@@ -103,3 +103,23 @@ def test_bad_settings_and_too_few_rows_are_refused():
         draw_bands(HELDOUT_SCORES, None, forget_rows=0)
     assert label_log_odds([0.5])[0] == pytest.approx(0.0)
     assert np.isfinite(label_log_odds([0.0, 1.0])).all()
+
+
+def test_a_row_the_probe_backs_is_not_stood_in_for_by_a_relabelled_one():
+    # given a weak probe: every held-out row, as labelled or relabelled, has odds near 0
+    n = 200
+    stand_ins = StandIns(
+        np.r_[np.full(n, -0.2), np.full(n, -3.0)],
+        np.r_[np.ones(n), np.zeros(n)],
+        np.r_[np.full(n, 0.1), np.full(n, -0.1)],
+        np.r_[np.arange(n), np.arange(n)],
+        np.r_[np.zeros(n, bool), np.ones(n, bool)],
+    )
+    # then rows it backs (odds 0.05) are expected answered like held-out rows, not at chance
+    backed, backed_acc = draw_bands(np.full(n, -0.2), np.ones(n), 10, np.full(10, 0.05), stand_ins)
+    assert backed_acc.low == 1.0 and backed.expected == pytest.approx(0.5, abs=0.01)
+    # and rows it does not back (odds -0.05) may be stood in for by relabelled rows
+    doubted, doubted_acc = draw_bands(
+        np.full(n, -0.2), np.ones(n), 10, np.full(10, -0.05), stand_ins
+    )
+    assert doubted_acc.expected < 0.2

@@ -58,8 +58,10 @@ def test_metric_bars_are_grouped_per_model_with_a_line_per_target_bound(tmp_path
     assert [len(c.patches) for c in ax.containers] == [3, 3, 3]
     assert [c.get_label() for c in ax.containers] == ["original", "oracle", "eul"]
     assert sorted(line.get_ydata()[0] for line in _lines(ax)) == [0.65, 0.75, 0.81]
-    # and the missing measurement is marked, not drawn as zero
-    assert [t.get_text() for t in ax.texts] == ["n/a"]
+    # and each bar is labelled with its value; the missing measurement is marked, not zero
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("not measured") == 1
+    assert {"0.82", "0.70", "0.50"} <= set(texts) and "nan" not in texts
     # and the same drawn to a file is a PNG
     path = plot_metrics(MODELS, ["test_acc"], tmp_path / "deep" / "m.png", targets=targets)
     assert _is_png(path)
@@ -86,6 +88,8 @@ def test_per_request_panels_have_a_group_of_bars_per_request():
     assert [len(c.patches) for c in by_request.containers] == [5, 5]
     heights = [p.get_height() for p in by_request.containers[1].patches]
     assert heights == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    # a request forgotten to 0 is still seen: its bar carries its value
+    assert "0.00" in [t.get_text() for t in by_request.texts]
     assert [t.get_text() for t in by_request.get_xticklabels()] == list(per_request)
 
 
@@ -102,8 +106,22 @@ def test_roc_panels_hold_a_curve_per_model_and_the_diagonal(tmp_path):
         assert labels[-1].startswith("chance")
         assert list(lines[-1].get_xdata()) == [0, 1] == list(lines[-1].get_ydata())
     assert _is_png(plot_roc(curves, tmp_path / "roc.png"))
+    # and the figure says what a curve below the chance line means
+    assert "below the chance line" in fig.get_supxlabel().replace("\n", " ")
     with pytest.raises(ValueError, match="no ROC curve"):
         roc_figure({"eul": None})
+
+
+def test_coinciding_signals_get_one_roc_panel_that_says_why():
+    # given one-token answers: every signal ranks the rows alike
+    rng = random.Random(3)
+    scores = [rng.gauss(0, 1) for _ in range(20)]
+    unseen = [rng.gauss(0, 1) for _ in range(60)]
+    same = membership_roc({s: scores for s in SIGNALS}, {s: unseen for s in SIGNALS})
+    fig = roc_figure({"candidate": same, "production": same})
+    # then one panel, whose title says the others coincide
+    [ax] = fig.axes
+    assert "coincide" in ax.get_title()
 
 
 def test_sequential_panels_hold_a_line_per_way_of_serving(tmp_path):
@@ -170,15 +188,19 @@ def test_batch_plots_draw_metrics_and_roc_only_where_there_are_forget_rows(tmp_p
     assert [p.name for p in written] == ["metrics.png"] and _is_png(written[0])
 
 
-def test_plots_markdown_links_each_file():
+def test_plots_markdown_names_each_file_and_where_it_is_kept():
     links = [
         {"name": "metrics.png", "uri": "runs:/abc/plots/metrics.png",
          "location": "s3://bucket/1/abc/artifacts/plots/metrics.png"},
+        {"name": "mia-roc.png", "uri": "runs:/abc/plots/mia-roc.png",
+         "location": "file:///srv/my%20project/state/mlartifacts/abc/plots/mia-roc.png"},
     ]  # fmt: skip
     text = plots_markdown(links)
     assert "## Plots" in text
-    assert "[metrics.png](s3://bucket/1/abc/artifacts/plots/metrics.png)" in text
-    assert "`runs:/abc/plots/metrics.png`" in text
+    assert "- metrics.png: `runs:/abc/plots/metrics.png`, stored at `s3://bucket/1/abc/" in text
+    # a local file is shown as a readable path, not a file: link a browser cannot open
+    assert "stored at `/srv/my project/state/mlartifacts/abc/plots/mia-roc.png`" in text
+    assert "file:" not in text
     assert plots_markdown([]) == ""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import STORE_ENV
+from mlflow_server import running_mlflow_server
 from prefect_server import running_prefect_server
 
 from eul.pipeline.context import load_context
@@ -45,8 +46,20 @@ def _prefect(env: dict, cwd: Path, *args: str, timeout: int = 180) -> str:
     return proc.stdout
 
 
-def test_nightly_deployment_runs_on_a_local_server(tmp_path, flow_template, prefect_server):
-    # given the project with two validated-to-be requests, prefect.yaml deployed on a pool
+@pytest.fixture
+def mlflow_url(tmp_path, monkeypatch):
+    """A real `mlflow server` (SQLite backend) that the flow and this test both use."""
+    root = tmp_path / "mlflow"
+    with running_mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        yield url
+
+
+def test_nightly_deployment_runs_on_a_local_server(
+    tmp_path, flow_template, prefect_server, mlflow_url
+):
+    # given the project with two validated-to-be requests, prefect.yaml deployed on a pool,
+    # and its registry on a real `mlflow server`
     project = tmp_path / "project"
     shutil.copytree(flow_template, project, symlinks=True)
     train = (project / "data/prepared/train.jsonl").read_text().splitlines()
@@ -56,7 +69,7 @@ def test_nightly_deployment_runs_on_a_local_server(tmp_path, flow_template, pref
     ) as ledger:
         for i, subject in enumerate(subjects):
             ledger.submit(subject_id=subject, request_id=f"dep-{i}")
-    env = {**prefect_server, "EUL_PROJECT_DIR": str(project)}
+    env = {**prefect_server, "EUL_PROJECT_DIR": str(project), "MLFLOW_TRACKING_URI": mlflow_url}
     _prefect(env, project, "work-pool", "create", "eul-process", "--type", "process")
     _prefect(env, project, "--no-prompt", "deploy", "--all")
     listed = _prefect({**env, "COLUMNS": "250"}, project, "deployment", "ls")
@@ -72,6 +85,44 @@ def test_nightly_deployment_runs_on_a_local_server(tmp_path, flow_template, pref
     inspected = json.loads(_prefect(env, project, "flow-run", "inspect", flow_run_id, "-o",
                                     "json"))  # fmt: skip
     assert inspected["state"]["type"] == "COMPLETED", inspected["state"]
+    # named after its batch and tagged with it and with production before and after
+    batch_tags = [t for t in inspected["tags"] if t.startswith("batch:")]
+    assert len(batch_tags) == 1 and inspected["name"] == f"nightly-{batch_tags[0][6:]}"
+    assert {"production-before:base", "production-after:v1"} <= set(inspected["tags"])
+    # and its report hangs off the flow run itself, read back through the REST API
+    import httpx
+
+    found = httpx.post(
+        f"{env['PREFECT_API_URL']}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
+        timeout=30,
+    ).json()
+    by_key = {a["key"]: a for a in found}
+    report = by_key["nightly-deletion-batch-report"]
+    assert report["flow_run_id"] == flow_run_id and report["task_run_id"] is None
+    assert "Production before: the base model" in report["data"]
+    assert "Production after: version 1" in report["data"] and "None" not in report["data"]
+    assert "## Where to look" in report["data"] and "MLflow version" in report["data"]
+    assert "nightly-deletion-batch-requests" in by_key
+    assert f"{mlflow_url}/#/models/eul-model/versions/1" in report["data"]
+    # the version page, read back through MLflow's REST API: each request before -> after,
+    # every gate with its band, short tags, and links to the run and the flow run
+    version = httpx.get(
+        f"{mlflow_url}/api/2.0/mlflow/model-versions/get",
+        params={"name": "eul-model", "version": "1"},
+        timeout=30,
+    ).json()["model_version"]
+    description = version["description"]
+    assert "| dep-0 |" in description and "| dep-1 |" in description and " -> " in description
+    for gate in ("utility", "mia_auc", "forget_vs_test", "forget_acc"):
+        assert f"| {gate} |" in description
+    assert "band " in description and "none: the base model" in description
+    assert f"{mlflow_url}/#/experiments/" in description
+    assert f"/flow-runs/flow-run/{flow_run_id}" in description
+    tags = {t["key"]: t["value"] for t in version["tags"]}
+    shown = {k: v for k, v in tags.items() if k.startswith(("eul.gate.", "eul.metric."))}
+    assert len(shown) >= 6 and all(len(v) <= 250 for v in shown.values())
+    assert "gates" not in tags and "gates_json" in tags
     # and it did the batch: both requests honoured by production version 1, rows purged
     ctx = load_context(project)
     assert get_alias_version(ctx.settings, PRODUCTION) == 1

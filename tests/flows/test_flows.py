@@ -160,7 +160,11 @@ def test_nightly_batch_end_to_end(project):
     tags = version_tags(ctx.settings, 1)
     assert covered_request_ids(tags) == ["req-a", "req-b", "ticket.7"]
     assert tags["gates_passed"] == "true" and tags["eul.kind"] == "nightly"
-    assert tags["eul.band.mia_auc"].endswith(": inside") and "eul.band.forget_acc" in tags
+    assert (
+        tags["eul.gate.mia_auc"].startswith("pass: inside the band")
+        and "eul.gate.forget_acc" in tags
+    )
+    assert len(tags["eul.metric.test_acc"]) <= 6  # rounded: "0.8123"
     with Ledger(ctx.log_url) as ledger:
         assert ledger.entry_at(int(tags["log_seq"])).hash == tags["log_hash"]
     # one MLflow run per request and `models:/...@production` loads base + fused layer
@@ -174,6 +178,23 @@ def test_nightly_batch_end_to_end(project):
     batch_run = client.get_model_version(ctx.settings.model_name, "1").run_id
     artifacts = {a.path for a in client.list_artifacts(batch_run)}
     assert {"fused_layer", "fusion_state", "evaluation.json", "plots"} <= artifacts
+    # and tells its story: kind as on the version, what it did, code, data, real duration
+    run = client.get_run(batch_run)
+    assert run.data.tags["eul.kind"] == "nightly" and run.data.tags["eul.run"] == "batch"
+    assert "3 new request(s)" in run.data.tags["mlflow.note.content"]
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.digest == tags["data_dvc_md5"][:36]
+    assert run.info.end_time - run.info.start_time > 1000  # trained for seconds, not ms
+    request_run = request_runs(project)[0]
+    took_ms = request_run.info.end_time - request_run.info.start_time
+    assert took_ms >= 1000 * request_run.data.metrics["update_s"] > 0  # the training's own times
+    assert "row(s) forgotten" in request_run.data.tags["mlflow.note.content"]
+    # the version page: each new request before -> after, the gates in words, the base
+    description = client.get_model_version(ctx.settings.model_name, "1").description
+    assert "| req-a |" in description and " -> " in description
+    assert "| mia_auc |" in description and "inside the band" in description
+    assert "none: the base model" in description and "None" not in description
     # the plots: metrics against production (per request too) and the candidate's MIA ROC
     plots = sorted(a.path for a in client.list_artifacts(batch_run, "plots"))
     assert plots == ["plots/metrics.png", "plots/mia-roc.png"]
@@ -194,10 +215,14 @@ def test_nightly_batch_end_to_end(project):
     # the batch published its report as Prefect artifacts
     markdown = Artifact.get("nightly-deletion-batch-report")
     assert "version 1 promoted to production" in markdown.data
-    # with links to the plots of the batch run
+    # on the flow run itself, with where to find the plots of the batch run (plain paths:
+    # the store is not a server) and the rejected request with its reason, and no None
+    assert markdown.flow_run_id is not None and markdown.task_run_id is None
     for name in ("metrics.png", "mia-roc.png"):
-        assert f"(`runs:/{batch_run}/plots/{name}`)" in markdown.data
-        assert f"/{batch_run}/artifacts/plots/{name})" in markdown.data
+        assert f"- {name}: `runs:/{batch_run}/plots/{name}`, stored at `/" in markdown.data
+        assert f"/{batch_run}/artifacts/plots/{name}`" in markdown.data
+    assert "- rejected req-nobody: " in markdown.data and "None" not in markdown.data
+    assert "file:" not in markdown.data
     assert "| req-a | honoured | purged | 1 |" in markdown.data
     # and `eul audit` says every request is honoured, with the purge hashes as evidence
     code, out = audit_cli("--project", str(project), "--json")
@@ -369,7 +394,7 @@ def batch_runs(root: Path) -> list:
     settings = load_context(root).settings
     client = mlflow.MlflowClient(settings.tracking_uri)
     experiment = client.get_experiment_by_name(settings.experiment)
-    return client.search_runs([experiment.experiment_id], "tags.`eul.kind` = 'batch'")
+    return client.search_runs([experiment.experiment_id], "tags.`eul.run` = 'batch'")
 
 
 # `make test` runs one drill point; `make reliability` runs them all.

@@ -8,7 +8,8 @@ import pytest
 
 from eul.evaluate.bands import Band, ReferenceBands
 from eul.params import GateParams
-from eul.pipeline.gates import band_tags, check_gates, failure_reasons, gate_bands, passed
+from eul.pipeline.gates import check_gates, failure_reasons, gate_bands, passed
+from eul.stores.registry.review import gate_tags
 
 LIMITS = GateParams(max_test_acc_drop=0.02, max_mia_auc=0.6, forget_acc_margin=0.05)
 PRODUCTION = {"test_acc": 0.85, "forget_acc": 0.97, "mia_auc": 0.7}
@@ -100,9 +101,12 @@ def test_a_candidate_inside_both_bands_passes_and_the_bands_are_recorded():
     gates = check_gates(candidate, PRODUCTION, 12, LIMITS, BANDS)
     assert passed(gates)
     assert gates["mia_auc"]["band"]["low"] == 0.35 and gates["forget_acc"]["band"]["high"] == 0.75
-    tags = band_tags(gates)
-    assert tags["eul.band.mia_auc"] == "0.350-0.620, expected 0.480; value 0.470: inside"
-    assert all(len(v) < 80 for v in tags.values())
+    tags = gate_tags(gates)
+    assert tags["eul.gate.mia_auc"] == (
+        "pass: inside the band: 0.470; band 0.350 to 0.620 (expected 0.480); at most 0.600"
+    )
+    assert tags["eul.gate.utility"].startswith("pass: test accuracy 0.850 -> 0.850")
+    assert all(len(v) < 120 for v in tags.values())
 
 
 def test_an_over_forgotten_candidate_fails_with_a_reason_a_reviewer_can_read():
@@ -115,7 +119,8 @@ def test_an_over_forgotten_candidate_fails_with_a_reason_a_reviewer_can_read():
     reasons = failure_reasons(gates)
     assert "over-forgotten; flipping the score picks them out at 0.840" in reasons[0]
     assert reasons[1].startswith("forget_acc: forget accuracy 0.170 is below")
-    assert band_tags(gates)["eul.band.forget_acc"].endswith("value 0.170: below")
+    tags = gate_tags(gates)
+    assert tags["eul.gate.forget_acc"].startswith("FAIL: over-forgotten (below the band): 0.170")
     # and the plot's lines are the bands, narrowed by the fixed limits
     lines = gate_bands(gates)
     assert lines["mia_auc"] == (0.35, 0.6) and lines["forget_acc"] == (0.42, 0.75)

@@ -32,14 +32,10 @@ from eul.stores.registry.loading import (
     load_pyfunc,
     load_version,
 )
+from eul.stores.registry.review import ReviewFacts, gate_tags, metric_tags, review_description
 from eul.stores.registry.runs import ensure_experiment, log_batch_run, log_request_run
 from eul.stores.registry.settings import RegistryError, TrackingSettings
-from eul.stores.registry.tags import (
-    compliance_tags,
-    covered_request_ids,
-    ids_digest,
-    version_description,
-)
+from eul.stores.registry.tags import compliance_tags, covered_request_ids, ids_digest
 from eul.stores.registry.versions import (
     CANDIDATE,
     PRODUCTION,
@@ -367,7 +363,7 @@ def test_compliance_tags_tie_a_version_to_the_log():
     assert ok["covered_request_count"] == "2"
     assert ok["covered_request_ids_sha256"] == ids_digest(["r2", "r1"])
     assert ok["log_seq"] == "41" and ok["log_hash"] == "ab12" and ok["data_dvc_md5"] == "d41d8cd9"
-    assert json.loads(ok["gates"]) == GATES_OK and ok["gates_passed"] == "true"
+    assert json.loads(ok["gates_json"]) == GATES_OK and ok["gates_passed"] == "true"
     assert bad["gates_passed"] == "false"
     assert none["gates_passed"] == "false"
     assert "data_dvc_md5" not in bad
@@ -377,28 +373,78 @@ def test_compliance_tags_tie_a_version_to_the_log():
         compliance_tags(["a"], 1, "h", {"mia": {"value": 0.5}})
 
 
+def _facts(new_ids, candidate, **extra) -> ReviewFacts:
+    values = {
+        "kind_line": "Nightly deletion batch.",
+        "new_ids": new_ids,
+        "covered": new_ids,
+        "log_seq": 3,
+        "candidate": candidate,
+        "production": {},
+        "production_version": None,
+        "gates": GATES_OK,
+    }
+    return ReviewFacts(**{**values, **extra})
+
+
 def test_description_tells_a_reviewer_what_changed():
-    # given a batch of 60 requests with metrics against production's
-    ids = [f"req-{i:03d}" for i in range(60)]
-    # when the description is written
-    text = version_description(
+    # given a batch of 30 new requests (one without rows) on top of 45 earlier ones, a
+    # production version, a failed over-forgetting gate and the data changed since then
+    ids = [f"req-{i:03d}" for i in range(30)]
+    per_request = {
+        i: {"rows": 5, "production": {"forget_acc": 1.0}, "candidate": {"forget_acc": 0.6}}
+        for i in ids[1:]
+    }
+    mia = {"value": 0.161, "max": 0.6, "passed": False, "outside": "below",
+           "band": {"low": 0.35, "expected": 0.48, "high": 0.62, "two_sided": True}}  # fmt: skip
+    facts = _facts(
         ids,
-        {"test_acc": 0.80, "mia_auc": 0.51},
-        covered_count=75,
-        production_metrics={"test_acc": 0.82},
+        {"test_acc": 0.80, "mia_auc": 0.161, "forget_acc": float("nan")},
+        covered=ids + [f"old-{i:02d}" for i in range(45)],
+        production={"test_acc": 0.82, "mia_auc": 0.607},
         production_version=3,
-        gates=GATES_OK,
-        log_seq=99,
+        gates={**GATES_OK, "mia_auc": mia},
+        reasons=["mia_auc: over-forgotten"],
+        per_request=per_request,
+        data_before="a" * 32,
+        data_after="b" * 32,
+        links={"batch run": "http://mlflow:5000/#/experiments/1/runs/x", "plots": "/p/plots"},
     )
-    # then it gives counts, the first ids, gates and the metric change, within MLflow's limit
-    assert "Forgets 60 new deletion request(s), 75 in all" in text
-    assert "req-000" in text and "req-049" in text and "req-050" not in text
-    assert "and 10 more" in text
-    assert "Gates: PASSED" in text and "mia_auc: pass" in text
-    assert "| test_acc | 0.8000 | 0.8200 | -0.0200 |" in text
-    assert "| mia_auc | 0.5100 | - |  |" in text
-    huge = version_description(ids, {f"metric_{i}": 0.5 for i in range(400)})
+    # when the description is written
+    text = review_description(facts)
+    # then it says what is forgotten, per request, before -> after, and the earlier ones
+    assert text.startswith("**NOT PROMOTED**: mia_auc: over-forgotten")
+    assert "Forgets 30 new deletion request(s), 75 in all" in text
+    assert "| req-001 | 5 | 1.000 -> 0.600 |" in text
+    assert "| req-000 | 0 (no rows in the training data) | not measured |" in text
+    assert "req-020" not in text and "and 10 more" in text
+    assert "Earlier requests, still honoured (45)" in text and "old-29" in text
+    # each gate with its value, band and verdict in words, the over-forgetting side too
+    assert "## Gates: FAILED" in text
+    assert (
+        "| mia_auc | 0.161 | band 0.350 to 0.620 (expected 0.480); at most 0.600 | "
+        "FAIL: over-forgotten (below the band) |"
+    ) in text
+    assert "picks them out at 0.839" in text
+    # the version really in production, what changed in the data, and where to look
+    assert "In production before this version: version 3." in text
+    assert "| test_acc | 0.800 | 0.820 | -0.020 |" in text
+    assert "| forget_acc | not measured | not measured | - |" in text
+    assert "aaaaaaaaaaaa -> bbbbbbbbbbbb: the data changed" in text
+    assert "[http://mlflow:5000/#/experiments/1/runs/x](http" in text and "`/p/plots`" in text
+    assert "None" not in text and "nan" not in text
+    # a first version compares with the base model; a huge one stays within MLflow's limit
+    first = review_description(_facts(["r"], {"test_acc": 0.8}))
+    assert "none: the base model" in first and "| metric | this version | base model |" in first
+    huge = review_description(_facts(ids, {f"metric_{i}": 0.5 for i in range(400)}))
     assert len(huge) <= 5000
+
+
+def test_short_tags_name_each_gate_and_headline_metric():
+    tags = {**gate_tags(GATES_OK), **metric_tags({"test_acc": 0.812345, "other": 1.0})}
+    assert tags["eul.metric.test_acc"] == "0.8123" and "eul.metric.other" not in tags
+    assert all(k.startswith("eul.gate.") for k in tags if "metric" not in k)
+    assert all(len(v) <= 250 for v in tags.values())
 
 
 # -- versions, aliases, loading -------------------------------------------------------------
@@ -410,7 +456,7 @@ def test_register_promote_and_load_production(store, folders):
     assert get_alias_version(settings, PRODUCTION) is None  # no model yet
     run1 = log_batch_run(settings, "b1", ["req-1"], {"test_acc": 0.8})
     tags1 = compliance_tags(["req-1"], 3, "hash-3", GATES_OK, data_dvc_md5="md5-a")
-    description = version_description(["req-1"], {"test_acc": 0.8}, gates=GATES_OK, log_seq=3)
+    description = review_description(_facts(["req-1"], {"test_acc": 0.8}, gates=GATES_OK))
     v1 = register_version(settings, run1, folders.base, folders.layer, tags1, description)
     run2 = log_batch_run(settings, "b2", ["req-2"], {"test_acc": 0.79})
     tags2 = compliance_tags(["req-1", "req-2"], 7, "hash-7", GATES_OK, data_dvc_md5="md5-b")
@@ -431,7 +477,7 @@ def test_register_promote_and_load_production(store, folders):
     tags = version_tags(settings, v1)
     assert {k: tags[k] for k in tags1} == tags1
     assert covered_request_ids(tags) == ["req-1"]
-    assert json.loads(tags["gates"])["mia_auc"]["passed"] is True
+    assert json.loads(tags["gates_json"])["mia_auc"]["passed"] is True
     assert "production_since" in tags
     mv = _client(settings).get_model_version(settings.model_name, str(v1))
     assert mv.description == description and mv.run_id == run1

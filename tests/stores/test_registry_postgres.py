@@ -6,16 +6,9 @@ database serves the registry code over HTTP."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import urllib.request
-from pathlib import Path
-
 import pytest
 import test_registry as sqlite_suite
+from mlflow_server import running_mlflow_server
 from postgres import with_driver
 from test_registry import (  # noqa: F401  (collected here too: the same tests, on PostgreSQL)
     test_a_runs_artifacts_are_deleted_from_the_file_store_and_its_record_stays,
@@ -28,7 +21,6 @@ from test_registry import (  # noqa: F401  (collected here too: the same tests, 
     test_request_and_batch_runs_record_params_metrics_and_artifacts,
 )
 
-from eul.runtime.servers import free_port, stop, wait_until_up
 from eul.stores.registry.runs import log_batch_run, log_request_run
 from eul.stores.registry.settings import TrackingSettings
 from eul.stores.registry.tags import compliance_tags
@@ -98,39 +90,12 @@ def test_the_database_holds_tags_and_aliases_but_no_forget_text(store, folders, 
         assert needle.lower() not in dump.lower(), needle
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(store):
     """`mlflow server --backend-store-uri postgresql+psycopg2://...` on a free loopback port,
     on the module's database; yields its URL and stops it by its PID."""
-    port = free_port()
-    mlflow = str(Path(sys.executable).parent / "mlflow")
-    log = (store.root / "mlflow-server.log").open("w")
-    server = subprocess.Popen(
-        [mlflow, "server", "--backend-store-uri", store.settings.tracking_uri,
-         "--artifacts-destination", str(store.root / "served"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        # (no job runner: its worker processes are not needed here and outlive the server)
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(server, lambda: _answers(f"{url}/health"), 120, "mlflow server", 0.2)
+    with running_mlflow_server(store.settings.tracking_uri, store.root) as url:
         yield url
-    finally:
-        stop(server, timeout_s=10)
-        with contextlib.suppress(ProcessLookupError):  # anything it started, in its session
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_an_mlflow_server_on_postgresql_serves_versions_and_aliases(store, folders, mlflow_server):

@@ -10,7 +10,7 @@ import json
 import numbers
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,39 @@ REQUEST_KEY_TAG = "eul.request_key"
 # corruption was refused) logged a new one: one live run per request, the history kept.
 SUPERSEDED_TAG = "eul.superseded_by"
 BATCH_KEY_TAG = "eul.batch_key"
+# What a run is (its role): one request's layer, or a batch's fused candidate. `eul.kind`
+# says which kind of batch (nightly, request, compaction), as on the version.
+RUN_ROLE_TAG = "eul.run"
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    """The data a run was built from, as an MLflow dataset input: the DVC-tracked folder's
+    md5 (ids and hashes only, never rows)."""
+
+    name: str
+    md5: str
+    source: str
+
+
+@dataclass(frozen=True)
+class RunStory:
+    """What a run says beyond its numbers: a sentence, when its work really ran (Unix
+    seconds; runs are logged once the work is done), the code and the data it came from."""
+
+    description: str = ""
+    started: float | None = None
+    ended: float | None = None
+    commit: str | None = None
+    data: DataVersion | None = None
+
+    def tags(self) -> dict[str, str]:
+        tags = {}
+        if self.description:
+            tags["mlflow.note.content"] = self.description
+        if self.commit:
+            tags["mlflow.source.git.commit"] = self.commit
+        return tags
 
 
 def _experiment_id(client: MlflowClient, settings: TrackingSettings, name: str) -> str:
@@ -117,8 +150,10 @@ def _log_run(
     files: Sequence[tuple[str, str | Path]],
     documents: Mapping[str, Any],
     key_tag: str | None = None,
+    story: RunStory | None = None,
 ) -> str:
-    """One finished run: params, metrics, folders and files as artifacts, JSON documents.
+    """One finished run: params, metrics, folders and files as artifacts, JSON documents;
+    with `story`, its description, source commit, data input and real start and end times.
 
     folders: {artifact folder: local folder}; files: (artifact folder, local file);
     documents: {file name: JSON-able value}. A failure marks the run FAILED and re-raises.
@@ -128,11 +163,15 @@ def _log_run(
     """
     from mlflow.entities import Metric, Param
 
+    story = story or RunStory()
     run = None if key_tag is None else _keyed_run(client, experiment_id, key_tag, tags[key_tag])
     if run is not None and run.info.status == "FINISHED":
         return run.info.run_id
+    started = None if story.started is None else int(story.started * 1000)
     if run is None:
-        run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        run = client.create_run(
+            experiment_id, start_time=started, run_name=run_name, tags={**tags, **story.tags()}
+        )
         logged_params: dict[str, str] = {}
         logged_metrics: dict[str, float] = {}
     else:
@@ -148,6 +187,8 @@ def _log_run(
         metric_list = [Metric(k, v, now, 0) for k, v in metrics.items() if k not in logged_metrics]
         for start in range(0, len(metric_list), 1000):
             client.log_batch(run_id, metrics=metric_list[start : start + 1000])
+        if story.data is not None and not run.inputs.dataset_inputs:
+            client.log_inputs(run_id, [_dataset_input(story.data)])
         for artifact_folder, local in folders.items():
             if local is not None:
                 client.log_artifacts(run_id, str(local), artifact_folder)
@@ -161,8 +202,22 @@ def _log_run(
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    ended = None if story.ended is None else int(story.ended * 1000)
+    client.set_terminated(run_id, "FINISHED", end_time=ended)
     return run_id
+
+
+def _dataset_input(data: DataVersion):
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=data.name,
+        digest=data.md5[:36],
+        source_type="dvc",
+        source=json.dumps({"dvc_file": data.source, "md5": data.md5}),
+        profile=json.dumps({"md5": data.md5}),
+    )
+    return DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])
 
 
 def _check_folder(folder: str | Path | None, what: str) -> None:
@@ -185,6 +240,7 @@ def log_request_run(
     batch_id: str | None = None,
     parent_run_id: str | None = None,
     key: str | None = None,
+    story: RunStory | None = None,
 ) -> str:
     """Log one request's unlearning update as a finished run; returns its run id.
 
@@ -203,7 +259,7 @@ def log_request_run(
     if eul_config is not None:
         all_params.update(flatten_params(eul_config, "eul."))
     all_params.update(flatten_params(params or {}))
-    tags = {"eul.kind": "request", "eul.request_id": request_id}
+    tags = {"eul.kind": "request", RUN_ROLE_TAG: "request", "eul.request_id": request_id}
     if batch_id is not None:
         tags["eul.batch_id"] = batch_id
     if parent_run_id is not None:
@@ -222,6 +278,7 @@ def log_request_run(
             [("plots", p) for p in plots],
             {"evaluation.json": dict(metrics) if evaluation is None else evaluation},
             key_tag=REQUEST_KEY_TAG if key is not None else None,
+            story=story,
         )
         _supersede_earlier(client, run_id, request_id)
         return run_id
@@ -254,8 +311,10 @@ def log_batch_run(
     evaluation: Any = None,
     plots: Sequence[str | Path] = (),
     key: str | None = None,
+    kind: str = "nightly",
+    story: RunStory | None = None,
 ) -> str:
-    """Log one nightly batch as a finished run; returns its run id (register_version's input).
+    """Log one batch as a finished run; returns its run id (register_version's input).
 
     Params: batch id, request count and `params`. Artifacts: request_ids.json, the fused
     layer (fused_layer/), the fusion state (fusion_state/), evaluation.json and plots.
@@ -265,7 +324,7 @@ def log_batch_run(
     _check_folder(state_dir, "fusion state")
     all_params = {"batch_id": batch_id, "request_count": str(len(request_ids))}
     all_params.update(flatten_params(params or {}))
-    tags = {"eul.kind": "batch", "eul.batch_id": batch_id}
+    tags = {"eul.kind": kind, RUN_ROLE_TAG: "batch", "eul.batch_id": batch_id}
     if key is not None:
         tags[BATCH_KEY_TAG] = key
     with tracking(settings) as client:
@@ -283,6 +342,7 @@ def log_batch_run(
                 "evaluation.json": dict(metrics) if evaluation is None else evaluation,
             },
             key_tag=BATCH_KEY_TAG if key is not None else None,
+            story=story,
         )
 
 
@@ -301,3 +361,35 @@ def download_run_artifacts(
             tracking_uri=settings.tracking_uri,
         )
     return Path(local)
+
+
+def page_base(url: str) -> str | None:
+    """The web address of a tracking server (`http(s)://host:port/path`, any user or password
+    left out: a link is shown to people), or None where the store is not a server."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def run_links(settings: TrackingSettings, run_id: str) -> dict[str, str]:
+    """Where a reviewer finds a run and its plots: pages of the MLflow UI where the tracking
+    store is a server, else the run id and the plots' folder as plain paths."""
+    from urllib.parse import unquote, urlsplit
+
+    with tracking(settings) as client:
+        info = client.get_run(run_id).info
+    base = page_base(settings.tracking_uri)
+    if base is not None:
+        page = f"{base}/#/experiments/{info.experiment_id}/runs/{run_id}"
+        return {"batch run": page, "plots": f"{page}/artifacts/plots"}
+    artifacts = info.artifact_uri.rstrip("/")
+    if artifacts.startswith("file:"):
+        artifacts = unquote(urlsplit(artifacts).path)
+    return {
+        "batch run": f"run {run_id} in {settings.shown_uri}",
+        "plots": f"{artifacts}/plots",
+    }

@@ -257,3 +257,17 @@ def version_tags(settings: TrackingSettings, version: int) -> dict[str, str]:
                     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
                     tags[key] = Path(local).read_text()
         return tags
+
+
+def version_links(settings: TrackingSettings, version: int) -> dict[str, str]:
+    """Where a reviewer finds a version: its MLflow page, its batch run and plots (pages where
+    the tracking store is a server; otherwise the model URI and plain paths)."""
+    from eul.stores.registry.runs import page_base, run_links
+
+    base = page_base(settings.tracking_uri)
+    page = (
+        f"{base}/#/models/{settings.model_name}/versions/{version}"
+        if base is not None
+        else f"models:/{settings.model_name}/{version} in {settings.shown_uri}"
+    )
+    return {"MLflow version": page, **run_links(settings, version_run_id(settings, version))}
