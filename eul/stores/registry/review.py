@@ -185,7 +185,9 @@ def _gates_section(facts: ReviewFacts) -> list[str]:
     lines.append("")
     mia = facts.gates.get("mia_auc", {})
     value = mia.get("value")
-    if isinstance(value, numbers.Real) and not math.isnan(value) and value < 0.5:
+    # said where it matters: under the band, or under chance with no band to say otherwise
+    worrying = mia.get("outside") == "below" or (not mia.get("band") and mia.get("passed"))
+    if isinstance(value, numbers.Real) and not math.isnan(value) and value < 0.5 and worrying:
         lines += [
             f"A membership AUC under 0.5 means the forget rows look less like training rows "
             f"than unseen rows do: an attacker who flips the score picks them out at "
