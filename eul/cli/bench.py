@@ -35,6 +35,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
             "--task generation); drop --fusion-scale"
         )
     _check_small_requests(args)
+    if args.size:
+        _bench_size(args)
+        return
     if args.fusion_scale:
         from eul.bench.fusion_scale import format_fusion_scale, run_fusion_scale, save_fusion_scale
 
@@ -99,6 +102,24 @@ def _bench_seeds(
     print(table)
     if args.out:
         _print_written(save_report_as(result, table, args.out))
+
+
+def _bench_size(args: argparse.Namespace) -> None:
+    """`--size`: the embedded model and the chosen size, one request each, on the CPU."""
+    from eul.bench.envelope import write_result
+    from eul.bench.model_size import SizeConfig, format_model_size, run_model_size
+
+    if args.seeds > 1 or args.fusion_scale or args.sequential:
+        raise CliError(
+            "--size runs its own measurement; drop --seeds, --fusion-scale, --sequential"
+        )
+    sizes = ["tiny"] if args.size == "tiny" else ["tiny", args.size]
+    rows = [run_model_size(SizeConfig(size=size, seed=args.seed)) for size in sizes]
+    table = format_model_size(rows)
+    print(table)
+    if args.out:
+        settings = {"sizes": sizes, "seed": args.seed}
+        _print_written(write_result(args.out, "model_size", {"sizes": rows}, table, settings))
 
 
 def _check_small_requests(args: argparse.Namespace) -> None:
@@ -341,6 +362,14 @@ def register(subparsers: Any) -> None:
         "--fusion-scale",
         action="store_true",
         help="instead: time and memory of fusing 1, 10, 100 and 1,000 requests' statistics",
+    )
+    bench.add_argument(
+        "--size",
+        choices=("tiny", "small", "base"),
+        default=None,
+        help="instead: one request end to end on a model of this size (random weights; base: "
+        "t5-base's 220M parameters): seconds per EUL step, peak memory, file sizes, beside "
+        "the embedded model's",
     )
     _add_small_requests_options(bench)
     bench.add_argument("--seed", type=int, default=0, help="random seed (the first, with --seeds)")
