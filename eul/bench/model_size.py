@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import resource
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from eul.model.text_model import ModelSpec
+from eul.runtime.scratch import scratch_folder
 
 # d_model, blocks, heads and feed-forward width of the public T5 checkpoints (random here).
 SIZES = {
@@ -122,7 +122,8 @@ def run_model_size(config: SizeConfig, log: Callable[[str], None] = print) -> di
         + math.ceil(len(forget) / eul_config.forget_batch_size)
     )
     layers = tm.unlearning_layers()
-    with tempfile.TemporaryDirectory(prefix="eul-size-") as tmp:
+    # a named scratch folder: it holds a request's layer and statistics until the block ends
+    with scratch_folder("model") as tmp:
         folder = Path(tmp)
         timed("statistics", lambda: save_request_statistics(tm, "request", forget,
                                                             folder / "request"))  # fmt: skip
