@@ -17,8 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 # Run from a checkout without installing it: the repository root holds the `eul` package.
@@ -29,18 +27,10 @@ if str(REPO) not in sys.path:
 from eul.cli.demo_prefect import prefect_database_url  # noqa: E402
 from eul.cli.demo_project import PREFECT_DIR  # noqa: E402
 from eul.pipeline.context import load_context  # noqa: E402
-from eul.runtime.servers import free_port, start_prefect_server, stop  # noqa: E402
+from eul.runtime.servers import answers, free_port, start_prefect_server, stop, wait_until_up  # noqa: E402
 from eul.stores.registry.versions import PRODUCTION, get_alias_version  # noqa: E402
 
 NIGHTLY = "nightly-deletion-batch"
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def _mlflow_server(tracking_uri: str, log) -> tuple[subprocess.Popen, str]:
@@ -54,11 +44,7 @@ def _mlflow_server(tracking_uri: str, log) -> tuple[subprocess.Popen, str]:
              "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while not _answers(f"{url}/health"):
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the mlflow server did not start (see its log)")
-        time.sleep(0.3)
+    wait_until_up(server, lambda: answers(f"{url}/health"), 120, "the mlflow server", 0.3)
     return server, url
 
 

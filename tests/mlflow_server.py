@@ -8,20 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from eul.runtime.servers import free_port, stop, wait_until_up
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except OSError:
-        return False
+from eul.runtime.servers import answers, free_port, stop, wait_until_up
 
 
 @contextmanager
@@ -43,7 +34,7 @@ def running_mlflow_server(backend_uri: str, root: Path, timeout_s: float = 120) 
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_up(server, lambda: _answers(f"{url}/health"), timeout_s, "mlflow server", 0.2)
+        wait_until_up(server, lambda: answers(f"{url}/health"), timeout_s, "mlflow server", 0.2)
         yield url
     finally:
         stop(server, timeout_s=10)

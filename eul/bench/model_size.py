@@ -59,29 +59,13 @@ def _build(spec: ModelSpec, texts: list[str], seed: int):
     """A model of `spec` with random weights, its vocabulary the size the checkpoints have
     (a tokenizer trained on a few rows has fewer words; the extra rows are simply unused)."""
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
 
-    from eul.model.text_model import TextModel
+    from eul.model.text_model import TextModel, build_model
     from eul.model.tokenizer import train_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(texts, min(spec.vocab_size, 4000))
-    config = T5Config(
-        vocab_size=max(spec.vocab_size, len(tokenizer)),
-        d_model=spec.d_model,
-        d_kv=spec.d_model // spec.num_heads,
-        d_ff=spec.d_ff,
-        num_layers=spec.num_layers,
-        num_decoder_layers=spec.num_layers,
-        num_heads=spec.num_heads,
-        dropout_rate=0.0,
-        feed_forward_proj="relu",
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    model = T5ForConditionalGeneration(config)
+    model = build_model(tokenizer, spec, vocab_size=spec.vocab_size)
     return TextModel(model, tokenizer, spec.max_input_len, spec.max_target_len)
 
 

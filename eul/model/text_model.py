@@ -59,9 +59,12 @@ class ModelSpec:
     max_target_len: int = 16
 
 
-def build_model(tokenizer: PreTrainedTokenizerBase, spec: ModelSpec) -> nn.Module:
-    """A randomly initialised model of the given family, sized by `spec`."""
-    vocab = len(tokenizer)
+def build_model(
+    tokenizer: PreTrainedTokenizerBase, spec: ModelSpec, vocab_size: int | None = None
+) -> nn.Module:
+    """A randomly initialised model of the given family, sized by `spec`; `vocab_size` (at
+    least the tokenizer's) gives it more embedding rows than the tokenizer has words."""
+    vocab = max(len(tokenizer), vocab_size or 0)
     if spec.family == "t5":
         config = T5Config(
             vocab_size=vocab,

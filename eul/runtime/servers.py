@@ -42,6 +42,15 @@ def port_open(port: int) -> bool:
     return True
 
 
+def answers(url: str) -> bool:
+    """Whether `url` answers an HTTP GET (a server's health page, say)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def prefect_healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
