@@ -243,8 +243,13 @@ class PipelineParams(_Section):
     production versions (files, never forget text); reruns read it to skip finished work.
     `stack_layers`: each request's layer is trained on top of the batch's earlier ones, one
     after the other, so that their sum is the model that was trained; off, they train side
-    by side against production alone, `train_workers` at a time (threads), and their sum was
-    never trained as such (measured: it loses utility, see README).
+    by side against production alone, `train_workers` at a time, on the engine
+    `task_runner` names: `thread` (threads of the flow's process), `dask` (a Dask cluster:
+    the scheduler at `cluster_address`, or a local cluster of `train_workers` worker
+    processes) or `ray` (the Ray cluster at `cluster_address`, or a local one). Each
+    side-by-side layer is held off the other batch requests' forget features (with
+    `unlearn.keep_weight`) and off retained features (`retained_hold` times that), so that
+    their exact sum keeps what each one alone does.
     `drill_fail_at`: a failure drill, null in production. Naming a point (`DrillPoint`)
     makes every batch stop there with an error, to check that a rerun with it null
     finishes the batch and repeats nothing.
@@ -257,6 +262,9 @@ class PipelineParams(_Section):
     scan: bool = True
     stack_layers: bool = True
     train_workers: int = Field(2, ge=1)
+    task_runner: Literal["thread", "dask", "ray"] = "thread"
+    retained_hold: float = Field(1.0, ge=0.0)
+    cluster_address: str | None = None
     eval_retained: int = Field(500, ge=1)
     drill_fail_at: DrillPoint | None = None
 

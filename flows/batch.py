@@ -24,12 +24,14 @@ from eul.pipeline.outcome import RunSummary, should_promote
 from eul.pipeline.production import Production
 from eul.pipeline.results import LayerResult, Partition, Registered
 from eul.runtime.quiet import quiet_libraries
+from flows.runners import check_task_runner, task_runner_for
 from tasks.pipeline import (
     check_gates,
     erase_trained_on,
     evaluate,
     find_registered,
     fuse_layers,
+    hold_statistics,
     mark_fused,
     partition,
     production_model,
@@ -145,6 +147,7 @@ def open_project(project_dir: str, params_file: str) -> Context:
     """The project a flow run works on, its parameters checked before any work (one-line
     errors: `eul.pipeline.checks`), with the libraries' progress bars off."""
     ctx = check_project(project_dir, params_file)
+    check_task_runner(ctx.params.pipeline)
     quiet_libraries()
     return ctx
 
@@ -153,20 +156,28 @@ def train_all(
     ctx: Context, production: Production, request_ids: list[str], split: Partition
 ) -> list[LayerResult]:
     """The batch's layers. Stacked (`pipeline.stack_layers`): one after the other, each on
-    top of the earlier ones, in one task. Side by side: submitted to the flow's task runner
-    `pipeline.train_workers` at a time, each against production alone. Either way the
-    `gpu` tag limit on the server bounds how many run at once."""
+    top of the earlier ones, in one task. Side by side: each against production alone, on
+    the engine `pipeline.task_runner` names (threads, Dask or Ray: `flows.runners`),
+    `pipeline.train_workers` at a time. Either way the `gpu` tag limit on the server bounds
+    how many run at once."""
     if ctx.params.pipeline.stack_layers:
         return train_stack(ctx, production, request_ids, split)
-    results: list[LayerResult] = []
-    width = ctx.params.pipeline.train_workers
-    for start in range(0, len(request_ids), width):
-        wave = [
-            train_layer.submit(ctx, production, request_id, split)
-            for request_id in request_ids[start : start + width]
+    holds = hold_statistics(ctx, production, request_ids, split)
+    with task_runner_for(ctx.params.pipeline) as runner:
+        futures = [
+            runner.submit(
+                train_layer,
+                parameters={
+                    "ctx": ctx,
+                    "production": production,
+                    "request_id": request_id,
+                    "partition": split,
+                    "holds": holds,
+                },
+            )
+            for request_id in request_ids
         ]
-        results += [future.result() for future in wave]
-    return results
+        return [future.result() for future in futures]
 
 
 def finish(

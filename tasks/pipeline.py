@@ -87,9 +87,22 @@ def train_layer(
     request_id: str,
     partition: Partition,
     below: list[LayerResult] | None = None,
+    holds: train.BatchHolds | None = None,
 ) -> LayerResult:
-    """One request's unlearning layer, on top of `below` (skipped when already on disk)."""
-    return train.train_request(ctx, production, request_id, partition, below or [])
+    """One request's unlearning layer, on top of `below` or held off `holds` (side by side);
+    skipped when already on disk."""
+    return train.train_request(ctx, production, request_id, partition, below or [], holds)
+
+
+@task(
+    name="hold-statistics", tags=["gpu"], retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE
+)
+def hold_statistics(
+    ctx: Context, production: Production, request_ids: list[str], partition: Partition
+) -> train.BatchHolds | None:
+    """The feature sums side-by-side layers are held off (the batch's forget rows, retained
+    rows), taken once on the production model."""
+    return train.batch_holds(ctx, production, request_ids, partition)
 
 
 @task(

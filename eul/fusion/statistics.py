@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from eul.data.records import Record
-from eul.layers import UnlearningModel
+from eul.layers import LayerConfig, UnlearningModel
 from eul.model.text_model import IGNORE, TextModel
 
 STATS_FILE = "fusion_stats.safetensors"
@@ -266,6 +266,28 @@ def anchor_statistics(
     features, d_in = _feature_map(layers, basis_of, "features" if basis_of else "hidden")
     with layers.disabled():
         return _collect(tm, records, batch_size, None, features, d_in)
+
+
+def served_feature_statistics(
+    tm: TextModel, records: Sequence[Record], config: LayerConfig, batch_size: int = 64
+) -> FusionStats:
+    """Feature Grams of `records` in the shared basis of `config`, with the layers active
+    now (the model as it serves): what a new layer of that basis will read on those tokens.
+
+    Taken before a layer is trained (side-by-side layers hold off each other's forget tokens
+    and the retained ones with them, `keep_grams`); a throwaway layer provides the basis,
+    which `basis_seed` fixes, and is removed again.
+    """
+    if not config.shared_basis:
+        raise ValueError("feature statistics need a shared basis (basis='shared')")
+    layers = tm.unlearning_layers()
+    probe = "_basis_probe"
+    layers.add_layer(probe, config)
+    try:
+        features, d_in = _feature_map(layers, probe, "features")
+        return _collect(tm, records, batch_size, None, features, d_in)
+    finally:
+        layers.remove_layer(probe)
 
 
 def _feature_map(

@@ -38,7 +38,10 @@ from eul.runtime.jsonsafe import clean_json
 from eul.stores.registry.runs import RunStory, log_request_run
 
 if TYPE_CHECKING:
+    import torch
+
     from eul.data.records import Record
+    from eul.fusion.statistics import FusionStats
     from eul.methods.base import UnlearnResult
     from eul.model.text_model import TextModel
 
@@ -76,12 +79,23 @@ class _Rows:
     unseen: list[Record]
 
 
+@dataclass(frozen=True)
+class BatchHolds:
+    """What layers trained side by side are held off, in the shared basis: the feature sums
+    of every batch request's forget tokens and of a retained sample, on the model as
+    production serves it (`batch_holds`). Sums of many rows, no text; kept in memory only."""
+
+    forget: FusionStats
+    retained: FusionStats
+
+
 def train_request(
     ctx: Context,
     production: Production,
     request_id: str,
     partition: Partition,
     below: Sequence[LayerResult] = (),
+    holds: BatchHolds | None = None,
 ) -> LayerResult:
     """Train (or find on disk) the unlearning layer of one request, log its MLflow run and
     mark it `unlearned`. It trains on `unlearn.device`; layer and statistics are written
@@ -89,7 +103,10 @@ def train_request(
 
     The layer is trained on top of the production model and of the layers in `below` (the
     batch's earlier requests, when the batch stacks its layers): its teacher is that model
-    with the new layer switched off, so the fused sum is exactly what was trained.
+    with the new layer switched off, so the fused sum is exactly what was trained. Side by
+    side (`holds`), it is also held to no output on the other batch requests' forget tokens
+    and on retained tokens, so that the sum of layers that never trained together keeps
+    what each does alone.
     """
     folder = layer_folder(ctx, request_id)
     done_file = folder / DONE_FILE
@@ -108,7 +125,7 @@ def train_request(
         replace_dir(tmp, folder)
         mark_unlearned(ctx, result)
         return result
-    return _train_layer(ctx, production, request_id, partition, below, trained_on)
+    return _train_layer(ctx, production, request_id, partition, below, trained_on, holds)
 
 
 def _train_layer(
@@ -118,6 +135,7 @@ def _train_layer(
     partition: Partition,
     below: Sequence[LayerResult],
     trained_on: list[str],
+    holds: BatchHolds | None,
 ) -> LayerResult:
     """The layer of a request with rows to forget: train, measure, save, log, mark."""
     import torch
@@ -144,7 +162,7 @@ def _train_layer(
         before = forget_side(tm, rows.forget, rows.unseen, task)
     name = layer_key(request_id)
     tmp = folder.with_name(folder.name + ".tmp")
-    outcome = _fit_and_save(ctx, tm, production, below, rows, name, tmp, clock)
+    outcome = _fit_and_save(ctx, tm, production, below, holds, rows, name, tmp, clock)
     with clock("layer_evaluate"):
         after = forget_side(tm, rows.forget, rows.unseen, task)
     metrics = {**after, **{f"{k}_before": v for k, v in before.items()}}
@@ -194,6 +212,7 @@ def _fit_and_save(
     tm: TextModel,
     production: Production,
     below: Sequence[LayerResult],
+    holds: BatchHolds | None,
     rows: _Rows,
     name: str,
     tmp: Path,
@@ -205,7 +224,10 @@ def _fit_and_save(
 
     config = ctx.params.eul_config()
     keeps = config.keep_weight > 0 and config.layer.shared_basis
-    keep = earlier_requests(production, below) if keeps else None
+    keep = None
+    if keeps:
+        with clock("layer_holds"):
+            keep = keep_for(ctx, tm, production, below, holds, rows.forget)
     with clock("layer_train"):
         outcome = get_method("eul", config=config).run(
             tm,
@@ -302,12 +324,12 @@ def train_stack(
     return results
 
 
-def earlier_requests(production: Production, below: Sequence[LayerResult]):
-    """Mean feature Grams of the requests already served (production's fused ones and the
-    batch's layers underneath), for `ForgetTask.keep`; None where there are none or the
-    layers have no shared basis (no feature statistics)."""
+def earlier_requests(production: Production, below: Sequence[LayerResult]) -> FusionStats | None:
+    """Feature statistics of the requests already served (production's fused ones and the
+    batch's layers underneath); None where there are none or the layers have no shared
+    basis (no feature statistics)."""
     from eul.fusion.fuse import STATE_FILE, FusionState
-    from eul.fusion.statistics import FEATURE_STATS, FusionStats, keep_grams
+    from eul.fusion.statistics import FEATURE_STATS, FusionStats
 
     parts = []
     if production.state_dir is not None and (production.state_dir / STATE_FILE).is_file():
@@ -318,9 +340,75 @@ def earlier_requests(production: Production, below: Sequence[LayerResult]):
         folder = Path(layer.layer_dir) if layer.layer_dir else None
         if folder is not None and (folder / f"{FEATURE_STATS}.safetensors").is_file():
             parts.append(FusionStats.load(folder, stem=FEATURE_STATS))
-    if not parts:
+    return sum(parts) if parts else None
+
+
+def keep_for(
+    ctx: Context,
+    tm: TextModel,
+    production: Production,
+    below: Sequence[LayerResult],
+    holds: BatchHolds | None,
+    forget: Sequence[Record],
+):
+    """`ForgetTask.keep` of a new layer: the mean feature Gram of the tokens it must leave
+    alone. Stacked: the requests already served. Side by side (`holds`): those, the batch's
+    other requests (the batch's sums less this request's own, taken the same way), plus
+    `pipeline.retained_hold` times the retained tokens' mean Gram. None where nothing is held."""
+    from eul.fusion.statistics import keep_grams, served_feature_statistics
+
+    earlier = earlier_requests(production, below)
+    if holds is None:
+        return None if earlier is None else keep_grams(earlier)
+    own = served_feature_statistics(tm, forget, ctx.params.eul_config().layer)
+    return side_by_side_grams(earlier, holds, own, ctx.params.pipeline.retained_hold)
+
+
+def side_by_side_grams(
+    earlier: FusionStats | None, holds: BatchHolds, own: FusionStats, retained_hold: float
+) -> dict[str, torch.Tensor] | None:
+    """The Grams a side-by-side layer is held off: the mean over the served requests' and the
+    batch's other requests' forget tokens (the batch's sums less `own`), plus `retained_hold`
+    times the retained tokens' mean. In the shared basis a layer's mean square output over
+    tokens of mean Gram G is trace(U^T G U) / d, so this bounds what each layer does where
+    the others' requests and the retained data are, and the exact sum of the layers keeps
+    what each one does alone. None where nothing is held."""
+    from eul.fusion.statistics import keep_grams
+
+    others = holds.forget - own
+    total = others if earlier is None else earlier + others
+    grams = keep_grams(total) if all(total.count.values()) else {}
+    if retained_hold > 0:
+        retained = keep_grams(holds.retained)
+        grams = {p: grams.get(p, 0) + retained_hold * g for p, g in retained.items()}
+    return grams or None
+
+
+def batch_holds(
+    ctx: Context, production: Production, request_ids: Sequence[str], partition: Partition
+) -> BatchHolds | None:
+    """The sums side-by-side layers are held off (`BatchHolds`), taken once per batch on the
+    production model: each request's forget rows in turn (the same batches its own task
+    takes out again), then a sample of `unlearn.retained_sample` retained rows. None where
+    layers have no shared basis or `unlearn.keep_weight` is 0 (nothing is held)."""
+    import random
+
+    from eul.fusion.statistics import FusionStats, served_feature_statistics
+    from eul.model.device import resolve_device
+
+    config = ctx.params.eul_config()
+    if not (config.keep_weight > 0 and config.layer.shared_basis):
         return None
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return keep_grams(total)
+    task = ctx.params.data.task
+    tm = load_serving(production.base_dir, production.layer_dir)
+    tm = tm.to(resolve_device(ctx.params.unlearn.device))
+    layers = tm.unlearning_layers()
+    forget = FusionStats.zeros(layers.position_names, layers.d_model, config.layer.width)
+    for request_id in request_ids:
+        request = partition.requests[request_id]
+        if request.rows:
+            rows = load_rows(request.file, task)
+            forget = forget + served_feature_statistics(tm, rows, config.layer)
+    retained = load_rows(partition.retained_file, task)
+    sample = random.Random(config.seed).sample(retained, min(config.retained_sample, len(retained)))
+    return BatchHolds(forget, served_feature_statistics(tm, sample, config.layer))
