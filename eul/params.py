@@ -243,13 +243,13 @@ class PipelineParams(_Section):
     production versions (files, never forget text); reruns read it to skip finished work.
     `stack_layers`: each request's layer is trained on top of the batch's earlier ones, one
     after the other, so that their sum is the model that was trained; off, they train side
-    by side against production alone, `train_workers` at a time, on the engine
-    `task_runner` names: `thread` (threads of the flow's process), `dask` (a Dask cluster:
-    the scheduler at `cluster_address`, or a local cluster of `train_workers` worker
-    processes) or `ray` (the Ray cluster at `cluster_address`, or a local one). Each
-    side-by-side layer is held off the other batch requests' forget features (with
+    by side in waves of `train_workers`, on the engine `task_runner` names: `thread`
+    (threads of the flow's process), `dask` (a Dask cluster: the scheduler at
+    `cluster_address`, or a local cluster of `train_workers` worker processes) or `ray`
+    (the Ray cluster at `cluster_address`, or a local one). A wave trains on top of the
+    earlier waves, each of its layers held off the wave's other forget features (with
     `unlearn.keep_weight`) and off retained features (`retained_hold` times that), so that
-    their exact sum keeps what each one alone does.
+    their exact sum keeps what each one does alone (measured: docs/pipeline.md).
     `drill_fail_at`: a failure drill, null in production. Naming a point (`DrillPoint`)
     makes every batch stop there with an error, to check that a rerun with it null
     finishes the batch and repeats nothing.

@@ -156,28 +156,35 @@ def train_all(
     ctx: Context, production: Production, request_ids: list[str], split: Partition
 ) -> list[LayerResult]:
     """The batch's layers. Stacked (`pipeline.stack_layers`): one after the other, each on
-    top of the earlier ones, in one task. Side by side: each against production alone, on
-    the engine `pipeline.task_runner` names (threads, Dask or Ray: `flows.runners`),
-    `pipeline.train_workers` at a time. Either way the `gpu` tag limit on the server bounds
-    how many run at once."""
+    top of the earlier ones, in one task. Side by side: in waves of `pipeline.train_workers`
+    requests on the engine `pipeline.task_runner` names (threads, Dask or Ray:
+    `flows.runners`); the layers of a wave train at once, on top of the earlier waves' and
+    held off each other's forget tokens and the retained ones (`hold_statistics`, one task
+    per wave). Either way the `gpu` tag limit on the server bounds how many run at once."""
     if ctx.params.pipeline.stack_layers:
         return train_stack(ctx, production, request_ids, split)
-    holds = hold_statistics(ctx, production, request_ids, split)
+    width = ctx.params.pipeline.train_workers
+    results: list[LayerResult] = []
     with task_runner_for(ctx.params.pipeline) as runner:
-        futures = [
-            runner.submit(
-                train_layer,
-                parameters={
-                    "ctx": ctx,
-                    "production": production,
-                    "request_id": request_id,
-                    "partition": split,
-                    "holds": holds,
-                },
-            )
-            for request_id in request_ids
-        ]
-        return [future.result() for future in futures]
+        for start in range(0, len(request_ids), width):
+            wave = request_ids[start : start + width]
+            holds = hold_statistics(ctx, production, wave, split, results)
+            futures = [
+                runner.submit(
+                    train_layer,
+                    parameters={
+                        "ctx": ctx,
+                        "production": production,
+                        "request_id": request_id,
+                        "partition": split,
+                        "below": list(results),
+                        "holds": holds,
+                    },
+                )
+                for request_id in wave
+            ]
+            results += [future.result() for future in futures]
+    return results
 
 
 def finish(

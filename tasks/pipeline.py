@@ -89,8 +89,8 @@ def train_layer(
     below: list[LayerResult] | None = None,
     holds: train.BatchHolds | None = None,
 ) -> LayerResult:
-    """One request's unlearning layer, on top of `below` or held off `holds` (side by side);
-    skipped when already on disk."""
+    """One request's unlearning layer, on top of `below` and, side by side, held off `holds`
+    (its wave's other requests, retained rows); skipped when already on disk."""
     return train.train_request(ctx, production, request_id, partition, below or [], holds)
 
 
@@ -98,11 +98,15 @@ def train_layer(
     name="hold-statistics", tags=["gpu"], retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE
 )
 def hold_statistics(
-    ctx: Context, production: Production, request_ids: list[str], partition: Partition
+    ctx: Context,
+    production: Production,
+    request_ids: list[str],
+    partition: Partition,
+    below: list[LayerResult] | None = None,
 ) -> train.BatchHolds | None:
-    """The feature sums side-by-side layers are held off (the batch's forget rows, retained
-    rows), taken once on the production model."""
-    return train.batch_holds(ctx, production, request_ids, partition)
+    """The feature sums a wave of side-by-side layers is held off (its forget rows, retained
+    rows), taken once on the model they train on (production and the earlier waves)."""
+    return train.batch_holds(ctx, production, request_ids, partition, below or [])
 
 
 @task(

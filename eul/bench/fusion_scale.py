@@ -53,7 +53,8 @@ def synthetic_stats(
     return stats
 
 
-def _forward_ms(tm: TextModel, batch: dict[str, torch.Tensor], repeats: int = 5) -> float:
+def forward_ms(tm: TextModel, batch: dict[str, torch.Tensor], repeats: int = 5) -> float:
+    """The median time of one forward pass over `batch`, in milliseconds."""
     times = []
     with torch.no_grad():
         for _ in range(repeats):
@@ -77,7 +78,7 @@ def run_fusion_scale(
     tm = TextModel.create(texts + list(LABEL_WORDS), spec, seed=seed)
     layers = tm.unlearning_layers()
     batch = tm.batch(texts, [LABEL_WORDS[i % 2] for i in range(64)])
-    base_ms = _forward_ms(tm, batch)
+    base_ms = forward_ms(tm, batch)
     generator = torch.Generator().manual_seed(seed)
     config = LayerConfig()
     positions = layers.position_names
@@ -122,16 +123,16 @@ def run_fusion_scale(
         add_fused_layer(layers, f"linear-{n}", linear())
         row["forward_ms_base"] = base_ms
         with layers.only([f"fused-{n}"]):
-            row["forward_ms_fused"] = _forward_ms(tm, batch)
+            row["forward_ms_fused"] = forward_ms(tm, batch)
         with layers.only([f"linear-{n}"]):
-            row["forward_ms_linear"] = _forward_ms(tm, batch)
+            row["forward_ms_linear"] = forward_ms(tm, batch)
         row["forward_ms_stacked"] = float("nan")
         if n <= stacked_limit:
             names = [f"stack-{n}-{i}" for i in range(n)]
             for name in names:
                 layers.add_layer(name, config)
             with layers.only(names):
-                row["forward_ms_stacked"] = _forward_ms(tm, batch)
+                row["forward_ms_stacked"] = forward_ms(tm, batch)
             for name in names:
                 layers.remove_layer(name)
         layers.remove_layer(f"fused-{n}")

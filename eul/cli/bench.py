@@ -35,6 +35,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
             "--task generation); drop --fusion-scale"
         )
     _check_small_requests(args)
+    if (args.counts or args.workers) and not args.scale:
+        raise CliError("--counts and --workers go with --scale")
+    if args.scale:
+        _bench_scale(args)
+        return
     if args.size:
         _bench_size(args)
         return
@@ -102,6 +107,28 @@ def _bench_seeds(
     print(table)
     if args.out:
         _print_written(save_report_as(result, table, args.out))
+
+
+def _bench_scale(args: argparse.Namespace) -> None:
+    """`--scale`: batches of growing size, stacked and side by side, on the CPU."""
+    from eul.bench.envelope import write_result
+    from eul.bench.scale import ScaleConfig, format_scale, plot_scale, run_scale
+
+    if args.seeds > 1 or args.fusion_scale or args.sequential or args.size:
+        raise CliError("--scale runs its own measurement; drop --seeds, --fusion-scale, "
+                       "--sequential, --size")  # fmt: skip
+    config = ScaleConfig(seed=args.seed)
+    if args.counts:
+        config = ScaleConfig(counts=tuple(args.counts), workers=config.workers, seed=args.seed)
+    if args.workers:
+        config = ScaleConfig(counts=config.counts, workers=tuple(args.workers), seed=args.seed)
+    result = run_scale(config, log=(lambda _: None) if args.quiet else print)
+    table = format_scale(result)
+    print(table)
+    if args.out:
+        paths = write_result(args.out, "scale", result, table, result["settings"])
+        paths.append(plot_scale(result, Path(args.out).with_suffix(".png")))
+        _print_written(paths)
 
 
 def _bench_size(args: argparse.Namespace) -> None:
@@ -362,6 +389,27 @@ def register(subparsers: Any) -> None:
         "--fusion-scale",
         action="store_true",
         help="instead: time and memory of fusing 1, 10, 100 and 1,000 requests' statistics",
+    )
+    bench.add_argument(
+        "--scale",
+        action="store_true",
+        help="instead: batches of 1, 10, 100 and 1,000 requests on the tiny model, stacked and "
+        "side by side with 1, 2 and 4 worker processes: wall time, memory, files per request, "
+        "fusion and forward time, the fused model's test, forget and MIA figures",
+    )
+    bench.add_argument(
+        "--counts",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        help="with --scale: the batch sizes (default 1 10 100 1000)",
+    )
+    bench.add_argument(
+        "--workers",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        help="with --scale: the numbers of worker processes side by side (default 1 2 4)",
     )
     bench.add_argument(
         "--size",

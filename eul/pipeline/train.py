@@ -82,8 +82,8 @@ class _Rows:
 @dataclass(frozen=True)
 class BatchHolds:
     """What layers trained side by side are held off, in the shared basis: the feature sums
-    of every batch request's forget tokens and of a retained sample, on the model as
-    production serves it (`batch_holds`). Sums of many rows, no text; kept in memory only."""
+    of every forget token of their wave and of a retained sample, on the model they train on
+    (`batch_holds`). Sums of many rows, no text; kept in memory only."""
 
     forget: FusionStats
     retained: FusionStats
@@ -104,9 +104,9 @@ def train_request(
     The layer is trained on top of the production model and of the layers in `below` (the
     batch's earlier requests, when the batch stacks its layers): its teacher is that model
     with the new layer switched off, so the fused sum is exactly what was trained. Side by
-    side (`holds`), it is also held to no output on the other batch requests' forget tokens
-    and on retained tokens, so that the sum of layers that never trained together keeps
-    what each does alone.
+    side (`holds`), it is also held to no output on its wave's other forget tokens and on
+    retained tokens, so that the sum of layers that never trained together keeps what each
+    does alone.
     """
     folder = layer_folder(ctx, request_id)
     done_file = folder / DONE_FILE
@@ -198,11 +198,30 @@ def _train_layer(
     return replace(result, seconds=clock.seconds)
 
 
+BELOW_LAYER = "_below"
+
+
 def _model_under_training(production: Production, below: Sequence[LayerResult]) -> TextModel:
-    """The production model with the batch's earlier layers (`below`) on top, all active."""
+    """The production model with the batch's earlier layers (`below`) on top, all active.
+
+    Shared-basis layers underneath are folded into one (`_below`, the exact sum of their up
+    projections, as the fusion adds them), so that a step costs the same for the batch's
+    thousandth layer as for its first; other layers stay apart."""
+    from eul.fusion.fuse import add_shared_fused_layer, up_matrix
+
     tm = load_serving(production.base_dir, production.layer_dir)
     layers = tm.unlearning_layers()
     underneath = [layers.load_layer(b.layer_dir) for b in below if b.layer_dir]
+    configs = {layers.configs[name] for name in underneath}
+    if len(underneath) > 1 and len(configs) == 1 and next(iter(configs)).shared_basis:
+        ups = {
+            p: sum(up_matrix(layers.layers[name][p]) for name in underneath)
+            for p in layers.position_names
+        }
+        for name in underneath:
+            layers.remove_layer(name)
+        add_shared_fused_layer(layers, BELOW_LAYER, configs.pop(), ups)
+        underneath = [BELOW_LAYER]
     layers.set_active([*layers.active, *underneath])
     return tm
 
@@ -352,9 +371,10 @@ def keep_for(
     forget: Sequence[Record],
 ):
     """`ForgetTask.keep` of a new layer: the mean feature Gram of the tokens it must leave
-    alone. Stacked: the requests already served. Side by side (`holds`): those, the batch's
-    other requests (the batch's sums less this request's own, taken the same way), plus
-    `pipeline.retained_hold` times the retained tokens' mean Gram. None where nothing is held."""
+    alone. Stacked: the requests already served and those underneath. Side by side
+    (`holds`): those, the wave's other requests (the wave's sums less this request's own,
+    taken the same way), plus `pipeline.retained_hold` times the retained tokens' mean
+    Gram. None where nothing is held."""
     from eul.fusion.statistics import keep_grams, served_feature_statistics
 
     earlier = earlier_requests(production, below)
@@ -385,12 +405,17 @@ def side_by_side_grams(
 
 
 def batch_holds(
-    ctx: Context, production: Production, request_ids: Sequence[str], partition: Partition
+    ctx: Context,
+    production: Production,
+    request_ids: Sequence[str],
+    partition: Partition,
+    below: Sequence[LayerResult] = (),
 ) -> BatchHolds | None:
-    """The sums side-by-side layers are held off (`BatchHolds`), taken once per batch on the
-    production model: each request's forget rows in turn (the same batches its own task
-    takes out again), then a sample of `unlearn.retained_sample` retained rows. None where
-    layers have no shared basis or `unlearn.keep_weight` is 0 (nothing is held)."""
+    """The sums a wave of side-by-side layers is held off (`BatchHolds`), taken once per wave
+    on the model its layers train on (production and the layers in `below`): each request's
+    forget rows in turn (the same batches its own task takes out again), then a sample of
+    `unlearn.retained_sample` retained rows. None where layers have no shared basis or
+    `unlearn.keep_weight` is 0 (nothing is held)."""
     import random
 
     from eul.fusion.statistics import FusionStats, served_feature_statistics
@@ -400,8 +425,7 @@ def batch_holds(
     if not (config.keep_weight > 0 and config.layer.shared_basis):
         return None
     task = ctx.params.data.task
-    tm = load_serving(production.base_dir, production.layer_dir)
-    tm = tm.to(resolve_device(ctx.params.unlearn.device))
+    tm = _model_under_training(production, below).to(resolve_device(ctx.params.unlearn.device))
     layers = tm.unlearning_layers()
     forget = FusionStats.zeros(layers.position_names, layers.d_model, config.layer.width)
     for request_id in request_ids:

@@ -97,3 +97,39 @@ def test_a_lone_request_is_held_off_the_retained_tokens_only(tiny_trained, tiny_
         expected = 0.5 * kept.gram[position] / kept.count[position]
         assert torch.allclose(gram, expected.float())
     assert side_by_side_grams(None, holds, own, retained_hold=0.0) is None
+
+
+def test_stacked_training_folds_the_layers_underneath_into_their_exact_sum(
+    tiny_trained, tiny_records, tmp_path
+):
+    # given production (the base alone) and three layers of the batch already trained
+    from eul.pipeline.production import Production
+    from eul.pipeline.results import LayerResult
+    from eul.pipeline.train import BELOW_LAYER, _model_under_training
+
+    tiny_trained.save(tmp_path / "base")
+    layers = tiny_trained.copy().unlearning_layers()
+    below = []
+    generator = torch.Generator().manual_seed(0)
+    for i in range(3):
+        layers.add_layer(f"r{i}", LayerConfig())
+        with torch.no_grad():
+            for layer in layers.layers[f"r{i}"].values():
+                layer.up.weight.copy_(
+                    0.05 * torch.randn(layer.up.weight.shape, generator=generator)
+                )
+        folder = layers.save_layer(f"r{i}", tmp_path / f"r{i}")
+        below.append(LayerResult(f"r{i}", 3, None, [], str(folder)))
+    production = Production(None, tmp_path / "base", None, None)
+    # when the model a fourth layer trains on is built
+    folded = _model_under_training(production, below)
+    # then it holds one layer underneath, and serves what the three do side by side
+    assert folded.unlearning_layers().active == [BELOW_LAYER]
+    apart = tiny_trained.copy()
+    apart_layers = apart.unlearning_layers()
+    apart_layers.set_active([apart_layers.load_layer(b.layer_dir) for b in below])
+    train, _, _ = tiny_records
+    batch = apart.batch([r.text for r in train[:16]], [r.target for r in train[:16]])
+    with torch.no_grad():
+        assert torch.allclose(folded.logits(batch), apart.logits(batch), atol=1e-4)
+        assert not torch.allclose(tiny_trained.logits(batch), apart.logits(batch), atol=1e-3)
